@@ -1,0 +1,87 @@
+"""SQLAlchemy 2 models of the tuning database.
+
+One row per workload (a TIR function to tune), one row per target fingerprint, and one row per
+measured schedule of a workload on a target. The migrations in ``tuning_db/migrations`` create
+exactly these tables; a test compares the two.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class WorkloadRow(Base):
+    __tablename__ = "workloads"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    """sha256 of the workload's canonical TVMScript (see ``workload_key.py``): the same on every
+    process and machine, unlike TVM's structural hash."""
+    mod_json: Mapped[str] = mapped_column(Text)
+    """The workload IRModule as ``tvm.ir.save_json`` writes it, so records can be rebuilt."""
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+
+
+class TargetRow(Base):
+    __tablename__ = "targets"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    """sha256 of ``fingerprint_json``: records are filed and queried under this key."""
+    target_json: Mapped[str] = mapped_column(Text)
+    """The TVM target JSON the records were measured with (without its host)."""
+    fingerprint_json: Mapped[str] = mapped_column(Text)
+    """Target JSON plus CPU features or GPU arch plus the TVM version."""
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+
+
+class TuningRecordRow(Base):
+    __tablename__ = "tuning_records"
+    __table_args__ = (
+        # A redelivered measurement must not add a second row.
+        UniqueConstraint("workload_id", "target_key", "trace_hash"),
+        # top-k: filter on (workload, target) and read the index in mean_run_sec order.
+        Index("ix_tuning_records_top_k", "workload_id", "target_key", "mean_run_sec"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    workload_id: Mapped[int] = mapped_column(
+        ForeignKey("workloads.id", ondelete="CASCADE"), index=True
+    )
+    target_key: Mapped[str] = mapped_column(ForeignKey("targets.key", ondelete="CASCADE"))
+    trace_hash: Mapped[str] = mapped_column(String(64))
+    """sha256 of ``trace_json``: the schedule's identity within a workload and target."""
+    trace_json: Mapped[str] = mapped_column(Text)
+    run_secs_json: Mapped[str] = mapped_column(Text)
+    """The measured run times in seconds, as MetaSchedule reports them (1e10 marks a failure)."""
+    mean_run_sec: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """Mean of ``run_secs``; NULL when the candidate failed to build or run."""
+    args_info_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
