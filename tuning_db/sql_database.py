@@ -156,7 +156,9 @@ class SqlDatabase(PyDatabase):
                     "target_key": target_key,
                     "trace_hash": trace_hash(trace_text),
                     "trace_json": trace_text,
-                    "run_secs_json": json.dumps(run_secs if run_secs is not None else [FAILED_RUN_SEC]),
+                    "run_secs_json": json.dumps(
+                        run_secs if run_secs is not None else [FAILED_RUN_SEC]
+                    ),
                     "mean_run_sec": mean_run_sec(run_secs),
                     "args_info_json": json.dumps(args_info) if args_info is not None else None,
                 },

@@ -8,7 +8,9 @@ from sqlalchemy import Connection, Table
 from sqlalchemy.dialects import postgresql, sqlite
 
 
-def insert_ignoring_duplicates(connection: Connection, table: Table, values: dict[str, Any]) -> None:
+def insert_ignoring_duplicates(
+    connection: Connection, table: Table, values: dict[str, Any]
+) -> None:
     """Insert ``values`` unless a unique constraint says the row is already there."""
     dialect = connection.dialect.name
     if dialect == "postgresql":

@@ -1,0 +1,276 @@
+"""The local job: ONNX model in, tuned ``model.so`` and ``manifest.json`` out.
+
+Steps: validate → import → pass pipeline → tasks → database lookup → tune what is missing →
+build with the best records → package with a latency report and an output check.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import tvm
+from tvm.target import Target
+
+from tuner import build, latency
+from tuner.errors import UserInputError
+from tuner.model_validation import ValidatedModel, validate_onnx_model
+from tuner.onnx_import import import_onnx
+from tuner.pipelines import Layout, PipelineOptions, PipelineResult, run_pipeline
+from tuner.pool_measure import CandidateWriter, PoolRunner
+from tuner.search import FAST_SEARCH, SearchSettings, TuningReport, tune
+from tuner.targets import parse_target
+from tuner.tasks import Coverage, TuningTask, extract_tuning_tasks, look_up_tasks
+from tuner.trial import MeasureSettings
+from tuner.warm_pool import WarmPool, default_worker_count
+from tuning_db import SqlDatabase
+
+MANIFEST_VERSION = 1
+
+
+@dataclass
+class CompileOptions:
+    model_path: Path
+    target: str
+    out_dir: Path
+    database_url: str
+    trials: int
+    max_trials_per_task: int | None = None
+    layout: Layout = "auto"
+    fp16: bool = False
+    seed: int | None = None
+    workers: int | None = None
+    search: SearchSettings = FAST_SEARCH
+    measure: MeasureSettings = field(default_factory=MeasureSettings)
+    measure_timeout_sec: float = 60.0
+    max_model_bytes: int = 2 * 1024**3
+    latency_samples: int = 50
+
+
+class CompileObserver(Protocol):
+    def stage(self, message: str) -> None: ...
+
+    def tuning_started(self, total_trials: int, tasks: list[TuningTask]) -> None: ...
+
+    def tuning_progress(self, report: TuningReport) -> None: ...
+
+    def tuning_finished(self) -> None: ...
+
+
+class SilentObserver:
+    def stage(self, message: str) -> None:
+        pass
+
+    def tuning_started(self, total_trials: int, tasks: list[TuningTask]) -> None:
+        pass
+
+    def tuning_progress(self, report: TuningReport) -> None:
+        pass
+
+    def tuning_finished(self) -> None:
+        pass
+
+
+@dataclass
+class CompileResult:
+    library_path: Path
+    manifest_path: Path
+    manifest: dict[str, Any]
+
+
+def check_options(options: CompileOptions) -> Target:
+    """Reject bad options before any work or any database write; return the parsed target."""
+    if options.trials < 0:
+        raise UserInputError(f"--trials must be 0 or more, not {options.trials}")
+    if options.max_trials_per_task is not None and options.max_trials_per_task < 1:
+        raise UserInputError(
+            f"--max-trials-per-task must be 1 or more, not {options.max_trials_per_task}"
+        )
+    if options.layout not in ("auto", "NCHW", "NHWC"):
+        raise UserInputError(f"--layout must be NHWC, NCHW or auto, not {options.layout!r}")
+    return parse_target(options.target)
+
+
+def compile_model(
+    options: CompileOptions, *, observer: CompileObserver | None = None
+) -> CompileResult:
+    """Run the whole local job; raise ``UserInputError`` for anything the user must fix."""
+    observer = observer or SilentObserver()
+    started = time.perf_counter()
+    target = check_options(options)
+
+    observer.stage(f"validating {options.model_path}")
+    validated = validate_onnx_model(options.model_path, max_bytes=options.max_model_bytes)
+    observer.stage("importing into Relax")
+    relax_mod = import_onnx(validated)
+    observer.stage("running the pass pipeline")
+    pipeline = run_pipeline(
+        relax_mod, target=target, options=PipelineOptions(layout=options.layout, fp16=options.fp16)
+    )
+    tasks = extract_tuning_tasks(pipeline.mod, target=target)
+
+    # The database is opened only once the input is known to be good.
+    database = SqlDatabase(options.database_url, target=target)
+    coverage = look_up_tasks(tasks, database=database, target=target)
+    observer.stage(
+        f"{len(tasks)} tasks, {coverage.tasks_covered} already in the database "
+        f"({coverage.flops_percent:.0f}% of FLOPs)"
+    )
+    missing = [task for task in tasks if not task.covered]
+    tuning_started = time.perf_counter()
+    report = TuningReport()
+    if missing and options.trials > 0:
+        report = _tune_missing(
+            missing, options=options, target=target, database=database, observer=observer
+        )
+    tuning_sec = time.perf_counter() - tuning_started
+
+    observer.stage("building with the best records")
+    tuned = build.compile_tuned(pipeline.mod, target=target, database=database)
+    options.out_dir.mkdir(parents=True, exist_ok=True)
+    library_path = options.out_dir / "model.so"
+    sha256 = build.export_library(tuned, library_path)
+
+    observer.stage("measuring latency and checking outputs against ONNX Runtime")
+    inputs = latency.random_inputs(validated.inputs, seed=options.seed or 0)
+    loaded = latency.LoadedModel(tvm.runtime.load_module(str(library_path)), target=target)
+    tuned_latency = loaded.latency(inputs, samples=options.latency_samples)
+    outputs = loaded.run(inputs)
+    untuned = latency.LoadedModel(build.compile_untuned(pipeline.mod, target=target), target=target)
+    untuned_latency = untuned.latency(inputs, samples=options.latency_samples)
+    max_diff = latency.max_abs_difference(outputs, latency.onnxruntime_outputs(validated, inputs))
+
+    manifest = _manifest(
+        options=options,
+        target=target,
+        database=database,
+        validated=validated,
+        pipeline=pipeline,
+        tasks=tasks,
+        coverage=coverage,
+        report=report,
+        sha256=sha256,
+        untuned=untuned_latency,
+        tuned=tuned_latency,
+        max_diff=max_diff,
+        timings={
+            "tuning_sec": round(tuning_sec, 3),
+            "total_sec": round(time.perf_counter() - started, 3),
+        },
+    )
+    manifest_path = options.out_dir / "manifest.json"
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return CompileResult(library_path=library_path, manifest_path=manifest_path, manifest=manifest)
+
+
+def _tune_missing(
+    missing: list[TuningTask],
+    *,
+    options: CompileOptions,
+    target: Target,
+    database: SqlDatabase,
+    observer: CompileObserver,
+) -> TuningReport:
+    workers = options.workers or default_worker_count(target.kind.name)
+    with tempfile.TemporaryDirectory(prefix="tunefarm-") as scratch, WarmPool(workers) as pool:
+        builder = CandidateWriter(str(Path(scratch) / "candidates"))
+        runner = PoolRunner(pool, settings=options.measure, timeout_sec=options.measure_timeout_sec)
+        observer.tuning_started(options.trials, missing)
+        try:
+            return tune(
+                missing,
+                target=target,
+                database=database,
+                builder=builder,
+                runner=runner,
+                total_trials=options.trials,
+                max_trials_per_task=options.max_trials_per_task,
+                settings=options.search,
+                seed=options.seed,
+                work_dir=str(Path(scratch) / "logs"),
+                on_progress=observer.tuning_progress,
+            )
+        finally:
+            observer.tuning_finished()
+
+
+def _manifest(
+    *,
+    options: CompileOptions,
+    target: Target,
+    database: SqlDatabase,
+    validated: ValidatedModel,
+    pipeline: PipelineResult,
+    tasks: list[TuningTask],
+    coverage: Coverage,
+    report: TuningReport,
+    sha256: str,
+    untuned: latency.LatencyReport,
+    tuned: latency.LatencyReport,
+    max_diff: float,
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    fingerprint = database.target_fingerprint
+    task_rows = []
+    for task in tasks:
+        progress = report.tasks.get(task.name)
+        best_after = database.best_run_sec(task.mod, target)
+        if task.covered:
+            source = "reused"
+        elif progress is not None and progress.trials > 0 and best_after is not None:
+            source = "tuned now"
+        else:
+            source = "default schedule"
+        task_rows.append(
+            {
+                "name": task.name,
+                "weight": task.weight,
+                "flops": task.flops,
+                "trials": progress.trials if progress is not None else 0,
+                "failed_trials": progress.failures if progress is not None else 0,
+                "best_latency_us": round(best_after * 1e6, 3) if best_after is not None else None,
+                "source": source,
+                "workload_key": database.workload_key(task.mod),
+            }
+        )
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        "model": {"path": str(validated.path), "opset": validated.opset},
+        "target": {
+            "requested": options.target,
+            "json": json.loads(fingerprint.target_json),
+            "fingerprint": fingerprint.key,
+            "fingerprint_details": {
+                "hardware": fingerprint.details["hardware"],
+                "tvm_version": fingerprint.details["tvm_version"],
+            },
+        },
+        "machine": {"hostname": platform.node(), "processor": platform.processor() or None},
+        "inputs": [signature.as_dict() for signature in validated.inputs],
+        "outputs": [signature.as_dict() for signature in validated.outputs],
+        "library": {"file": "model.so", "sha256": sha256},
+        "pipeline": {
+            "name": pipeline.pipeline,
+            "phases": pipeline.phases,
+            "layout": pipeline.layout,
+            "fp16": options.fp16,
+            "fused": [kernel.as_dict() for kernel in pipeline.fused],
+        },
+        "tuning": {
+            "trials_requested": options.trials,
+            "trials_run": report.trials,
+            "failed_trials": report.failures,
+            "seed": options.seed,
+        },
+        "coverage_before_tuning": coverage.as_dict(),
+        "tasks": task_rows,
+        "latency": {"untuned": untuned.as_dict(), "tuned": tuned.as_dict()},
+        "speedup_p50": round(untuned.p50_ms / tuned.p50_ms, 3) if tuned.p50_ms > 0 else None,
+        "check_vs_onnxruntime": {"max_abs_diff": max_diff},
+        "timings": timings,
+    }

@@ -1,0 +1,68 @@
+"""Rich progress for the CLI: stages as lines, trials as a bar with the best latency so far.
+
+When stdout is not a terminal it stays quiet: no bar, no stage lines.
+"""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from tuner.search import TuningReport
+from tuner.tasks import TuningTask
+
+
+class ConsoleObserver:
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.enabled = console.is_terminal
+        self._progress: Progress | None = None
+        self._bar: TaskID | None = None
+        self._weights: dict[str, int] = {}
+
+    def stage(self, message: str) -> None:
+        if self.enabled:
+            self.console.print(f"[bold cyan]•[/] {message}")
+
+    def tuning_started(self, total_trials: int, tasks: list[TuningTask]) -> None:
+        if not self.enabled:
+            return
+        self._weights = {task.name: task.weight for task in tasks}
+        self._progress = Progress(
+            TextColumn("tuning {task.fields[count]} tasks"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("trials · best {task.fields[best]}"),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=False,
+        )
+        self._progress.start()
+        self._bar = self._progress.add_task(
+            "tuning", total=total_trials, count=len(tasks), best="—"
+        )
+
+    def tuning_progress(self, report: TuningReport) -> None:
+        if self._progress is None or self._bar is None:
+            return
+        known = [
+            (progress.best_sec, self._weights.get(name, 1))
+            for name, progress in report.tasks.items()
+            if progress.best_sec is not None
+        ]
+        # The model's latency estimate: the weighted sum of each task's best kernel so far.
+        best = f"{sum(sec * weight for sec, weight in known) * 1e3:.3f} ms" if known else "—"
+        self._progress.update(self._bar, completed=report.trials, best=best)
+
+    def tuning_finished(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+        self._progress = None
+        self._bar = None

@@ -1,0 +1,154 @@
+"""Named graph-pass pipelines that run between import and task extraction.
+
+Each pipeline is one readable sequence in phases. ``run_pipeline`` logs between phases and
+reports what fused, so a job can say which operators ended up in which kernel.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import tvm
+from tvm import relax
+from tvm.ir import IRModule
+from tvm.target import Target
+
+from tuner.targets import is_gpu
+
+logger = logging.getLogger(__name__)
+
+Layout = Literal["NCHW", "NHWC", "auto"]
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    layout: Layout = "auto"
+    fp16: bool = False
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    passes: list[tvm.transform.Pass]
+
+
+@dataclass(frozen=True)
+class FusedKernel:
+    name: str
+    ops: list[str]
+
+    def as_dict(self) -> dict[str, object]:
+        return {"name": self.name, "ops": self.ops}
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    mod: IRModule
+    pipeline: str
+    phases: list[str]
+    layout: str
+    fused: list[FusedKernel]
+
+
+def resolve_layout(layout: Layout, target: Target) -> Literal["NCHW", "NHWC"]:
+    """``auto`` keeps NCHW on CPUs and converts to NHWC on GPUs, where it is the faster one."""
+    if layout == "auto":
+        return "NHWC" if is_gpu(target) else "NCHW"
+    return layout
+
+
+def default_phases(target: Target, options: PipelineOptions) -> list[Phase]:
+    layout = resolve_layout(options.layout, target)
+    phases = [
+        # Inference-only rewrites: batch norm into scale/shift, constants folded.
+        Phase(
+            "inference-cleanup",
+            [
+                relax.transform.DecomposeOpsForInference(),
+                relax.transform.CanonicalizeBindings(),
+                relax.transform.FoldConstant(),
+            ],
+        ),
+    ]
+    layout_passes: list[tvm.transform.Pass] = []
+    if layout == "NHWC":
+        layout_passes.append(relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]}))
+    if options.fp16:
+        layout_passes.append(relax.transform.ToMixedPrecision(out_dtype="float16"))
+    if layout_passes:
+        # Layout and precision change op attributes, so they run before legalization.
+        layout_passes.append(relax.transform.FoldConstant())
+        phases.append(Phase("layout-and-precision", layout_passes))
+    phases += [
+        # Every Relax op becomes a TIR PrimFunc with an op pattern that fusion reads.
+        Phase(
+            "legalize",
+            [
+                relax.transform.LegalizeOps(),
+                relax.transform.AnnotateTIROpPattern(),
+                relax.transform.FoldConstant(),
+            ],
+        ),
+        # Operators fuse into kernels; each fused kernel is one tuning task.
+        Phase("fuse", [relax.transform.FuseOps(), relax.transform.FuseTIR()]),
+        Phase("cleanup", [relax.transform.DeadCodeElimination()]),
+    ]
+    return phases
+
+
+PIPELINES: dict[str, Callable[[Target, PipelineOptions], list[Phase]]] = {
+    "tunefarm-default": default_phases,
+}
+
+
+def run_pipeline(
+    mod: IRModule,
+    *,
+    target: Target,
+    options: PipelineOptions,
+    name: str = "tunefarm-default",
+) -> PipelineResult:
+    """Run the named pipeline on ``mod`` for ``target`` and report what fused."""
+    if name not in PIPELINES:
+        raise KeyError(f"unknown pipeline {name!r}; known: {', '.join(PIPELINES)}")
+    phases = PIPELINES[name](target, options)
+    fused: list[FusedKernel] = []
+    with target, tvm.transform.PassContext(opt_level=3):
+        for phase in phases:
+            if phase.name == "fuse":
+                fused_ops = relax.transform.FuseOps()(mod)
+                fused = _fused_kernels(fused_ops)
+            mod = tvm.transform.Sequential(phase.passes, name=phase.name)(mod)
+            logger.info("pipeline %s: phase %s done", name, phase.name)
+    return PipelineResult(
+        mod=mod,
+        pipeline=name,
+        phases=[phase.name for phase in phases],
+        layout=resolve_layout(options.layout, target),
+        fused=fused,
+    )
+
+
+def _fused_kernels(mod: IRModule) -> list[FusedKernel]:
+    """The primitive functions FuseOps made, each with the ops it called, in module order."""
+    kernels = []
+    for global_var, function in mod.functions.items():
+        if not isinstance(function, relax.Function):
+            continue
+        if not function.attrs or int(function.attrs.get("Primitive", 0)) != 1:
+            continue
+        ops: list[str] = []
+
+        def visit(expr: relax.Expr, ops: list[str] = ops) -> None:
+            if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
+                if expr.op.name == "relax.call_tir":
+                    ops.append(expr.args[0].name_hint)
+                else:
+                    ops.append(expr.op.name)
+
+        relax.analysis.post_order_visit(function.body, visit)
+        kernels.append(FusedKernel(name=global_var.name_hint, ops=ops))
+    return sorted(kernels, key=lambda kernel: kernel.name)

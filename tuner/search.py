@@ -1,0 +1,152 @@
+"""Run MetaSchedule's search (task scheduler, XGBoost cost model, evolutionary search) on the
+tasks the database does not cover, measuring through any Builder/Runner pair."""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import tvm.s_tir.meta_schedule as ms
+from tvm.ir.utils import derived_object
+from tvm.s_tir.meta_schedule.builder import Builder
+from tvm.s_tir.meta_schedule.database import Database
+from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
+from tvm.s_tir.meta_schedule.runner import Runner
+from tvm.target import Target
+
+from tuner.tasks import TuningTask
+from tuner.tensor_intrinsics import load_tensor_intrinsics
+
+FAILED_RUN_SEC = 1e10
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """Evolutionary search knobs. The defaults are MetaSchedule's own."""
+
+    population_size: int = 512
+    init_measured_ratio: float = 0.2
+    init_min_unmeasured: int = 50
+    genetic_num_iters: int = 4
+    genetic_mutate_prob: float = 0.85
+    eps_greedy: float = 0.05
+    num_trials_per_iter: int = 64
+
+    def strategy(self) -> ms.search_strategy.EvolutionarySearch:
+        return ms.search_strategy.EvolutionarySearch(
+            population_size=self.population_size,
+            init_measured_ratio=self.init_measured_ratio,
+            init_min_unmeasured=self.init_min_unmeasured,
+            genetic_num_iters=self.genetic_num_iters,
+            genetic_mutate_prob=self.genetic_mutate_prob,
+            eps_greedy=self.eps_greedy,
+        )
+
+
+# Few trials per task cannot use a 512-strong population: the search would cost more than
+# the measurements. This profile keeps the search in proportion (see bench/local_tuning.py).
+FAST_SEARCH = SearchSettings(
+    population_size=128, init_min_unmeasured=32, genetic_num_iters=2, num_trials_per_iter=32
+)
+
+
+@dataclass
+class TaskProgress:
+    name: str
+    trials: int = 0
+    failures: int = 0
+    best_sec: float | None = None
+
+
+@dataclass
+class TuningReport:
+    trials: int = 0
+    failures: int = 0
+    tasks: dict[str, TaskProgress] = field(default_factory=dict)
+
+
+ProgressListener = Callable[[TuningReport], None]
+
+
+@derived_object
+class ProgressCallback(PyMeasureCallback):
+    """Counts trials and the best run time of each task as results come back."""
+
+    def __init__(self, names: list[str], listener: ProgressListener | None) -> None:
+        super().__init__()
+        self.names = names
+        self.listener = listener
+        self.report = TuningReport(tasks={name: TaskProgress(name) for name in names})
+
+    def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):  # type: ignore[no-untyped-def]
+        progress = self.report.tasks[self.names[task_id]]
+        for build, run in zip(builder_results, runner_results):
+            progress.trials += 1
+            self.report.trials += 1
+            if build.error_msg is not None or run.error_msg is not None or run.run_secs is None:
+                progress.failures += 1
+                self.report.failures += 1
+                continue
+            secs = [float(sec) for sec in run.run_secs]
+            mean = sum(secs) / len(secs)
+            if mean < FAILED_RUN_SEC and (progress.best_sec is None or mean < progress.best_sec):
+                progress.best_sec = mean
+        if self.listener is not None:
+            self.listener(self.report)
+
+
+def trials_per_task(total_trials: int, task_count: int, max_per_task: int | None) -> int:
+    """An even share of the budget per task, unless the user capped it."""
+    if max_per_task is not None:
+        return max_per_task
+    return max(1, math.ceil(total_trials / max(1, task_count)))
+
+
+def tune(
+    tasks: list[TuningTask],
+    *,
+    target: Target,
+    database: Database,
+    builder: Builder,
+    runner: Runner,
+    total_trials: int,
+    max_trials_per_task: int | None = None,
+    settings: SearchSettings = FAST_SEARCH,
+    seed: int | None = None,
+    work_dir: str | None = None,
+    on_progress: ProgressListener | None = None,
+) -> TuningReport:
+    """Tune ``tasks`` with up to ``total_trials`` measurements; records go to ``database``."""
+    if not tasks or total_trials <= 0:
+        return TuningReport()
+    work_dir = work_dir or tempfile.mkdtemp(prefix="tunefarm-tune-")
+    ms_logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    if ms_logger.level == logging.NOTSET:
+        # MetaSchedule prints its task table to stdout at INFO; keep that for --verbose.
+        ms_logger.setLevel(logging.WARNING)
+    load_tensor_intrinsics(target)
+    per_task = trials_per_task(total_trials, len(tasks), max_trials_per_task)
+    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+        extracted_tasks=[task.extracted for task in tasks],
+        work_dir=work_dir,
+        strategy=settings.strategy(),
+        seed=seed,
+    )
+    names = [str(context.task_name) for context in contexts]
+    progress = ProgressCallback(names, on_progress)
+    ms.tune_tasks(
+        tasks=contexts,
+        task_weights=weights,
+        work_dir=work_dir,
+        max_trials_global=total_trials,
+        max_trials_per_task=per_task,
+        num_trials_per_iter=max(1, min(settings.num_trials_per_iter, per_task)),
+        builder=builder,
+        runner=runner,
+        database=database,
+        measure_callbacks=[*ms.MeasureCallback.create("default"), progress],
+    )
+    return progress.report

@@ -1,0 +1,30 @@
+"""tunefarm's settings: one class, environment variables prefixed ``TUNEFARM_``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import platformdirs
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("tunefarm", appauthor=False))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TUNEFARM_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    """Models, artifacts and the default SQLite database live here."""
+    database_url: str | None = None
+    """SQLAlchemy URL of the tuning database; default: ``sqlite:///<data_dir>/tunefarm.db``."""
+    max_model_bytes: int = 2 * 1024**3
+    measure_timeout_sec: float = 60.0
+    """Longest a candidate may take to build and run before it counts as failed."""
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'tunefarm.db'}"

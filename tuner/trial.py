@@ -1,0 +1,127 @@
+"""One tuning trial: build a scheduled TIR module and time it, in a process that imported TVM once.
+
+This is the unit of work of a measure worker, local or on the farm. A candidate arrives as JSON
+(``tvm.ir.save_json`` of the scheduled module plus the target and argument info) and leaves as
+a ``TrialResult``: run times or an error string. Failures are data; nothing here raises for a bad
+candidate.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tuner.targets import runtime_device
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    """How each candidate is timed (the fields of MetaSchedule's ``EvaluatorConfig``)."""
+
+    number: int = 3
+    repeat: int = 1
+    min_repeat_ms: int = 20
+    enable_cpu_cache_flush: bool = False
+
+
+@dataclass(frozen=True)
+class TrialRequest:
+    mod_json: str
+    """``tvm.ir.save_json`` of the scheduled IRModule."""
+    target_json: str
+    args_info: list[Any]
+    """``ArgInfo.as_json()`` of each argument: ``["TENSOR", dtype, shape]``."""
+    device_id: int = 0
+    settings: MeasureSettings = field(default_factory=MeasureSettings)
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    run_secs: list[float] | None
+    error: str | None
+    build_sec: float = 0.0
+    measure_sec: float = 0.0
+
+
+# Only one candidate is timed at a time per device, whatever builds beside it.
+_measure_lock: Any = threading.Lock()
+
+
+def set_measure_lock(lock: Any) -> None:
+    """Share one lock among the processes that time candidates on the same device."""
+    global _measure_lock
+    _measure_lock = lock
+
+
+def warm_up() -> None:
+    """Import what every trial needs, once per process."""
+    # Not tvm.s_tir.tensor_intrin (11 s to import): candidates arrive already scheduled, so
+    # tensorized blocks are plain TIR by now and building them needs no registered intrinsics.
+    import tvm  # noqa: F401
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock  # noqa: F401
+
+
+def run_trial(request: TrialRequest) -> TrialResult:
+    """Build and time one candidate; never raises for a bad candidate."""
+    import tvm
+    from tvm.driver import build as tvm_build
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+    started = time.perf_counter()
+    try:
+        target = tvm.target.Target(request.target_json)
+        mod = tvm.ir.load_json(request.mod_json)
+        mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
+        rt_mod = tvm_build(mod, target=target)
+    except Exception as err:
+        return TrialResult(None, f"build failed: {_describe(err)}")
+    built = time.perf_counter()
+    try:
+        device = runtime_device(target, request.device_id)
+        args = [_random_argument(tvm, info, device) for info in request.args_info]
+        settings = request.settings
+        evaluator = rt_mod.time_evaluator(
+            rt_mod.entry_name,
+            device,
+            number=settings.number,
+            repeat=settings.repeat,
+            min_repeat_ms=settings.min_repeat_ms,
+            f_preproc="cache_flush_cpu_non_first_arg" if settings.enable_cpu_cache_flush else "",
+        )
+        with _measure_lock:
+            device.sync()
+            run_secs = [float(sec) for sec in evaluator(*args).results]
+    except Exception as err:
+        return TrialResult(None, f"run failed: {_describe(err)}", build_sec=built - started)
+    return TrialResult(
+        run_secs,
+        None,
+        build_sec=built - started,
+        measure_sec=time.perf_counter() - built,
+    )
+
+
+def _random_argument(tvm: Any, info: list[Any], device: Any) -> Any:
+    kind, dtype, shape = info
+    if kind != "TENSOR":
+        raise ValueError(f"unsupported argument kind {kind!r}")
+    if "float" in dtype:
+        data = np.random.uniform(-1.0, 1.0, size=shape).astype(dtype)
+    elif dtype == "bool":
+        data = np.random.randint(0, 2, size=shape).astype(dtype)
+    else:
+        data = np.random.randint(0, 8, size=shape).astype(dtype)
+    return tvm.runtime.tensor(data, device=device)
+
+
+def _describe(err: BaseException) -> str:
+    text = str(err).strip() or type(err).__name__
+    # TVM errors carry a C++ backtrace; the last lines say what went wrong.
+    lines = [line for line in text.splitlines() if line.strip()]
+    summary = "\n".join(lines[-6:]) if len(lines) > 6 else text
+    return f"{type(err).__name__}: {summary}" if summary else traceback.format_exc(limit=1)
