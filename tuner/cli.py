@@ -110,6 +110,21 @@ def compile_command(
     )
 
 
+@app.command("sample-model")
+def sample_model_command(
+    path: Annotated[Path, typer.Argument(help="Where to write the .onnx file.")],
+    name: Annotated[str, typer.Option(help="Which sample: tiny-cnn.")] = "tiny-cnn",
+) -> None:
+    """Write a small ONNX model that tunes in seconds (for trying tunefarm out)."""
+    from tuner.sample_models import write_sample
+
+    try:
+        write_sample(name, path)
+    except KeyError as err:
+        _fail(str(err.args[0]))
+    print(f"wrote {path}")
+
+
 @records_app.command("export")
 def export_command(
     directory: Annotated[Path, typer.Argument(help="Folder for the two JSON files.")],

@@ -26,7 +26,7 @@ def parse_target(text: str) -> Target:
     text = text.strip()
     if not text:
         raise TargetError("the target is empty; try --target llvm or --target cuda")
-    if text.startswith("{"):
+    if text.startswith(("{", "[")):
         try:
             config = json.loads(text)
         except json.JSONDecodeError as err:

@@ -1,0 +1,80 @@
+"""ONNX files that tunefarm must reject, each for one reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+from onnx import TensorProto, helper
+
+from tuner.sample_models import tiny_cnn
+
+
+def not_onnx(folder: Path) -> Path:
+    path = folder / "notes.onnx"
+    path.write_text("this is not a model\n" * 10)
+    return path
+
+
+def truncated(folder: Path) -> Path:
+    path = folder / "truncated.onnx"
+    data = tiny_cnn().SerializeToString()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def external_data_outside(folder: Path) -> Path:
+    model = tiny_cnn()
+    weight = next(t for t in model.graph.initializer if t.name == "fc_w")
+    weight.ClearField("raw_data")
+    weight.ClearField("float_data")
+    weight.data_location = TensorProto.EXTERNAL
+    for key, value in {"location": "../../etc/passwd", "offset": "0", "length": "64"}.items():
+        entry = weight.external_data.add()
+        entry.key, entry.value = key, value
+    path = folder / "escapes.onnx"
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def unsupported_operator(folder: Path) -> Path:
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"], name="relu1"),
+        helper.make_node("Einsum2000", ["r"], ["y"], name="mystery_node", domain="com.example"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "unsupported",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)],
+    )
+    path = folder / "unsupported.onnx"
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def unsupported_standard_operator(folder: Path) -> Path:
+    """Celu: a standard ONNX operator that TVM 0.27's importer has no converter for."""
+    node = helper.make_node("Celu", ["x"], ["y"], name="the_node", alpha=1.0)
+    graph = helper.make_graph(
+        [node],
+        "std_unsupported",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = folder / "std_unsupported.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+def dynamic_batch(folder: Path) -> Path:
+    model = tiny_cnn()
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+    path = folder / "dynamic.onnx"
+    onnx.save(model, str(path))
+    return path
