@@ -130,7 +130,7 @@ def export_command(
     directory: Annotated[Path, typer.Argument(help="Folder for the two JSON files.")],
     db: Annotated[str | None, typer.Option(help="Database URL.")] = None,
 ) -> None:
-    """Write every record as MetaSchedule's database_workload.json and database_tuning_record.json."""
+    """Write every record in MetaSchedule's JSON layout (the two database_*.json files)."""
     from tuning_db.json_logs import export_json_logs
 
     try:
@@ -176,8 +176,9 @@ def main() -> None:
     except Exception as err:
         # A bug of ours: the user gets one line and a file with the traceback, not a wall of it.
         crash_log = _write_crash_log()
+        summary = str(err).splitlines()[0] if str(err) else ""
         error_console.print(
-            f"[bold red]internal error:[/] {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            f"[bold red]internal error:[/] {type(err).__name__}: {summary}"
             f"\n  the traceback is in {crash_log}; please attach it to a bug report",
             highlight=False,
         )

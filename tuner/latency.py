@@ -77,7 +77,9 @@ def onnxruntime_outputs(validated: ValidatedModel, inputs: list[np.ndarray]) -> 
     session = onnxruntime.InferenceSession(
         validated.model.SerializeToString(), providers=["CPUExecutionProvider"]
     )
-    feed = {signature.name: array for signature, array in zip(validated.inputs, inputs)}
+    feed = {
+        signature.name: array for signature, array in zip(validated.inputs, inputs, strict=True)
+    }
     return [np.asarray(value) for value in session.run(None, feed)]
 
 
@@ -85,7 +87,7 @@ def max_abs_difference(ours: list[np.ndarray], reference: list[np.ndarray]) -> f
     if len(ours) != len(reference):
         raise ValueError(f"{len(ours)} outputs against {len(reference)} from ONNX Runtime")
     worst = 0.0
-    for mine, theirs in zip(ours, reference):
+    for mine, theirs in zip(ours, reference, strict=True):
         diff = np.abs(mine.astype(np.float64) - theirs.astype(np.float64))
         worst = max(worst, float(diff.max()) if diff.size else 0.0)
     return worst

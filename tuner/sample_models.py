@@ -9,20 +9,24 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 
-def tiny_cnn(*, image_size: int = 32, channels: int = 8, classes: int = 10, seed: int = 0) -> onnx.ModelProto:
+def tiny_cnn(
+    *, image_size: int = 32, channels: int = 8, classes: int = 10, seed: int = 0
+) -> onnx.ModelProto:
     """Conv → Relu → MaxPool → Flatten → Gemm on a 1x3xSxS image."""
     rng = np.random.default_rng(seed)
     pooled = image_size // 2
 
     def weight(name: str, *shape: int) -> TensorProto:
-        return numpy_helper.from_array(
-            (rng.standard_normal(shape) * 0.1).astype(np.float32), name
-        )
+        return numpy_helper.from_array((rng.standard_normal(shape) * 0.1).astype(np.float32), name)
 
     nodes = [
-        helper.make_node("Conv", ["image", "conv_w", "conv_b"], ["conv"], pads=[1, 1, 1, 1], name="conv1"),
+        helper.make_node(
+            "Conv", ["image", "conv_w", "conv_b"], ["conv"], pads=[1, 1, 1, 1], name="conv1"
+        ),
         helper.make_node("Relu", ["conv"], ["relu"], name="relu1"),
-        helper.make_node("MaxPool", ["relu"], ["pool"], kernel_shape=[2, 2], strides=[2, 2], name="pool1"),
+        helper.make_node(
+            "MaxPool", ["relu"], ["pool"], kernel_shape=[2, 2], strides=[2, 2], name="pool1"
+        ),
         helper.make_node("Flatten", ["pool"], ["flat"], name="flatten1"),
         helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"], transB=1, name="fc1"),
     ]

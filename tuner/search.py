@@ -83,7 +83,7 @@ class ProgressCallback(PyMeasureCallback):
 
     def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):  # type: ignore[no-untyped-def]
         progress = self.report.tasks[self.names[task_id]]
-        for build, run in zip(builder_results, runner_results):
+        for build, run in zip(builder_results, runner_results, strict=True):
             progress.trials += 1
             self.report.trials += 1
             if build.error_msg is not None or run.error_msg is not None or run.run_secs is None:

@@ -22,7 +22,7 @@ from tvm.target import Target
 
 from tuning_db.engine import make_engine
 from tuning_db.migrate import upgrade
-from tuning_db.schema import TargetRow, TuningRecordRow, WorkloadRow
+from tuning_db.schema import Base, TargetRow, TuningRecordRow, WorkloadRow
 from tuning_db.target_fingerprint import TargetFingerprint, fingerprint
 from tuning_db.upsert import insert_ignoring_duplicates
 from tuning_db.workload_key import workload_key
@@ -30,9 +30,9 @@ from tuning_db.workload_key import workload_key
 # MetaSchedule writes this run time for a candidate that failed to build or run.
 FAILED_RUN_SEC = 1e10
 
-_workloads = WorkloadRow.__table__
-_targets = TargetRow.__table__
-_records = TuningRecordRow.__table__
+_workloads = Base.metadata.tables[WorkloadRow.__tablename__]
+_targets = Base.metadata.tables[TargetRow.__tablename__]
+_records = Base.metadata.tables[TuningRecordRow.__tablename__]
 
 
 def open_engine(url: str) -> Engine:

@@ -42,7 +42,9 @@ def test_missing_file(tmp_path: Path) -> None:
 
 def test_unsupported_operator_is_named_with_its_node(tmp_path: Path) -> None:
     validated = validate_onnx_model(bad_models.unsupported_operator(tmp_path))
-    with pytest.raises(UnsupportedOperatorError, match=r"com\.example\.Einsum2000 .*'mystery_node'"):
+    with pytest.raises(
+        UnsupportedOperatorError, match=r"com\.example\.Einsum2000 .*'mystery_node'"
+    ):
         import_onnx(validated)
 
 

@@ -107,7 +107,9 @@ def test_top_k_reads_the_index(db_url: str) -> None:
     )
     with database.engine.connect() as connection:
         if connection.dialect.name == "sqlite":
-            plan = " ".join(str(row) for row in connection.execute(text(f"EXPLAIN QUERY PLAN {query}")))
+            plan = " ".join(
+                str(row) for row in connection.execute(text(f"EXPLAIN QUERY PLAN {query}"))
+            )
             assert "ix_tuning_records_top_k" in plan
             assert "TEMP B-TREE" not in plan  # ordered by the index, not sorted afterwards
         else:

@@ -1,0 +1,105 @@
+"""Bad input: one clear line on stderr, exit code 2, no traceback, the database untouched."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import tvm
+from sqlalchemy import func, select
+
+from tests.tuner import bad_models
+from tests.tuning_db.workloads import matmul, record
+from tuning_db import SqlDatabase
+from tuning_db.schema import TargetRow, TuningRecordRow, WorkloadRow
+
+TUNEFARM = [sys.executable, "-m", "tuner.cli"]
+
+
+def _snapshot(url: str) -> tuple[int, int, int]:
+    database = SqlDatabase(url, target=tvm.target.Target({"kind": "llvm", "num-cores": 1}))
+    with database.engine.connect() as connection:
+        counts = tuple(
+            int(connection.execute(select(func.count()).select_from(table)).scalar_one())
+            for table in (WorkloadRow, TargetRow, TuningRecordRow)
+        )
+    database.engine.dispose()
+    return counts  # type: ignore[return-value]
+
+
+@pytest.fixture
+def filled_db(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'filled.db'}"
+    target = tvm.target.Target({"kind": "llvm", "num-cores": 1})
+    database = SqlDatabase(url, target=target)
+    mod = matmul()
+    database.commit_tuning_record(
+        record(mod, database.commit_workload(mod), target, factor=4, run_secs=[1.0])
+    )
+    database.engine.dispose()
+    return url
+
+
+def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*TUNEFARM, *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def _model(tiny_cnn_path: Path, folder: Path) -> Path:
+    return Path(shutil.copy(tiny_cnn_path, folder / "model.onnx"))
+
+
+CASES: dict[str, tuple[Callable[[Path, Path], list[str]], str]] = {
+    "not onnx": (lambda m, d: [str(bad_models.not_onnx(d))], "not an ONNX model"),
+    "truncated": (lambda m, d: [str(bad_models.truncated(d))], "truncated"),
+    "external data": (
+        lambda m, d: [str(bad_models.external_data_outside(d))],
+        "outside the model's folder",
+    ),
+    "unsupported op": (
+        lambda m, d: [str(bad_models.unsupported_standard_operator(d))],
+        "operator Celu (node 'the_node') is not supported",
+    ),
+    "unknown target": (
+        lambda m, d: [str(_model(m, d)), "--target", "tpu -v=4"],
+        "unknown target kind 'tpu'",
+    ),
+    "negative trials": (lambda m, d: [str(_model(m, d)), "--trials", "-3"], "--trials must be 0"),
+    "bad layout": (lambda m, d: [str(_model(m, d)), "--layout", "NWHC"], "--layout must be"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_one_line_exit_2_and_changes_nothing(
+    case: str, tmp_path: Path, tiny_cnn_path: Path, filled_db: str
+) -> None:
+    make_args, message = CASES[case]
+    before = _snapshot(filled_db)
+    out_dir = tmp_path / "out"
+    args = make_args(tiny_cnn_path, tmp_path)
+    result = _run("compile", *args, "--db", filled_db, "--out", str(out_dir), cwd=tmp_path)
+
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert message in lines[0]
+    assert _snapshot(filled_db) == before
+    assert not (out_dir / "model.so").exists()
+
+
+def test_bad_input_does_not_create_the_default_database(tmp_path: Path) -> None:
+    env_db = tmp_path / "data"
+    result = subprocess.run(
+        [*TUNEFARM, "compile", str(bad_models.not_onnx(tmp_path))],
+        capture_output=True,
+        text=True,
+        env={"TUNEFARM_DATA_DIR": str(env_db), "PATH": "/usr/bin:/bin"},
+        timeout=300,
+    )
+    assert result.returncode == 2
+    assert not (env_db / "tunefarm.db").exists()
