@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from concurrent.futures import CancelledError
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -65,6 +66,7 @@ class _PendingTrial(PyRunnerFuture):
         super().__init__()
         self._runner = runner
         self._request = request
+        self._generation = runner.pool.generation
         self._future = runner.pool.submit(request)
         self._submitted = time.monotonic()
         self._result: RunnerResult | None = None
@@ -85,17 +87,17 @@ class _PendingTrial(PyRunnerFuture):
                 trial: TrialResult = self._future.result(timeout=remaining)
                 return RunnerResult(trial.run_secs, trial.error)
             except FutureTimeout:
-                self._runner.pool.restart()
+                self._runner.pool.restart(self._generation)
                 return RunnerResult(None, f"timed out after {timeout:.0f} s (build + run)")
-            except BrokenProcessPool:
-                # Another candidate killed the worker, or a restart cancelled us: try once more.
-                self._runner.pool.restart()
+            except (BrokenProcessPool, CancelledError):
+                # This candidate, or another one, killed the worker, or a restart cancelled us:
+                # try once more on a fresh pool.
+                self._runner.pool.restart(self._generation)
                 if attempt == 1:
                     return RunnerResult(None, "the measuring process died on this candidate")
+                self._generation = self._runner.pool.generation
                 self._future = self._runner.pool.submit(self._request)
                 self._submitted = time.monotonic()
-            except Exception as err:  # a cancelled future after a restart
-                return RunnerResult(None, f"{type(err).__name__}: {err}")
         return RunnerResult(None, "unreachable")
 
 

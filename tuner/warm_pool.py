@@ -45,6 +45,8 @@ class WarmPool:
         self._lock = self._context.Lock()
         self._executor: ProcessPoolExecutor | None = None
         self.restarts = 0
+        self.generation = 0
+        """Counts executors: a failure seen on an old one must not restart the current one."""
 
     def start(self) -> None:
         if self._executor is None:
@@ -63,12 +65,18 @@ class WarmPool:
         assert self._executor is not None
         return self._executor.submit(run_trial, request)
 
-    def restart(self) -> None:
-        """Kill every worker (one hangs or died) and start afresh on the next submit."""
+    def restart(self, generation: int | None = None) -> None:
+        """Kill every worker (one hangs or died) and start afresh on the next submit.
+
+        With ``generation``, only if the current executor is still that one.
+        """
+        if generation is not None and generation != self.generation:
+            return
         executor, self._executor = self._executor, None
         if executor is None:
             return
         self.restarts += 1
+        self.generation += 1
         processes = list(getattr(executor, "_processes", {}).values())
         for process in processes:
             process.kill()

@@ -1,0 +1,70 @@
+"""The warm pool builds and times real candidates; failures come back as data."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import tvm
+from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+from tvm.s_tir.meta_schedule.builder import BuilderInput
+from tvm.s_tir.meta_schedule.runner import RunnerInput
+
+from tests.tuning_db.workloads import matmul
+from tuner.pool_measure import CandidateWriter, PoolRunner
+from tuner.trial import MeasureSettings, TrialRequest, run_trial
+from tuner.warm_pool import WarmPool
+
+TARGET = tvm.target.Target({"kind": "llvm", "num-cores": 1})
+FAST = MeasureSettings(number=2, repeat=2, min_repeat_ms=1)
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[WarmPool]:
+    with WarmPool(1) as warm:
+        yield warm
+
+
+def _measure(pool: WarmPool, mods: list[tvm.ir.IRModule], tmp_path: Path) -> list:  # type: ignore[type-arg]
+    writer = CandidateWriter(str(tmp_path / "candidates"))
+    runner = PoolRunner(pool, settings=FAST, timeout_sec=60)
+    built = writer.build([BuilderInput(mod, TARGET) for mod in mods])
+    inputs = [
+        RunnerInput(result.artifact_path, "llvm", ArgInfo.from_prim_func(matmul()["main"]))
+        for result in built
+    ]
+    return [future.result() for future in runner.run(inputs)]
+
+
+def test_candidates_are_timed(pool: WarmPool, tmp_path: Path) -> None:
+    (result,) = _measure(pool, [matmul()], tmp_path)
+    assert result.error_msg is None
+    assert len(result.run_secs) == 2
+    assert all(0 < float(sec) < 1 for sec in result.run_secs)
+
+
+def test_each_artifact_has_a_directory_of_its_own(tmp_path: Path) -> None:
+    writer = CandidateWriter(str(tmp_path / "candidates"))
+    paths = [Path(r.artifact_path) for r in writer.build([BuilderInput(matmul(), TARGET)] * 3)]
+    assert len({path.parent for path in paths}) == 3
+    assert all(path.parent.parent == tmp_path / "candidates" for path in paths)
+
+
+def test_a_bad_candidate_is_data_not_an_exception() -> None:
+    bad = run_trial(TrialRequest(mod_json="{not json", target_json=str(TARGET), args_info=[]))
+    assert bad.run_secs is None
+    assert bad.error is not None and bad.error.startswith("build failed")
+
+
+def test_a_restart_mid_batch_retries_the_candidates(pool: WarmPool, tmp_path: Path) -> None:
+    writer = CandidateWriter(str(tmp_path / "candidates"))
+    runner = PoolRunner(pool, settings=FAST, timeout_sec=60)
+    built = writer.build([BuilderInput(matmul(), TARGET)] * 2)
+    args = ArgInfo.from_prim_func(matmul()["main"])
+    futures = runner.run([RunnerInput(r.artifact_path, "llvm", args) for r in built])
+    restarts = pool.restarts
+    pool.restart()  # as if another candidate had hung and the pool was killed
+    results = [future.result() for future in futures]
+    assert pool.restarts == restarts + 1
+    assert all(result.error_msg is None for result in results), [r.error_msg for r in results]
