@@ -68,8 +68,6 @@ def compile_command(
     from tuner.settings import Settings
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
-    if verbose:
-        logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.INFO)
     settings = Settings()
     try:
         from tuner.compile_job import CompileOptions, compile_model
@@ -88,6 +86,7 @@ def compile_command(
             workers=workers,
             measure_timeout_sec=settings.measure_timeout_sec,
             max_model_bytes=settings.max_model_bytes,
+            verbose=verbose,
         )
         result = compile_model(options, observer=ConsoleObserver(console))
     except UserInputError as err:

@@ -7,6 +7,7 @@ build with the best records → package with a latency report and an output chec
 from __future__ import annotations
 
 import json
+import logging
 import platform
 import tempfile
 import time
@@ -50,6 +51,8 @@ class CompileOptions:
     measure_timeout_sec: float = 60.0
     max_model_bytes: int = 2 * 1024**3
     latency_samples: int = 50
+    verbose: bool = False
+    """Let MetaSchedule log its task table and every iteration."""
 
 
 class CompileObserver(Protocol):
@@ -194,6 +197,7 @@ def _tune_missing(
                 seed=options.seed,
                 work_dir=str(Path(scratch) / "logs"),
                 on_progress=observer.tuning_progress,
+                log_level=logging.INFO if options.verbose else logging.WARNING,
             )
         finally:
             observer.tuning_finished()

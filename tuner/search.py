@@ -118,15 +118,15 @@ def tune(
     seed: int | None = None,
     work_dir: str | None = None,
     on_progress: ProgressListener | None = None,
+    log_level: int = logging.WARNING,
 ) -> TuningReport:
     """Tune ``tasks`` with up to ``total_trials`` measurements; records go to ``database``."""
     if not tasks or total_trials <= 0:
         return TuningReport()
     work_dir = work_dir or tempfile.mkdtemp(prefix="tunefarm-tune-")
-    ms_logger = logging.getLogger("tvm.s_tir.meta_schedule")
-    if ms_logger.level == logging.NOTSET:
-        # MetaSchedule prints its task table to stdout at INFO; keep that for --verbose.
-        ms_logger.setLevel(logging.WARNING)
+    # MetaSchedule prints its task table to stdout at INFO, and after its first run leaves its
+    # logger at DEBUG; set the level we want on every run.
+    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(log_level)
     load_tensor_intrinsics(target)
     per_task = trials_per_task(total_trials, len(tasks), max_trials_per_task)
     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
