@@ -17,6 +17,7 @@ from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
 from tvm.s_tir.meta_schedule.runner import Runner
 from tvm.target import Target
 
+from tuner.schedule_rules import register_pooling_rules
 from tuner.tasks import TuningTask
 from tuner.tensor_intrinsics import load_tensor_intrinsics
 
@@ -75,11 +76,13 @@ ProgressListener = Callable[[TuningReport], None]
 class ProgressCallback(PyMeasureCallback):
     """Counts trials and the best run time of each task as results come back."""
 
-    def __init__(self, names: list[str], listener: ProgressListener | None) -> None:
+    def __init__(
+        self, names: list[str], report: TuningReport, listener: ProgressListener | None
+    ) -> None:
         super().__init__()
         self.names = names
+        self.report = report
         self.listener = listener
-        self.report = TuningReport(tasks={name: TaskProgress(name) for name in names})
 
     def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):  # type: ignore[no-untyped-def]
         progress = self.report.tasks[self.names[task_id]]
@@ -96,6 +99,10 @@ class ProgressCallback(PyMeasureCallback):
                 progress.best_sec = mean
         if self.listener is not None:
             self.listener(self.report)
+
+
+MAX_ROUNDS = 4
+"""Rounds of search: budget left by tasks whose space ran out goes to the others."""
 
 
 def trials_per_task(total_trials: int, task_count: int, max_per_task: int | None) -> int:
@@ -120,33 +127,57 @@ def tune(
     on_progress: ProgressListener | None = None,
     log_level: int = logging.WARNING,
 ) -> TuningReport:
-    """Tune ``tasks`` with up to ``total_trials`` measurements; records go to ``database``."""
+    """Tune ``tasks`` with up to ``total_trials`` measurements; records go to ``database``.
+
+    Each task gets an even share. A task whose design space runs out early (a reshape has one
+    schedule) leaves its share unused, so the search runs again, up to ``MAX_ROUNDS`` times,
+    over the tasks that used their whole share, with what is left. Later rounds start from the
+    best records in the database and keep the same cost model.
+    """
+    report = TuningReport(tasks={task.name: TaskProgress(task.name) for task in tasks})
     if not tasks or total_trials <= 0:
-        return TuningReport()
+        return report
     work_dir = work_dir or tempfile.mkdtemp(prefix="tunefarm-tune-")
     # MetaSchedule prints its task table to stdout at INFO, and after its first run leaves its
     # logger at DEBUG; set the level we want on every run.
     logging.getLogger("tvm.s_tir.meta_schedule").setLevel(log_level)
     load_tensor_intrinsics(target)
-    per_task = trials_per_task(total_trials, len(tasks), max_trials_per_task)
-    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-        extracted_tasks=[task.extracted for task in tasks],
-        work_dir=work_dir,
-        strategy=settings.strategy(),
-        seed=seed,
-    )
-    names = [str(context.task_name) for context in contexts]
-    progress = ProgressCallback(names, on_progress)
-    ms.tune_tasks(
-        tasks=contexts,
-        task_weights=weights,
-        work_dir=work_dir,
-        max_trials_global=total_trials,
-        max_trials_per_task=per_task,
-        num_trials_per_iter=max(1, min(settings.num_trials_per_iter, per_task)),
-        builder=builder,
-        runner=runner,
-        database=database,
-        measure_callbacks=[*ms.MeasureCallback.create("default"), progress],
-    )
-    return progress.report
+    register_pooling_rules()
+    cost_model: ms.CostModel | None = None
+    active = list(tasks)
+    for round_index in range(MAX_ROUNDS if max_trials_per_task is None else 1):
+        remaining = total_trials - report.trials
+        if remaining <= 0 or not active:
+            break
+        share = trials_per_task(remaining, len(active), max_trials_per_task)
+        before = {task.name: report.tasks[task.name].trials for task in active}
+        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+            extracted_tasks=[task.extracted for task in active],
+            work_dir=work_dir,
+            strategy=settings.strategy(),
+            seed=None if seed is None else seed + round_index,
+        )
+        if cost_model is None:
+            cost_model = ms.CostModel.create(
+                "xgb", num_tuning_cores=contexts[0].num_threads, tree_method="auto"
+            )
+        progress = ProgressCallback([str(c.task_name) for c in contexts], report, on_progress)
+        ms.tune_tasks(
+            tasks=contexts,
+            task_weights=weights,
+            work_dir=work_dir,
+            max_trials_global=remaining,
+            max_trials_per_task=share,
+            num_trials_per_iter=max(1, min(settings.num_trials_per_iter, share)),
+            builder=builder,
+            runner=runner,
+            database=database,
+            cost_model=cost_model,
+            measure_callbacks=[*ms.MeasureCallback.create("default"), progress],
+        )
+        if report.trials == sum(before.values()):
+            break  # nothing more to find
+        active = [
+            task for task in active if report.tasks[task.name].trials - before[task.name] >= share
+        ]
+    return report

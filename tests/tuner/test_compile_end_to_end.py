@@ -49,7 +49,8 @@ def test_compile_tunes_builds_and_then_reuses(
     cold = _compile(tiny_cnn_path, tmp_path / "cold", db_url)
 
     # The tuning really ran and every record went to the database.
-    assert 0 < cold["tuning"]["trials_run"] <= TRIALS
+    # Budget a reshape (one schedule) leaves unused goes to the other tasks.
+    assert cold["tuning"]["trials_run"] == TRIALS
     assert cold["coverage_before_tuning"]["tasks_percent"] == 0
     names = {task["name"] for task in cold["tasks"]}
     assert any("conv2d" in name for name in names)
