@@ -324,10 +324,12 @@ def run_stock(
 ) -> dict[str, Any]:
     import tvm.s_tir.meta_schedule as ms
 
-    from tuner.search import ProgressCallback
+    from tuner.search import ProgressCallback, TaskProgress, TuningReport
 
     runner = ms.runner.LocalRunner(evaluator_config=ms.runner.EvaluatorConfig(**MEASURE))
-    counter = ProgressCallback(order, None)
+    counter = ProgressCallback(
+        order, TuningReport(tasks={name: TaskProgress(name) for name in order}), None
+    )
     quiet_meta_schedule()
     with ms.Profiler() as profiler, stopwatch() as wall:
         ms.relax_integration.tune_relax(

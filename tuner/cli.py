@@ -9,8 +9,10 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from sqlalchemy.exc import SQLAlchemyError
 
 from tuner.errors import UserInputError
+from tuning_db.engine import DatabaseUrlError
 
 app = typer.Typer(
     name="tunefarm",
@@ -89,10 +91,10 @@ def compile_command(
             verbose=verbose,
         )
         result = compile_model(options, observer=ConsoleObserver(console))
-    except UserInputError as err:
+    except (UserInputError, DatabaseUrlError) as err:
         _fail(str(err))
-    except _database_errors() as err:
-        _fail(f"database error: {str(err).splitlines()[0]}", EXIT_INTERNAL_ERROR)
+    except SQLAlchemyError as err:
+        _fail(f"database error: {_first_line(err)}", EXIT_INTERNAL_ERROR)
     manifest = result.manifest
     latency = manifest["latency"]
     coverage = manifest["coverage_before_tuning"]
@@ -134,9 +136,9 @@ def export_command(
 
     try:
         counts = export_json_logs(_database_url(db), directory)
-    except _database_errors() as err:
-        _fail(f"database error: {str(err).splitlines()[0]}", EXIT_INTERNAL_ERROR)
-    except (ValueError, OSError) as err:
+    except SQLAlchemyError as err:
+        _fail(f"database error: {_first_line(err)}", EXIT_INTERNAL_ERROR)
+    except (ValueError, OSError) as err:  # DatabaseUrlError is a ValueError
         _fail(str(err))
     print(f"exported {counts.workloads} workloads and {counts.records} records to {directory}")
 
@@ -151,19 +153,16 @@ def import_command(
 
     try:
         counts = import_json_logs(_database_url(db), directory)
-    except _database_errors() as err:
-        _fail(f"database error: {str(err).splitlines()[0]}", EXIT_INTERNAL_ERROR)
-    except (ValueError, OSError) as err:
+    except SQLAlchemyError as err:
+        _fail(f"database error: {_first_line(err)}", EXIT_INTERNAL_ERROR)
+    except (ValueError, OSError) as err:  # DatabaseUrlError is a ValueError
         _fail(str(err))
     print(f"imported {counts.workloads} workloads and {counts.records} records from {directory}")
 
 
-def _database_errors() -> tuple[type[Exception], ...]:
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from tuning_db import DatabaseUrlError
-
-    return (SQLAlchemyError, DatabaseUrlError)
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def main() -> None:

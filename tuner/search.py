@@ -138,9 +138,6 @@ def tune(
     if not tasks or total_trials <= 0:
         return report
     work_dir = work_dir or tempfile.mkdtemp(prefix="tunefarm-tune-")
-    # MetaSchedule prints its task table to stdout at INFO, and after its first run leaves its
-    # logger at DEBUG; set the level we want on every run.
-    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(log_level)
     load_tensor_intrinsics(target)
     register_pooling_rules()
     cost_model: ms.CostModel | None = None
@@ -151,6 +148,9 @@ def tune(
             break
         share = trials_per_task(remaining, len(active), max_trials_per_task)
         before = {task.name: report.tasks[task.name].trials for task in active}
+        # MetaSchedule prints its task table to stdout at INFO, and each time it makes its
+        # loggers it leaves them at DEBUG: set the level we want before every round.
+        logging.getLogger("tvm.s_tir.meta_schedule").setLevel(log_level)
         contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
             extracted_tasks=[task.extracted for task in active],
             work_dir=work_dir,

@@ -103,3 +103,13 @@ def test_bad_input_does_not_create_the_default_database(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert not (env_db / "tunefarm.db").exists()
+
+
+def test_a_database_url_that_cannot_work_is_a_user_error(
+    tmp_path: Path, tiny_cnn_path: Path
+) -> None:
+    model = _model(tiny_cnn_path, tmp_path)
+    result = _run("compile", str(model), "--db", "nosuchdialect://x/y", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: cannot use database URL")

@@ -40,6 +40,8 @@ def _compile(model: Path, out: Path, db_url: str) -> dict:  # type: ignore[type-
     assert result.returncode == 0, result.stderr
     assert f"library:  {out / 'model.so'}" in result.stdout
     assert f"manifest: {out / 'manifest.json'}" in result.stdout
+    # stdout is a pipe here: no progress bar, no stage lines, just the four-line summary.
+    assert len(result.stdout.strip().splitlines()) == 4, result.stdout
     return json.loads((out / "manifest.json").read_text())  # type: ignore[no-any-return]
 
 
