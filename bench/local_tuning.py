@@ -2,7 +2,7 @@
 
 Measures, in one run:
 
-1. trials/s of our path (``tuner.search.tune`` with ``CandidateWriter`` + ``PoolRunner`` in a
+1. trials/s of our path (``tuner.search.tune`` with ``CandidateWriter`` + ``TrialRunner`` in a
    ``WarmPool``, records in SQLite) against stock ``tune_relax`` (``LocalBuilder``,
    ``LocalRunner``, ``JSONDatabase``), at 16 and 64 trials per iteration, plus our
    ``FAST_SEARCH`` profile;
@@ -373,7 +373,7 @@ def run_ours(
 ) -> dict[str, Any]:
     import tvm.s_tir.meta_schedule as ms
 
-    from tuner.pool_measure import CandidateWriter, PoolRunner
+    from tuner.pool_measure import CandidateWriter, TrialRunner
     from tuner.search import tune
     from tuner.tasks import extract_tuning_tasks
     from tuner.trial import MeasureSettings
@@ -386,7 +386,7 @@ def run_ours(
     with stopwatch() as pool_start:
         pool.start()
     try:
-        runner = PoolRunner(pool, settings=MeasureSettings(**MEASURE))
+        runner = TrialRunner(pool, settings=MeasureSettings(**MEASURE))
         quiet_meta_schedule()
         with ms.Profiler() as profiler, stopwatch() as wall:
             # Like tune_relax, the timed region extracts the tasks; both sides see them in
@@ -549,7 +549,7 @@ def settings_record(args: argparse.Namespace, model: dict[str, Any]) -> dict[str
         "ours": {
             "call": "tuner.search.tune",
             "builder": "tuner.pool_measure.CandidateWriter",
-            "runner": f"tuner.pool_measure.PoolRunner(WarmPool, MeasureSettings(**{MEASURE}))",
+            "runner": f"tuner.pool_measure.TrialRunner(WarmPool, MeasureSettings(**{MEASURE}))",
             "database": "tuning_db.SqlDatabase on a fresh SQLite file per run",
             "workers": args.workers or "tuner.warm_pool.default_worker_count('llvm')",
         },

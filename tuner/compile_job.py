@@ -23,7 +23,7 @@ from tuner.errors import UserInputError
 from tuner.model_validation import ValidatedModel, validate_onnx_model
 from tuner.onnx_import import import_onnx
 from tuner.pipelines import Layout, PipelineOptions, PipelineResult, run_pipeline
-from tuner.pool_measure import CandidateWriter, PoolRunner
+from tuner.pool_measure import CandidateWriter, TrialRunner
 from tuner.search import FAST_SEARCH, SearchSettings, TuningReport, tune
 from tuner.targets import parse_target
 from tuner.tasks import Coverage, TuningTask, extract_tuning_tasks, look_up_tasks
@@ -180,9 +180,10 @@ def _tune_missing(
     observer: CompileObserver,
 ) -> TuningReport:
     workers = options.workers or default_worker_count(target.kind.name)
-    with tempfile.TemporaryDirectory(prefix="tunefarm-") as scratch, WarmPool(workers) as pool:
+    pool = WarmPool(workers, timeout_sec=options.measure_timeout_sec)
+    with tempfile.TemporaryDirectory(prefix="tunefarm-") as scratch, pool:
         builder = CandidateWriter(str(Path(scratch) / "candidates"))
-        runner = PoolRunner(pool, settings=options.measure, timeout_sec=options.measure_timeout_sec)
+        runner = TrialRunner(pool, settings=options.measure)
         observer.tuning_started(options.trials, missing)
         try:
             return tune(

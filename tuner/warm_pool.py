@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from concurrent.futures import Future, ProcessPoolExecutor
+import time
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from tuner.trial import TrialRequest, TrialResult, run_trial, set_measure_lock, warm_up
+from tuner.trial_executor import TrialHandle
 
 
 def _initialize_worker(lock: Any) -> None:
@@ -35,10 +39,12 @@ def default_worker_count(target_kind: str) -> int:
 class WarmPool:
     """Processes that import TVM once and run ``run_trial`` on request."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, *, timeout_sec: float = 60.0) -> None:
         if workers < 1:
             raise ValueError("a warm pool needs at least one worker")
         self.workers = workers
+        self.timeout_sec = timeout_sec
+        """Longest one trial may take to build and run before its worker is killed."""
         # spawn, not fork: a forked child of a process that already ran TVM's thread pool
         # (or touched CUDA) can deadlock.
         self._context = multiprocessing.get_context("spawn")
@@ -60,10 +66,13 @@ class WarmPool:
             for future in [self._executor.submit(warm_up) for _ in range(self.workers)]:
                 future.result()
 
-    def submit(self, request: TrialRequest) -> Future[TrialResult]:
+    def submit_one(self, request: TrialRequest) -> Future[TrialResult]:
         self.start()
         assert self._executor is not None
         return self._executor.submit(run_trial, request)
+
+    def submit(self, requests: list[TrialRequest]) -> list[TrialHandle]:
+        return [_LocalTrial(self, request) for request in requests]
 
     def restart(self, generation: int | None = None) -> None:
         """Kill every worker (one hangs or died) and start afresh on the next submit.
@@ -93,3 +102,44 @@ class WarmPool:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class _LocalTrial:
+    """A trial in the warm pool, with its timeout and one retry after a pool restart."""
+
+    def __init__(self, pool: WarmPool, request: TrialRequest) -> None:
+        self._pool = pool
+        self._request = request
+        self._result: TrialResult | None = None
+        self._send()
+
+    def _send(self) -> None:
+        self._generation = self._pool.generation
+        self._future = self._pool.submit_one(self._request)
+        self._submitted = time.monotonic()
+
+    def done(self) -> bool:
+        return self._result is not None or self._future.done()
+
+    def result(self) -> TrialResult:
+        if self._result is None:
+            self._result = self._wait()
+        return self._result
+
+    def _wait(self) -> TrialResult:
+        timeout = self._pool.timeout_sec
+        for attempt in range(2):
+            remaining = max(0.0, timeout - (time.monotonic() - self._submitted))
+            try:
+                return self._future.result(timeout=remaining)
+            except FutureTimeout:
+                self._pool.restart(self._generation)
+                return TrialResult(None, f"timed out after {timeout:.0f} s (build + run)")
+            except (BrokenProcessPool, CancelledError):
+                # This candidate, or another one, killed its worker, or a restart cancelled
+                # it: try once more on a fresh pool.
+                self._pool.restart(self._generation)
+                if attempt == 1:
+                    return TrialResult(None, "the measuring process died on this candidate")
+                self._send()
+        raise AssertionError("unreachable")

@@ -12,7 +12,7 @@ from tvm.s_tir.meta_schedule.builder import BuilderInput
 from tvm.s_tir.meta_schedule.runner import RunnerInput
 
 from tests.tuning_db.workloads import matmul
-from tuner.pool_measure import CandidateWriter, PoolRunner
+from tuner.pool_measure import CandidateWriter, TrialRunner
 from tuner.trial import MeasureSettings, TrialRequest, run_trial
 from tuner.warm_pool import WarmPool
 
@@ -22,13 +22,13 @@ FAST = MeasureSettings(number=2, repeat=2, min_repeat_ms=1)
 
 @pytest.fixture(scope="module")
 def pool() -> Iterator[WarmPool]:
-    with WarmPool(1) as warm:
+    with WarmPool(1, timeout_sec=60) as warm:
         yield warm
 
 
 def _measure(pool: WarmPool, mods: list[tvm.ir.IRModule], tmp_path: Path) -> list:  # type: ignore[type-arg]
     writer = CandidateWriter(str(tmp_path / "candidates"))
-    runner = PoolRunner(pool, settings=FAST, timeout_sec=60)
+    runner = TrialRunner(pool, settings=FAST)
     built = writer.build([BuilderInput(mod, TARGET) for mod in mods])
     inputs = [
         RunnerInput(result.artifact_path, "llvm", ArgInfo.from_prim_func(matmul()["main"]))
@@ -59,7 +59,7 @@ def test_a_bad_candidate_is_data_not_an_exception() -> None:
 
 def test_a_restart_mid_batch_retries_the_candidates(pool: WarmPool, tmp_path: Path) -> None:
     writer = CandidateWriter(str(tmp_path / "candidates"))
-    runner = PoolRunner(pool, settings=FAST, timeout_sec=60)
+    runner = TrialRunner(pool, settings=FAST)
     built = writer.build([BuilderInput(matmul(), TARGET)] * 2)
     args = ArgInfo.from_prim_func(matmul()["main"])
     futures = runner.run([RunnerInput(r.artifact_path, "llvm", args) for r in built])
