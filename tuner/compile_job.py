@@ -6,6 +6,7 @@ build with the best records → package with a latency report and an output chec
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import platform
@@ -28,6 +29,7 @@ from tuner.search import FAST_SEARCH, SearchSettings, TuningReport, tune
 from tuner.targets import parse_target
 from tuner.tasks import Coverage, TuningTask, extract_tuning_tasks, look_up_tasks
 from tuner.trial import MeasureSettings
+from tuner.trial_executor import TrialExecutor
 from tuner.warm_pool import WarmPool, default_worker_count
 from tuning_db import SqlDatabase
 
@@ -100,9 +102,16 @@ def check_options(options: CompileOptions) -> Target:
 
 
 def compile_model(
-    options: CompileOptions, *, observer: CompileObserver | None = None
+    options: CompileOptions,
+    *,
+    observer: CompileObserver | None = None,
+    executor: TrialExecutor | None = None,
 ) -> CompileResult:
-    """Run the whole local job; raise ``UserInputError`` for anything the user must fix."""
+    """Run the whole job; raise ``UserInputError`` for anything the user must fix.
+
+    Trials run on ``executor`` (the farm's measure workers, say); by default on a local
+    ``WarmPool`` started for this job.
+    """
     observer = observer or SilentObserver()
     started = time.perf_counter()
     target = check_options(options)
@@ -127,9 +136,15 @@ def compile_model(
     missing = [task for task in tasks if not task.covered]
     tuning_started = time.perf_counter()
     report = TuningReport()
+    measured_by: dict[str, int] = {}
     if missing and options.trials > 0:
-        report = _tune_missing(
-            missing, options=options, target=target, database=database, observer=observer
+        report, measured_by = _tune_missing(
+            missing,
+            options=options,
+            target=target,
+            database=database,
+            observer=observer,
+            executor=executor,
         )
     tuning_sec = time.perf_counter() - tuning_started
 
@@ -157,6 +172,7 @@ def compile_model(
         tasks=tasks,
         coverage=coverage,
         report=report,
+        measured_by=measured_by,
         sha256=sha256,
         untuned=untuned_latency,
         tuned=tuned_latency,
@@ -178,15 +194,20 @@ def _tune_missing(
     target: Target,
     database: SqlDatabase,
     observer: CompileObserver,
-) -> TuningReport:
-    workers = options.workers or default_worker_count(target.kind.name)
-    pool = WarmPool(workers, timeout_sec=options.measure_timeout_sec)
-    with tempfile.TemporaryDirectory(prefix="tunefarm-") as scratch, pool:
+    executor: TrialExecutor | None,
+) -> tuple[TuningReport, dict[str, int]]:
+    with contextlib.ExitStack() as stack:
+        if executor is None:
+            workers = options.workers or default_worker_count(target.kind.name)
+            executor = stack.enter_context(
+                WarmPool(workers, timeout_sec=options.measure_timeout_sec)
+            )
+        scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="tunefarm-"))
         builder = CandidateWriter(str(Path(scratch) / "candidates"))
-        runner = TrialRunner(pool, settings=options.measure)
+        runner = TrialRunner(executor, settings=options.measure)
         observer.tuning_started(options.trials, missing)
         try:
-            return tune(
+            report = tune(
                 missing,
                 target=target,
                 database=database,
@@ -202,6 +223,7 @@ def _tune_missing(
             )
         finally:
             observer.tuning_finished()
+        return report, dict(runner.measured_by)
 
 
 def _manifest(
@@ -214,6 +236,7 @@ def _manifest(
     tasks: list[TuningTask],
     coverage: Coverage,
     report: TuningReport,
+    measured_by: dict[str, int],
     sha256: str,
     untuned: latency.LatencyReport,
     tuned: latency.LatencyReport,
@@ -271,6 +294,7 @@ def _manifest(
             "trials_run": report.trials,
             "failed_trials": report.failures,
             "seed": options.seed,
+            "measured_by": measured_by,
         },
         "coverage_before_tuning": coverage.as_dict(),
         "tasks": task_rows,

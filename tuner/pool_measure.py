@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import tvm
@@ -59,16 +60,21 @@ class CandidateWriter(PyBuilder):
 
 @derived_object
 class _RunnerFuture(PyRunnerFuture):
-    def __init__(self, handle: TrialHandle) -> None:
+    def __init__(self, handle: TrialHandle, measured_by: Counter[str]) -> None:
         super().__init__()
         self._handle = handle
+        self._measured_by = measured_by
+        self._result: RunnerResult | None = None
 
     def done(self) -> bool:
-        return self._handle.done()
+        return self._result is not None or self._handle.done()
 
     def result(self) -> RunnerResult:
-        trial = self._handle.result()
-        return RunnerResult(trial.run_secs, trial.error)
+        if self._result is None:
+            trial = self._handle.result()
+            self._measured_by[trial.worker or "unknown"] += 1
+            self._result = RunnerResult(trial.run_secs, trial.error)
+        return self._result
 
 
 @derived_object
@@ -86,6 +92,8 @@ class TrialRunner(PyRunner):
         self.executor = executor
         self.settings = settings or MeasureSettings()
         self.device_id = device_id
+        self.measured_by: Counter[str] = Counter()
+        """Trials per measuring process, as the results come back."""
 
     def run(self, runner_inputs: list[RunnerInput]) -> list[RunnerFuture]:
         requests = []
@@ -100,4 +108,5 @@ class TrialRunner(PyRunner):
                     settings=self.settings,
                 )
             )
-        return [_RunnerFuture(handle) for handle in self.executor.submit(requests)]
+        handles = self.executor.submit(requests)
+        return [_RunnerFuture(handle, self.measured_by) for handle in handles]

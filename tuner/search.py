@@ -4,7 +4,6 @@ tasks the database does not cover, measuring through any Builder/Runner pair."""
 from __future__ import annotations
 
 import logging
-import math
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -105,13 +104,6 @@ MAX_ROUNDS = 4
 """Rounds of search: budget left by tasks whose space ran out goes to the others."""
 
 
-def trials_per_task(total_trials: int, task_count: int, max_per_task: int | None) -> int:
-    """An even share of the budget per task, unless the user capped it."""
-    if max_per_task is not None:
-        return max_per_task
-    return max(1, math.ceil(total_trials / max(1, task_count)))
-
-
 def tune(
     tasks: list[TuningTask],
     *,
@@ -146,7 +138,14 @@ def tune(
         remaining = total_trials - report.trials
         if remaining <= 0 or not active:
             break
-        share = trials_per_task(remaining, len(active), max_trials_per_task)
+        if max_trials_per_task is not None:
+            share = max_trials_per_task
+        else:
+            # Shares that add up to no more than what is left: MetaSchedule checks the global
+            # budget only between batches, so a larger share could overshoot it.
+            share = remaining // len(active)
+            if share == 0:
+                active, share = active[:remaining], 1  # the heaviest tasks come first
         before = {task.name: report.tasks[task.name].trials for task in active}
         # MetaSchedule prints its task table to stdout at INFO, and each time it makes its
         # loggers it leaves them at DEBUG: set the level we want before every round.

@@ -20,6 +20,8 @@ class Settings(BaseSettings):
     """Models, artifacts and the default SQLite database live here."""
     database_url: str | None = None
     """SQLAlchemy URL of the tuning database; default: ``sqlite:///<data_dir>/tunefarm.db``."""
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    """Celery broker (and result backend) of the farm."""
     max_model_bytes: int = 2 * 1024**3
     measure_timeout_sec: float = 60.0
     """Longest a candidate may take to build and run before it counts as failed."""

@@ -8,6 +8,8 @@ candidate.
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import time
 import traceback
@@ -46,6 +48,12 @@ class TrialResult:
     error: str | None
     build_sec: float = 0.0
     measure_sec: float = 0.0
+    worker: str | None = None
+    """Which process measured it: ``host/pid`` locally, the Celery worker's name on the farm."""
+
+
+def this_worker() -> str:
+    return f"{socket.gethostname()}/{os.getpid()}"
 
 
 # Only one candidate is timed at a time per device, whatever builds beside it.
@@ -79,7 +87,7 @@ def run_trial(request: TrialRequest) -> TrialResult:
         mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
         rt_mod = tvm_build(mod, target=target)
     except Exception as err:
-        return TrialResult(None, f"build failed: {_describe(err)}")
+        return TrialResult(None, f"build failed: {_describe(err)}", worker=this_worker())
     built = time.perf_counter()
     try:
         device = runtime_device(target, request.device_id)
@@ -97,12 +105,15 @@ def run_trial(request: TrialRequest) -> TrialResult:
             device.sync()
             run_secs = [float(sec) for sec in evaluator(*args).results]
     except Exception as err:
-        return TrialResult(None, f"run failed: {_describe(err)}", build_sec=built - started)
+        return TrialResult(
+            None, f"run failed: {_describe(err)}", build_sec=built - started, worker=this_worker()
+        )
     return TrialResult(
         run_secs,
         None,
         build_sec=built - started,
         measure_sec=time.perf_counter() - built,
+        worker=this_worker(),
     )
 
 

@@ -48,7 +48,6 @@ class WarmPool:
         # spawn, not fork: a forked child of a process that already ran TVM's thread pool
         # (or touched CUDA) can deadlock.
         self._context = multiprocessing.get_context("spawn")
-        self._lock = self._context.Lock()
         self._executor: ProcessPoolExecutor | None = None
         self.restarts = 0
         self.generation = 0
@@ -56,11 +55,13 @@ class WarmPool:
 
     def start(self) -> None:
         if self._executor is None:
+            # A new lock per set of workers: a worker that died while timing still holds the old.
+            lock = self._context.Lock()
             self._executor = ProcessPoolExecutor(
                 max_workers=self.workers,
                 mp_context=self._context,
                 initializer=_initialize_worker,
-                initargs=(self._lock,),
+                initargs=(lock,),
             )
             # Start every worker now, so the first batch does not pay for the imports.
             for future in [self._executor.submit(warm_up) for _ in range(self.workers)]:

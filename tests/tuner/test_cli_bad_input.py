@@ -17,7 +17,7 @@ from tests.tuning_db.workloads import matmul, record
 from tuning_db import SqlDatabase
 from tuning_db.schema import TargetRow, TuningRecordRow, WorkloadRow
 
-TUNEFARM = [sys.executable, "-m", "tuner.cli"]
+TUNEFARM = [sys.executable, "-m", "workers.cli"]
 
 
 def _snapshot(url: str) -> tuple[int, int, int]:

@@ -16,7 +16,7 @@ TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "skylake", "num-cores": 2})
 
 def _tunefarm(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "tuner.cli", *args], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "workers.cli", *args], capture_output=True, text=True, timeout=300
     )
 
 

@@ -12,7 +12,7 @@ import onnxruntime
 import tvm
 from tvm import relax
 
-TUNEFARM = [sys.executable, "-m", "tuner.cli"]
+TUNEFARM = [sys.executable, "-m", "workers.cli"]
 TRIALS = 16
 
 

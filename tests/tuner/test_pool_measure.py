@@ -11,6 +11,7 @@ from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 from tvm.s_tir.meta_schedule.builder import BuilderInput
 from tvm.s_tir.meta_schedule.runner import RunnerInput
 
+from tests.fixtures.bad_candidates import args_info, crashing, hanging
 from tests.tuning_db.workloads import matmul
 from tuner.pool_measure import CandidateWriter, TrialRunner
 from tuner.trial import MeasureSettings, TrialRequest, run_trial
@@ -68,3 +69,24 @@ def test_a_restart_mid_batch_retries_the_candidates(pool: WarmPool, tmp_path: Pa
     results = [future.result() for future in futures]
     assert pool.restarts == restarts + 1
     assert all(result.error_msg is None for result in results), [r.error_msg for r in results]
+
+
+def test_a_crashing_or_hanging_candidate_is_an_error_and_the_pool_goes_on() -> None:
+    def request(mod: tvm.ir.IRModule) -> TrialRequest:
+        return TrialRequest(
+            mod_json=tvm.ir.save_json(mod), target_json=str(TARGET), args_info=args_info()
+        )
+
+    good = TrialRequest(
+        mod_json=tvm.ir.save_json(matmul()),
+        target_json=str(TARGET),
+        args_info=[info.as_json() for info in ArgInfo.from_prim_func(matmul()["main"])],
+        settings=FAST,
+    )
+    with WarmPool(1, timeout_sec=3) as pool:
+        results = [h.result() for h in pool.submit([request(crashing()), good, request(hanging())])]
+        after = pool.submit([good])[0].result()
+    assert results[0].error == "the measuring process died on this candidate"
+    assert results[1].error is None and results[1].run_secs
+    assert results[2].error is not None and results[2].error.startswith("timed out after 3 s")
+    assert after.error is None and after.run_secs

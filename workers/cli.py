@@ -12,6 +12,7 @@ from rich.console import Console
 from sqlalchemy.exc import SQLAlchemyError
 
 from tuner.errors import UserInputError
+from tuner.settings import Settings
 from tuning_db.engine import DatabaseUrlError
 
 app = typer.Typer(
@@ -37,8 +38,6 @@ def _fail(message: str, code: int = EXIT_USER_ERROR) -> NoReturn:
 
 
 def _database_url(db: str | None) -> str:
-    from tuner.settings import Settings
-
     return db or Settings().resolved_database_url()
 
 
@@ -64,10 +63,15 @@ def compile_command(
     workers: Annotated[
         int | None, typer.Option(help="Warm measuring processes (default: by target).")
     ] = None,
+    farm: Annotated[
+        bool,
+        typer.Option(
+            "--farm", help="Measure on the farm's workers (TUNEFARM_BROKER_URL) instead of here."
+        ),
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every step.")] = False,
 ) -> None:
     """Tune and compile MODEL for TARGET into OUT/model.so and OUT/manifest.json."""
-    from tuner.settings import Settings
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
     settings = Settings()
@@ -90,7 +94,8 @@ def compile_command(
             max_model_bytes=settings.max_model_bytes,
             verbose=verbose,
         )
-        result = compile_model(options, observer=ConsoleObserver(console))
+        executor = _farm_executor(options.target, settings) if farm else None
+        result = compile_model(options, observer=ConsoleObserver(console), executor=executor)
     except (UserInputError, DatabaseUrlError) as err:
         _fail(str(err))
     except SQLAlchemyError as err:
@@ -109,6 +114,44 @@ def compile_command(
         f"tuned {latency['tuned']['p50_ms']:.3f} ms; "
         f"max |diff| vs ONNX Runtime: {manifest['check_vs_onnxruntime']['max_abs_diff']:.2e}"
     )
+
+
+def _farm_executor(target_text: str, settings: Settings):  # type: ignore[no-untyped-def]
+    from tuner.targets import parse_target
+    from workers.celery_app import app as celery_app
+    from workers.farm_executor import CeleryTrialExecutor
+    from workers.queues import measure_queue
+
+    return CeleryTrialExecutor(
+        celery_app,
+        measure_queue(parse_target(target_text)),
+        timeout_sec=settings.measure_timeout_sec,
+    )
+
+
+@app.command("worker")
+def worker_command(
+    target: Annotated[str, typer.Option(help="The target this worker measures for.")] = "llvm",
+    device: Annotated[
+        int | None, typer.Option(help="GPU index to pin this worker to (CUDA_VISIBLE_DEVICES).")
+    ] = None,
+    concurrency: Annotated[
+        int, typer.Option(min=1, help="Warm build-and-time processes in this worker.")
+    ] = 1,
+) -> None:
+    """Start a measure worker for TARGET's queue on the farm's broker (TUNEFARM_BROKER_URL)."""
+    from tuner.settings import Settings
+    from workers.measure_worker import run_measure_worker
+
+    try:
+        run_measure_worker(
+            target,
+            device=device,
+            concurrency=concurrency,
+            timeout_sec=Settings().measure_timeout_sec,
+        )
+    except UserInputError as err:
+        _fail(str(err))
 
 
 @app.command("sample-model")

@@ -1,0 +1,42 @@
+"""What one measure worker process keeps between tasks: its warm pool."""
+
+from __future__ import annotations
+
+import socket
+
+from tuner.trial import TrialRequest, TrialResult
+from tuner.warm_pool import WarmPool
+
+_pool: WarmPool | None = None
+_name: str = socket.gethostname()
+
+
+def configure(*, concurrency: int, timeout_sec: float, name: str) -> None:
+    """Set the pool size and the name results carry; the pool starts with the first batch."""
+    global _pool, _name
+    if _pool is not None:
+        _pool.close()
+    _pool = WarmPool(concurrency, timeout_sec=timeout_sec)
+    _name = name
+
+
+def measure_requests(requests: list[TrialRequest]) -> list[TrialResult]:
+    global _pool
+    if _pool is None:
+        _pool = WarmPool(1)
+    handles = _pool.submit(requests)
+    results = []
+    for handle in handles:
+        result = handle.result()
+        # Name the Celery worker, not the pool process, so the job can say who measured what.
+        results.append(
+            TrialResult(result.run_secs, result.error, result.build_sec, result.measure_sec, _name)
+        )
+    return results
+
+
+def shutdown() -> None:
+    global _pool
+    if _pool is not None:
+        _pool.close()
+        _pool = None
