@@ -7,8 +7,11 @@ closes. A candidate that hangs or crashes its worker costs a restart of the pool
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import signal
+import sys
 import time
 from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -20,8 +23,21 @@ from tuner.trial_executor import TrialHandle
 
 
 def _initialize_worker(lock: Any) -> None:
+    _die_with_parent()
     set_measure_lock(lock)
     warm_up()
+
+
+def _die_with_parent() -> None:
+    """On Linux, ask the kernel to end this worker when its parent dies (even by kill -9)."""
+    if sys.platform != "linux":
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+    except OSError:
+        pass
 
 
 def default_worker_count(target_kind: str) -> int:

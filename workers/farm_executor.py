@@ -33,12 +33,16 @@ class CeleryTrialExecutor:
         chunk_size: int = 4,
         timeout_sec: float = 60.0,
         queue_timeout_sec: float = 600.0,
+        silence_slack_sec: float = 30.0,
     ) -> None:
         self.app = app
         self.queue = queue
         self.chunk_size = chunk_size
         self.timeout_sec = timeout_sec
         self.queue_timeout_sec = queue_timeout_sec
+        self.silence_slack_sec = silence_slack_sec
+        """Beyond its candidates' timeouts, how long a started chunk may take before it is
+        presumed lost with its worker and sent again."""
         self.resent = 0
 
     def submit(self, requests: list[TrialRequest]) -> list[TrialHandle]:
@@ -87,7 +91,9 @@ class _Chunk:
     def _poll_until_done(self) -> str | None:
         """None once the reply is in; otherwise why we gave up on this send."""
         # A worker times each candidate with the same limit as the local pool.
-        running_limit = self.executor.timeout_sec * len(self.requests) + 30.0
+        running_limit = (
+            self.executor.timeout_sec * len(self.requests) + self.executor.silence_slack_sec
+        )
         while not self.async_result.ready():
             now = time.monotonic()
             if self.started_at is None and self.async_result.state == "STARTED":

@@ -1,0 +1,142 @@
+"""The farm with real Redis and real worker processes: no mocks."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import tvm
+from tvm import relax
+from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+
+from tests.fixtures.bad_candidates import args_info, crashing, hanging
+from tests.tuning_db.workloads import matmul
+from tests.workers.conftest import StartWorker
+from tuner.targets import parse_target
+from tuner.trial import MeasureSettings, TrialRequest
+from workers.celery_app import create_app
+from workers.farm_executor import CeleryTrialExecutor
+from workers.measure_tasks import MEASURE_TASK, batch_payload
+from workers.queues import measure_queue
+
+TARGET = parse_target("llvm")
+FAST = MeasureSettings(number=2, repeat=1, min_repeat_ms=1)
+
+
+def _request(mod: tvm.ir.IRModule, args: list[list[object]] | None = None) -> TrialRequest:
+    if args is None:
+        args = [info.as_json() for info in ArgInfo.from_prim_func(mod["main"])]
+    return TrialRequest(
+        mod_json=tvm.ir.save_json(mod), target_json=str(TARGET), args_info=args, settings=FAST
+    )
+
+
+def _executor(broker_url: str, **options: float) -> CeleryTrialExecutor:
+    return CeleryTrialExecutor(create_app(broker_url), measure_queue(TARGET), **options)  # type: ignore[arg-type]
+
+
+def test_a_compile_is_measured_by_two_workers(
+    start_worker: StartWorker, broker_url: str, tiny_cnn_path: Path, tmp_path: Path
+) -> None:
+    workers = [start_worker(), start_worker()]
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "workers.cli",
+            "compile",
+            str(tiny_cnn_path),
+            "--farm",
+            "--trials",
+            "24",
+            "--out",
+            str(out),
+            "--db",
+            f"sqlite:///{tmp_path / 'farm.db'}",
+            "--seed",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TUNEFARM_BROKER_URL": broker_url},
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["tuning"]["trials_run"] == 24
+    measured_by = manifest["tuning"]["measured_by"]
+    assert sum(measured_by.values()) == 24
+    for worker in workers:  # both workers took part
+        assert any(name.startswith(worker.name) for name in measured_by), measured_by
+
+    vm = relax.VirtualMachine(tvm.runtime.load_module(str(out / "model.so")), tvm.cpu())
+    image = np.random.default_rng(1).standard_normal((1, 3, 32, 32)).astype("float32")
+    session = onnxruntime.InferenceSession(str(tiny_cnn_path), providers=["CPUExecutionProvider"])
+    (expected,) = session.run(None, {"image": image})
+    np.testing.assert_allclose(
+        vm["main"](tvm.runtime.tensor(image)).numpy(), expected, rtol=1e-4, atol=1e-4
+    )
+
+
+def test_crashing_and_hanging_candidates_are_errors_and_the_worker_goes_on(
+    start_worker: StartWorker, broker_url: str
+) -> None:
+    worker = start_worker(timeout_sec=3)
+    executor = _executor(broker_url, chunk_size=8)
+    bad_args = args_info()
+    handles = executor.submit(
+        [_request(crashing(), bad_args), _request(matmul()), _request(hanging(), bad_args)]
+    )
+    crash, good, hang = (handle.result() for handle in handles)
+    assert crash.error == "the measuring process died on this candidate"
+    assert good.error is None and good.run_secs
+    assert hang.error is not None and hang.error.startswith("timed out after 3 s")
+    assert worker.process.poll() is None  # the worker survived
+    (after,) = (handle.result() for handle in executor.submit([_request(matmul())]))
+    assert after.error is None and after.run_secs
+
+
+def test_a_pickled_message_is_refused_and_never_runs(
+    start_worker: StartWorker, broker_url: str
+) -> None:
+    worker = start_worker()
+    app = create_app(broker_url)
+    pickled = app.send_task(
+        MEASURE_TASK,
+        args=[batch_payload([_request(matmul())])],
+        queue=measure_queue(TARGET),
+        serializer="pickle",
+    )
+    deadline = time.monotonic() + 30
+    while "untrusted content" not in worker.log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "Refusing to deserialize untrusted content of type pickle" in worker.log.read_text()
+    assert pickled.state == "PENDING"  # never started, never finished
+    # And the worker still serves JSON batches.
+    (after,) = (handle.result() for handle in _executor(broker_url).submit([_request(matmul())]))
+    assert after.error is None and after.run_secs
+
+
+def test_a_killed_worker_costs_a_resend_not_the_batch(
+    start_worker: StartWorker, broker_url: str
+) -> None:
+    doomed = start_worker(timeout_sec=2)
+    executor = _executor(broker_url, chunk_size=1, timeout_sec=2, silence_slack_sec=3)
+    handles = executor.submit([_request(matmul(n)) for n in (64, 96, 128, 160)])
+    deadline = time.monotonic() + 30
+    while not any(handle.done() for handle in handles) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    doomed.process.send_signal(signal.SIGKILL)  # mid-batch: the next chunk is in its hands
+    doomed.process.wait()
+    start_worker(timeout_sec=2)
+    results = [handle.result() for handle in handles]
+    assert all(result.error is None and result.run_secs for result in results), results
+    assert executor.resent >= 1
