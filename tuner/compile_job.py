@@ -14,7 +14,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import tvm
 from tvm.target import Target
@@ -57,8 +57,12 @@ class CompileOptions:
     """Let MetaSchedule log its task table and every iteration."""
 
 
+Phase = Literal["importing", "tuning", "building"]
+"""The phases of a job, as a Job row records them."""
+
+
 class CompileObserver(Protocol):
-    def stage(self, message: str) -> None: ...
+    def stage(self, phase: Phase, message: str) -> None: ...
 
     def tuning_started(self, total_trials: int, tasks: list[TuningTask]) -> None: ...
 
@@ -68,7 +72,7 @@ class CompileObserver(Protocol):
 
 
 class SilentObserver:
-    def stage(self, message: str) -> None:
+    def stage(self, phase: Phase, message: str) -> None:
         pass
 
     def tuning_started(self, total_trials: int, tasks: list[TuningTask]) -> None:
@@ -116,11 +120,11 @@ def compile_model(
     started = time.perf_counter()
     target = check_options(options)
 
-    observer.stage(f"validating {options.model_path}")
+    observer.stage("importing", f"validating {options.model_path}")
     validated = validate_onnx_model(options.model_path, max_bytes=options.max_model_bytes)
-    observer.stage("importing into Relax")
+    observer.stage("importing", "importing into Relax")
     relax_mod = import_onnx(validated)
-    observer.stage("running the pass pipeline")
+    observer.stage("importing", "running the pass pipeline")
     pipeline = run_pipeline(
         relax_mod, target=target, options=PipelineOptions(layout=options.layout, fp16=options.fp16)
     )
@@ -130,8 +134,9 @@ def compile_model(
     database = SqlDatabase(options.database_url, target=target)
     coverage = look_up_tasks(tasks, database=database, target=target)
     observer.stage(
+        "tuning",
         f"{len(tasks)} tasks, {coverage.tasks_covered} already in the database "
-        f"({coverage.flops_percent:.0f}% of FLOPs)"
+        f"({coverage.flops_percent:.0f}% of FLOPs)",
     )
     missing = [task for task in tasks if not task.covered]
     tuning_started = time.perf_counter()
@@ -148,13 +153,13 @@ def compile_model(
         )
     tuning_sec = time.perf_counter() - tuning_started
 
-    observer.stage("building with the best records")
+    observer.stage("building", "building with the best records")
     tuned = build.compile_tuned(pipeline.mod, target=target, database=database)
     options.out_dir.mkdir(parents=True, exist_ok=True)
     library_path = options.out_dir / "model.so"
     sha256 = build.export_library(tuned, library_path)
 
-    observer.stage("measuring latency and checking outputs against ONNX Runtime")
+    observer.stage("building", "measuring latency and checking outputs against ONNX Runtime")
     inputs = latency.random_inputs(validated.inputs, seed=options.seed or 0)
     loaded = latency.LoadedModel(tvm.runtime.load_module(str(library_path)), target=target)
     tuned_latency = loaded.latency(inputs, samples=options.latency_samples)

@@ -15,6 +15,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from tuner.compile_job import Phase
 from tuner.search import TuningReport
 from tuner.tasks import TuningTask
 
@@ -27,7 +28,7 @@ class ConsoleObserver:
         self._bar: TaskID | None = None
         self._weights: dict[str, int] = {}
 
-    def stage(self, message: str) -> None:
+    def stage(self, phase: Phase, message: str) -> None:
         if self.enabled:
             self.console.print(f"[bold cyan]•[/] {message}")
 

@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     """SQLAlchemy URL of the tuning database; default: ``sqlite:///<data_dir>/tunefarm.db``."""
     broker_url: str = "redis://127.0.0.1:6379/0"
     """Celery broker (and result backend) of the farm."""
+    job_lease_sec: float = 30.0
+    """A coordinator renews its job's lease well within this; a job whose lease runs out is
+    resumed by another coordinator."""
     max_model_bytes: int = 2 * 1024**3
     measure_timeout_sec: float = 60.0
     """Longest a candidate may take to build and run before it counts as failed."""

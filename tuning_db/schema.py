@@ -10,10 +10,13 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from sqlalchemy import (
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
     Index,
+    Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -85,3 +88,42 @@ class TuningRecordRow(Base):
     """Mean of ``run_secs``; NULL when the candidate failed to build or run."""
     args_info_json: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+
+
+JOB_STATES = ("queued", "importing", "tuning", "building", "succeeded", "failed", "cancelled")
+TERMINAL_JOB_STATES = ("succeeded", "failed", "cancelled")
+
+
+class JobRow(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    """queued → importing → tuning → building → succeeded | failed | cancelled."""
+    model_name: Mapped[str] = mapped_column(String(255))
+    model_sha256: Mapped[str] = mapped_column(String(64))
+    model_onnx: Mapped[bytes] = mapped_column(LargeBinary)
+    """The model as submitted, external data inlined, so any coordinator can run the job."""
+    options_json: Mapped[str] = mapped_column(Text)
+    """Target, trials and pipeline options, as ``tunefarm compile`` takes them."""
+    progress_json: Mapped[str] = mapped_column(Text, default="{}")
+    """Per task: trials, best latency, the curve of best latency over trials; and which workers
+    measured how many trials."""
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error_kind: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    """``user`` for bad input the submitter can fix, ``internal`` for anything else."""
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    lease_owner: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    """The coordinator running the job; it renews ``lease_expires_at`` while it lives."""
+    lease_expires_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True, index=True
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    """How many coordinators have started this job (more than one after a resume)."""
+    manifest_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    library: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utc_now, onupdate=utc_now
+    )
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -13,7 +13,10 @@ VISIBILITY_TIMEOUT_SEC = 6 * 3600
 
 def create_app(broker_url: str) -> Celery:
     app = Celery(
-        "tunefarm", broker=broker_url, backend=broker_url, include=["workers.measure_tasks"]
+        "tunefarm",
+        broker=broker_url,
+        backend=broker_url,
+        include=["workers.measure_tasks", "workers.job_tasks"],
     )
     app.conf.update(
         # JSON only: a pickled message is refused before anything runs.

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -14,6 +15,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from tuner.errors import UserInputError
 from tuner.settings import Settings
 from tuning_db.engine import DatabaseUrlError
+
+if TYPE_CHECKING:
+    from tuner.compile_job import CompileOptions
 
 app = typer.Typer(
     name="tunefarm",
@@ -66,7 +70,8 @@ def compile_command(
     farm: Annotated[
         bool,
         typer.Option(
-            "--farm", help="Measure on the farm's workers (TUNEFARM_BROKER_URL) instead of here."
+            "--farm",
+            help="Run as a job on the farm (TUNEFARM_BROKER_URL; --db is the farm's database).",
         ),
     ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every step.")] = False,
@@ -94,17 +99,20 @@ def compile_command(
             max_model_bytes=settings.max_model_bytes,
             verbose=verbose,
         )
-        executor = _farm_executor(options.target, settings) if farm else None
-        result = compile_model(options, observer=ConsoleObserver(console), executor=executor)
+        if farm:
+            library_path, manifest_path, manifest = _compile_on_farm(options)
+        else:
+            result = compile_model(options, observer=ConsoleObserver(console))
+            library_path, manifest_path = result.library_path, result.manifest_path
+            manifest = result.manifest
     except (UserInputError, DatabaseUrlError) as err:
         _fail(str(err))
     except SQLAlchemyError as err:
         _fail(f"database error: {_first_line(err)}", EXIT_INTERNAL_ERROR)
-    manifest = result.manifest
     latency = manifest["latency"]
     coverage = manifest["coverage_before_tuning"]
-    print(f"library:  {result.library_path}")
-    print(f"manifest: {result.manifest_path}")
+    print(f"library:  {library_path}")
+    print(f"manifest: {manifest_path}")
     print(
         f"trials run: {manifest['tuning']['trials_run']}, coverage before tuning: "
         f"{coverage['tasks_percent']:.0f}% of tasks, {coverage['flops_percent']:.0f}% of FLOPs"
@@ -116,17 +124,83 @@ def compile_command(
     )
 
 
-def _farm_executor(target_text: str, settings: Settings):  # type: ignore[no-untyped-def]
-    from tuner.targets import parse_target
-    from workers.celery_app import app as celery_app
-    from workers.farm_executor import CeleryTrialExecutor
-    from workers.queues import measure_queue
+def _compile_on_farm(options: CompileOptions) -> tuple[Path, Path, dict[str, Any]]:
+    from tuning_db.sql_database import open_engine
+    from workers.farm_client import JobProgressDisplay, download, follow, submit_compile
 
-    return CeleryTrialExecutor(
-        celery_app,
-        measure_queue(parse_target(target_text)),
-        timeout_sec=settings.measure_timeout_sec,
-    )
+    engine = open_engine(options.database_url)
+    job_id = submit_compile(options, engine=engine)
+    if console.is_terminal:
+        console.print(f"submitted job {job_id}")
+    display = JobProgressDisplay(console, job_id)
+    try:
+        job = follow(engine, job_id, on_update=display)
+    except KeyboardInterrupt:
+        display.close()
+        _fail(
+            f"stopped following job {job_id}; it keeps running "
+            f"(tunefarm jobs cancel {job_id} stops it)",
+            130,
+        )
+    finally:
+        display.close()
+    if job.state == "failed":
+        _fail(
+            f"job {job_id} failed: {job.error}",
+            EXIT_USER_ERROR if job.error_kind == "user" else EXIT_INTERNAL_ERROR,
+        )
+    if job.state == "cancelled":
+        _fail(f"job {job_id} was cancelled", EXIT_INTERNAL_ERROR)
+    library_path, manifest_path = download(engine, job, options.out_dir)
+    assert job.manifest is not None
+    return library_path, manifest_path, job.manifest
+
+
+jobs_app = typer.Typer(help="Farm jobs: list, show, cancel.")
+app.add_typer(jobs_app, name="jobs")
+
+
+@jobs_app.command("list")
+def jobs_list_command(db: Annotated[str | None, typer.Option(help="Database URL.")] = None) -> None:
+    """The newest jobs, one line each."""
+    from tuning_db import job_store
+    from tuning_db.sql_database import open_engine
+
+    for job in job_store.list_jobs(open_engine(_database_url(db))):
+        trials = job.progress.get("trials", 0)
+        print(f"{job.id}  {job.state:<10} {job.model_name}  trials {trials}  {job.error or ''}")
+
+
+@jobs_app.command("show")
+def jobs_show_command(
+    job_id: Annotated[str, typer.Argument(help="The job's id.")],
+    db: Annotated[str | None, typer.Option(help="Database URL.")] = None,
+) -> None:
+    """The job's state, progress and result as JSON."""
+    from dataclasses import asdict
+
+    from tuning_db import job_store
+    from tuning_db.sql_database import open_engine
+
+    job = job_store.get_job(open_engine(_database_url(db)), job_id)
+    if job is None:
+        _fail(f"no job {job_id}")
+    print(json.dumps(asdict(job), indent=2))
+
+
+@jobs_app.command("cancel")
+def jobs_cancel_command(
+    job_id: Annotated[str, typer.Argument(help="The job's id.")],
+    db: Annotated[str | None, typer.Option(help="Database URL.")] = None,
+) -> None:
+    """Stop a job: no new trials after the batch in flight."""
+    from tuning_db import job_store
+    from tuning_db.sql_database import open_engine
+
+    job = job_store.request_cancel(open_engine(_database_url(db)), job_id)
+    if job is None:
+        _fail(f"no job {job_id}")
+    print(f"job {job_id}: {job.state}, cancel requested")
 
 
 @app.command("worker")
@@ -138,11 +212,16 @@ def worker_command(
     concurrency: Annotated[
         int, typer.Option(min=1, help="Warm build-and-time processes in this worker.")
     ] = 1,
+    jobs: Annotated[
+        bool, typer.Option("--jobs", help="Be a coordinator on the jobs queue instead.")
+    ] = False,
 ) -> None:
     """Start a measure worker for TARGET's queue on the farm's broker (TUNEFARM_BROKER_URL)."""
-    from tuner.settings import Settings
-    from workers.measure_worker import run_measure_worker
+    from workers.worker_main import run_coordinator_worker, run_measure_worker
 
+    if jobs:
+        run_coordinator_worker()
+        return
     try:
         run_measure_worker(
             target,

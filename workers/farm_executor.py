@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from typing import Any
 
 from celery import Celery
@@ -44,6 +45,13 @@ class CeleryTrialExecutor:
         """Beyond its candidates' timeouts, how long a started chunk may take before it is
         presumed lost with its worker and sent again."""
         self.resent = 0
+        self.measured_by: Counter[str] = Counter()
+        self.stopped: str | None = None
+        """Set by ``stop``: no more sends, and waiting trials come back with this error."""
+
+    def stop(self, reason: str) -> None:
+        """Stop sending and waiting (the job was cancelled or lost its lease)."""
+        self.stopped = reason
 
     def submit(self, requests: list[TrialRequest]) -> list[TrialHandle]:
         handles: list[TrialHandle] = []
@@ -65,12 +73,16 @@ class _Chunk:
         self._send()
 
     def _send(self) -> None:
-        self.async_result = self.executor.send(self.requests)
         self.sent_at = time.monotonic()
         self.started_at: float | None = None
+        self.async_result: AsyncResult | None = None
+        if self.executor.stopped is None:
+            self.async_result = self.executor.send(self.requests)
 
     def done(self) -> bool:
-        return self.results is not None or self.async_result.ready()
+        if self.results is not None or self.executor.stopped is not None:
+            return True
+        return self.async_result is not None and self.async_result.ready()
 
     def wait(self) -> list[TrialResult]:
         if self.results is None:
@@ -82,9 +94,10 @@ class _Chunk:
             problem = self._poll_until_done()
             if problem is None:
                 return self._collect()
-            if attempt == 0:
+            if attempt == 0 and self.executor.stopped is None:
                 self.executor.resent += 1
-                self.async_result.forget()
+                if self.async_result is not None:
+                    self.async_result.forget()
                 self._send()
         return [TrialResult(None, problem) for _ in self.requests]
 
@@ -94,7 +107,12 @@ class _Chunk:
         running_limit = (
             self.executor.timeout_sec * len(self.requests) + self.executor.silence_slack_sec
         )
-        while not self.async_result.ready():
+        while True:
+            if self.executor.stopped is not None:
+                return self.executor.stopped
+            assert self.async_result is not None
+            if self.async_result.ready():
+                return None
             now = time.monotonic()
             if self.started_at is None and self.async_result.state == "STARTED":
                 self.started_at = now
@@ -106,17 +124,19 @@ class _Chunk:
             if self.started_at is not None and now - self.started_at > running_limit:
                 return f"the measure worker went silent for {running_limit:.0f} s (lost?)"
             time.sleep(POLL_SEC)
-        return None
 
     def _collect(self) -> list[TrialResult]:
         result = self.async_result
+        assert result is not None
         try:
             if not result.successful():
                 return [TrialResult(None, f"measure task failed: {result.result!r}")] * len(
                     self.requests
                 )
             replies: list[dict[str, Any]] = result.result
-            return [TrialResult(**reply) for reply in replies]
+            trials = [TrialResult(**reply) for reply in replies]
+            self.executor.measured_by.update(trial.worker or "unknown" for trial in trials)
+            return trials
         finally:
             result.forget()
 

@@ -12,7 +12,7 @@ from tuner.search import TaskProgress, TuningReport
 
 def _drive(console: Console) -> None:
     observer = ConsoleObserver(console)
-    observer.stage("importing into Relax")
+    observer.stage("importing", "importing into Relax")
     observer.tuning_started(8, [])
     report = TuningReport(trials=8, tasks={"conv": TaskProgress("conv", trials=8, best_sec=2e-4)})
     observer.tuning_progress(report)

@@ -1,4 +1,4 @@
-"""``tunefarm worker``: a long-lived measure worker for one target's queue.
+"""``tunefarm worker``: a measure worker for one target's queue, or a coordinator for jobs.
 
 It runs Celery's solo pool, so one batch at a time, and keeps a warm pool of build-and-time
 processes that imported TVM once. A candidate that crashes or hangs kills a pool process, never
@@ -42,3 +42,28 @@ def run_measure_worker(
             "--without-mingle",
         ]
     )
+
+
+def run_coordinator_worker(*, loglevel: str = "INFO") -> None:
+    """One job at a time (solo pool), plus the reaper that resumes abandoned jobs."""
+    import threading
+
+    from workers.job_tasks import coordinator_name, start_reaper
+    from workers.queues import JOBS_QUEUE
+
+    stop = threading.Event()
+    start_reaper(stop)
+    try:
+        app.worker_main(
+            [
+                "worker",
+                "--pool=solo",
+                f"--queues={JOBS_QUEUE}",
+                f"--hostname={coordinator_name()}",
+                f"--loglevel={loglevel}",
+                "--without-gossip",
+                "--without-mingle",
+            ]
+        )
+    finally:
+        stop.set()

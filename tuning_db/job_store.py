@@ -1,0 +1,241 @@
+"""Jobs in the shared database: creation, the coordinator's lease, progress and the result.
+
+Every write that a coordinator makes names it as ``owner`` and only lands while it still holds
+the lease, so a coordinator that was presumed dead cannot overwrite the one that resumed its job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import Engine, and_, insert, or_, select, update
+
+from tuning_db.schema import TERMINAL_JOB_STATES, JobRow
+
+REQUEUED = "(requeued)"
+"""The lease owner of a job that a reaper sent back to the jobs queue."""
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class JobView:
+    id: str
+    state: str
+    model_name: str
+    options: dict[str, Any]
+    progress: dict[str, Any]
+    error: str | None
+    error_kind: str | None
+    cancel_requested: bool
+    lease_owner: str | None
+    attempts: int
+    manifest: dict[str, Any] | None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in TERMINAL_JOB_STATES
+
+
+def create_job(
+    engine: Engine, *, model_name: str, model_onnx: bytes, options: dict[str, Any]
+) -> str:
+    job_id = uuid.uuid4().hex
+    with engine.begin() as connection:
+        connection.execute(
+            insert(JobRow).values(
+                id=job_id,
+                state="queued",
+                model_name=model_name,
+                model_sha256=hashlib.sha256(model_onnx).hexdigest(),
+                model_onnx=model_onnx,
+                options_json=json.dumps(options),
+                progress_json="{}",
+                cancel_requested=False,
+                attempts=0,
+                created_at=_now(),
+                updated_at=_now(),
+            )
+        )
+    return job_id
+
+
+def get_job(engine: Engine, job_id: str) -> JobView | None:
+    columns = [c for c in JobRow.__table__.c if c.name not in ("model_onnx", "library")]
+    with engine.connect() as connection:
+        row = connection.execute(select(*columns).where(JobRow.id == job_id)).first()
+    if row is None:
+        return None
+    return JobView(
+        id=row.id,
+        state=row.state,
+        model_name=row.model_name,
+        options=json.loads(row.options_json),
+        progress=json.loads(row.progress_json or "{}"),
+        error=row.error,
+        error_kind=row.error_kind,
+        cancel_requested=bool(row.cancel_requested),
+        lease_owner=row.lease_owner,
+        attempts=int(row.attempts),
+        manifest=json.loads(row.manifest_json) if row.manifest_json else None,
+    )
+
+
+def list_jobs(engine: Engine, *, limit: int = 50) -> list[JobView]:
+    with engine.connect() as connection:
+        ids = connection.execute(
+            select(JobRow.id).order_by(JobRow.created_at.desc()).limit(limit)
+        ).scalars()
+        job_ids = list(ids)
+    return [job for job in (get_job(engine, job_id) for job_id in job_ids) if job is not None]
+
+
+def read_model(engine: Engine, job_id: str) -> bytes:
+    with engine.connect() as connection:
+        return bytes(
+            connection.execute(select(JobRow.model_onnx).where(JobRow.id == job_id)).scalar_one()
+        )
+
+
+def read_library(engine: Engine, job_id: str) -> bytes | None:
+    with engine.connect() as connection:
+        data = connection.execute(select(JobRow.library).where(JobRow.id == job_id)).scalar()
+    return bytes(data) if data is not None else None
+
+
+def claim(engine: Engine, job_id: str, owner: str, *, lease_sec: float) -> bool:
+    """Take the job if it is not finished and nobody holds a live lease on it."""
+    now = _now()
+    with engine.begin() as connection:
+        claimed = connection.execute(
+            update(JobRow)
+            .where(
+                JobRow.id == job_id,
+                JobRow.state.not_in(TERMINAL_JOB_STATES),
+                or_(
+                    JobRow.lease_owner.is_(None),
+                    JobRow.lease_owner == REQUEUED,
+                    JobRow.lease_expires_at < now,
+                ),
+            )
+            .values(
+                lease_owner=owner,
+                lease_expires_at=now + timedelta(seconds=lease_sec),
+                attempts=JobRow.attempts + 1,
+                updated_at=now,
+            )
+        ).rowcount
+    return claimed == 1
+
+
+def renew(engine: Engine, job_id: str, owner: str, *, lease_sec: float) -> bool | None:
+    """Extend the lease. Returns whether a cancel was requested, or None if the lease is lost."""
+    now = _now()
+    with engine.begin() as connection:
+        updated = connection.execute(
+            update(JobRow)
+            .where(JobRow.id == job_id, JobRow.lease_owner == owner)
+            .values(lease_expires_at=now + timedelta(seconds=lease_sec))
+        ).rowcount
+        if updated != 1:
+            return None
+        return bool(
+            connection.execute(
+                select(JobRow.cancel_requested).where(JobRow.id == job_id)
+            ).scalar_one()
+        )
+
+
+def update_job(engine: Engine, job_id: str, owner: str, **values: Any) -> bool:
+    """Set columns (``state``, ``progress``...) while ``owner`` holds the lease."""
+    if "progress" in values:
+        values["progress_json"] = json.dumps(values.pop("progress"))
+    values["updated_at"] = _now()
+    with engine.begin() as connection:
+        updated = connection.execute(
+            update(JobRow).where(JobRow.id == job_id, JobRow.lease_owner == owner).values(**values)
+        ).rowcount
+    return updated == 1
+
+
+def finish(
+    engine: Engine,
+    job_id: str,
+    owner: str,
+    *,
+    state: str,
+    error: str | None = None,
+    error_kind: str | None = None,
+    manifest: dict[str, Any] | None = None,
+    library: bytes | None = None,
+) -> bool:
+    if state not in TERMINAL_JOB_STATES:
+        raise ValueError(f"{state!r} is not a final state")
+    return update_job(
+        engine,
+        job_id,
+        owner,
+        state=state,
+        error=error,
+        error_kind=error_kind,
+        manifest_json=json.dumps(manifest) if manifest is not None else None,
+        library=library,
+        finished_at=_now(),
+        lease_owner=None,
+        lease_expires_at=None,
+    )
+
+
+def request_cancel(engine: Engine, job_id: str) -> JobView | None:
+    """Ask the job to stop; a job no coordinator has taken yet is cancelled at once."""
+    now = _now()
+    with engine.begin() as connection:
+        connection.execute(
+            update(JobRow)
+            .where(JobRow.id == job_id, JobRow.state == "queued", JobRow.lease_owner.is_(None))
+            .values(state="cancelled", finished_at=now, updated_at=now, cancel_requested=True)
+        )
+        connection.execute(
+            update(JobRow)
+            .where(JobRow.id == job_id, JobRow.state.not_in(TERMINAL_JOB_STATES))
+            .values(cancel_requested=True, updated_at=now)
+        )
+    return get_job(engine, job_id)
+
+
+def abandoned_jobs(engine: Engine) -> list[str]:
+    """Running jobs whose coordinator stopped renewing its lease."""
+    with engine.connect() as connection:
+        return list(
+            connection.execute(
+                select(JobRow.id).where(
+                    JobRow.state.not_in(TERMINAL_JOB_STATES),
+                    and_(JobRow.lease_owner.is_not(None), JobRow.lease_owner != REQUEUED),
+                    JobRow.lease_expires_at < _now(),
+                )
+            ).scalars()
+        )
+
+
+def mark_requeued(engine: Engine, job_id: str, *, hold_sec: float) -> bool:
+    """Atomically take an abandoned job for requeueing, so only one reaper sends it again."""
+    now = _now()
+    with engine.begin() as connection:
+        updated = connection.execute(
+            update(JobRow)
+            .where(
+                JobRow.id == job_id,
+                JobRow.state.not_in(TERMINAL_JOB_STATES),
+                JobRow.lease_expires_at < now,
+            )
+            .values(lease_owner=REQUEUED, lease_expires_at=now + timedelta(seconds=hold_sec))
+        ).rowcount
+    return updated == 1
+

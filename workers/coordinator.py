@@ -1,0 +1,205 @@
+"""The coordinator: runs one job end to end, holding a lease that a heartbeat renews.
+
+MetaSchedule's search runs here; trials go to the measure workers through
+``CeleryTrialExecutor``. If this process dies, the lease runs out and a reaper in another
+coordinator sends the job back to the jobs queue. The next run starts over from the database:
+tasks already tuned are reused, and the search of the others starts from their best records.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from tuner.compile_job import CompileOptions, Phase, compile_model
+from tuner.errors import UserInputError
+from tuner.search import TuningReport
+from tuner.targets import parse_target
+from tuner.tasks import TuningTask
+from tuning_db import job_store
+from workers.farm_executor import CeleryTrialExecutor
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_SEC = 2.0
+PROGRESS_EVERY_SEC = 0.5
+
+
+class Heartbeat:
+    """Renews the lease in the background and notices a cancel or a lost lease."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        job_id: str,
+        owner: str,
+        executor: CeleryTrialExecutor,
+        *,
+        lease_sec: float,
+    ) -> None:
+        self.engine = engine
+        self.job_id = job_id
+        self.owner = owner
+        self.executor = executor
+        self.lease_sec = lease_sec
+        self.cancelled = False
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job_id}", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(HEARTBEAT_SEC):
+            try:
+                cancel = job_store.renew(
+                    self.engine, self.job_id, self.owner, lease_sec=self.lease_sec
+                )
+            except Exception:  # the database is away for a moment: try again next beat
+                logger.exception("heartbeat of job %s failed", self.job_id)
+                continue
+            if cancel is None:
+                self.lost = True
+                self.executor.stop("the job's coordinator lost its lease")
+                return
+            if cancel:
+                self.cancelled = True
+                self.executor.stop("the job was cancelled")
+
+
+class JobObserver:
+    """Writes the phase and the tuning progress of the job as it goes."""
+
+    def __init__(
+        self, engine: Engine, job_id: str, owner: str, executor: CeleryTrialExecutor
+    ) -> None:
+        self.engine = engine
+        self.job_id = job_id
+        self.owner = owner
+        self.executor = executor
+        self.progress: dict[str, Any] = {"trials": 0, "tasks": {}, "measured_by": {}}
+        self._weights: dict[str, int] = {}
+        self._written = 0.0
+
+    def stage(self, phase: Phase, message: str) -> None:
+        self.progress["message"] = message
+        job_store.update_job(
+            self.engine, self.job_id, self.owner, state=phase, progress=self.progress
+        )
+
+    def tuning_started(self, total_trials: int, tasks: list[TuningTask]) -> None:
+        self.progress["trials_total"] = total_trials
+        self.progress["tasks"] = {
+            task.name: {"trials": 0, "failures": 0, "best_us": None, "curve": []} for task in tasks
+        }
+        self._write(force=True)
+
+    def tuning_progress(self, report: TuningReport) -> None:
+        self.progress["trials"] = report.trials
+        for name, task in report.tasks.items():
+            entry = self.progress["tasks"].setdefault(
+                name, {"trials": 0, "failures": 0, "best_us": None, "curve": []}
+            )
+            entry["trials"], entry["failures"] = task.trials, task.failures
+            best_us = round(task.best_sec * 1e6, 3) if task.best_sec is not None else None
+            if best_us is not None and best_us != entry["best_us"]:
+                entry["curve"].append([task.trials, best_us])
+            entry["best_us"] = best_us
+        self.progress["measured_by"] = dict(self.executor.measured_by)
+        self._write()
+        if self.executor.stopped is not None:
+            # Leaves MetaSchedule's loop at the next batch: no new trials are searched for.
+            raise JobStopped(self.executor.stopped)
+
+    def tuning_finished(self) -> None:
+        self._write(force=True)
+
+    def _write(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._written >= PROGRESS_EVERY_SEC:
+            job_store.update_job(self.engine, self.job_id, self.owner, progress=self.progress)
+            self._written = now
+
+
+class JobStopped(Exception):
+    """The job was cancelled, or its lease went to another coordinator."""
+
+
+def run_job(
+    job_id: str,
+    *,
+    engine: Engine,
+    database_url: str,
+    owner: str,
+    make_executor: Any,
+    lease_sec: float = 30.0,
+) -> str:
+    """Run the job if no live coordinator holds it; return its final state (or why not)."""
+    if not job_store.claim(engine, job_id, owner, lease_sec=lease_sec):
+        job = job_store.get_job(engine, job_id)
+        return f"not claimed ({job.state if job else 'no such job'})"
+    job = job_store.get_job(engine, job_id)
+    assert job is not None
+    options = job.options
+    executor: CeleryTrialExecutor = make_executor(parse_target(options["target"]))
+    with tempfile.TemporaryDirectory(prefix=f"tunefarm-job-{job_id}-") as scratch:
+        model_path = Path(scratch) / job.model_name
+        model_path.write_bytes(job_store.read_model(engine, job_id))
+        compile_options = CompileOptions(
+            model_path=model_path,
+            target=options["target"],
+            out_dir=Path(scratch) / "out",
+            database_url=database_url,
+            trials=int(options["trials"]),
+            max_trials_per_task=options.get("max_trials_per_task"),
+            layout=options.get("layout", "auto"),
+            fp16=bool(options.get("fp16", False)),
+            seed=options.get("seed"),
+        )
+        observer = JobObserver(engine, job_id, owner, executor)
+        with Heartbeat(engine, job_id, owner, executor, lease_sec=lease_sec) as heartbeat:
+            try:
+                result = compile_model(compile_options, observer=observer, executor=executor)
+            except UserInputError as err:
+                job_store.finish(
+                    engine, job_id, owner, state="failed", error=str(err), error_kind="user"
+                )
+                return "failed"
+            except Exception as err:
+                if heartbeat.lost:
+                    return "lease lost"
+                if heartbeat.cancelled:
+                    job_store.finish(engine, job_id, owner, state="cancelled")
+                    return "cancelled"
+                logger.error("job %s failed:\n%s", job_id, traceback.format_exc())
+                job_store.finish(
+                    engine,
+                    job_id,
+                    owner,
+                    state="failed",
+                    error=f"internal error: {type(err).__name__}: {err}",
+                    error_kind="internal",
+                )
+                return "failed"
+        job_store.finish(
+            engine,
+            job_id,
+            owner,
+            state="succeeded",
+            manifest=result.manifest,
+            library=result.library_path.read_bytes(),
+        )
+        return "succeeded"

@@ -1,0 +1,92 @@
+"""The job task (coordinators' queue) and the reaper that resumes abandoned jobs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+import threading
+from functools import cache
+
+from sqlalchemy import Engine
+from tvm.target import Target
+
+from tuner.settings import Settings
+from tuning_db import job_store
+from tuning_db.sql_database import open_engine
+from workers.celery_app import app
+from workers.farm_executor import CeleryTrialExecutor
+from workers.queues import JOBS_QUEUE, measure_queue
+
+RUN_JOB_TASK = "tunefarm.run_job"
+REAP_EVERY_SEC = 2.0
+_JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+
+logger = logging.getLogger(__name__)
+
+
+@cache
+def _engine() -> Engine:
+    return open_engine(Settings().resolved_database_url())
+
+
+def coordinator_name() -> str:
+    return f"coordinator-{os.getpid()}@{socket.gethostname()}"
+
+
+def _make_executor(target: Target) -> CeleryTrialExecutor:
+    return CeleryTrialExecutor(
+        app, measure_queue(target), timeout_sec=Settings().measure_timeout_sec
+    )
+
+
+@app.task(name=RUN_JOB_TASK)
+def run_job_task(job_id: str) -> str:
+    """Run one job; a plain function does the work (``workers.coordinator.run_job``)."""
+    from workers.coordinator import run_job
+
+    if not isinstance(job_id, str) or not _JOB_ID.match(job_id):
+        raise ValueError(f"not a job id: {job_id!r}")
+    settings = Settings()
+    return run_job(
+        job_id,
+        engine=_engine(),
+        database_url=settings.resolved_database_url(),
+        owner=coordinator_name(),
+        make_executor=_make_executor,
+        lease_sec=settings.job_lease_sec,
+    )
+
+
+def submit_job(job_id: str) -> None:
+    app.send_task(RUN_JOB_TASK, args=[job_id], queue=JOBS_QUEUE)
+
+
+def reap_once(engine: Engine, *, hold_sec: float) -> list[str]:
+    """Send every job whose coordinator died back to the jobs queue; return their ids."""
+    requeued = []
+    for job_id in job_store.abandoned_jobs(engine):
+        if job_store.mark_requeued(engine, job_id, hold_sec=hold_sec):
+            logger.warning(
+                "job %s lost its coordinator; sending it to the jobs queue again", job_id
+            )
+            submit_job(job_id)
+            requeued.append(job_id)
+    return requeued
+
+
+def start_reaper(stop: threading.Event) -> threading.Thread:
+    """Look for abandoned jobs every few seconds, for as long as this coordinator runs."""
+    settings = Settings()
+
+    def loop() -> None:
+        while not stop.wait(REAP_EVERY_SEC):
+            try:
+                reap_once(_engine(), hold_sec=settings.job_lease_sec)
+            except Exception:
+                logger.exception("the reaper failed; trying again")
+
+    thread = threading.Thread(target=loop, name="job-reaper", daemon=True)
+    thread.start()
+    return thread
