@@ -238,4 +238,3 @@ def mark_requeued(engine: Engine, job_id: str, *, hold_sec: float) -> bool:
             .values(lease_owner=REQUEUED, lease_expires_at=now + timedelta(seconds=hold_sec))
         ).rowcount
     return updated == 1
-

@@ -36,6 +36,11 @@ class WorkerProcess:
     def name(self) -> str:
         return f"measure-{self.process.pid}@"
 
+    def kill(self) -> None:
+        """kill -9, as a crashed host would."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -63,12 +68,15 @@ StartWorker = Callable[..., WorkerProcess]
 def start_worker(broker_url: str, tmp_path: Path) -> Iterator[StartWorker]:
     workers: list[WorkerProcess] = []
 
-    def start(*extra: str, timeout_sec: float = 60.0) -> WorkerProcess:
+    def start(
+        *extra: str, timeout_sec: float = 60.0, env: dict[str, str] | None = None
+    ) -> WorkerProcess:
         log = tmp_path / f"worker-{len(workers)}.log"
         env = {
             **os.environ,
             "TUNEFARM_BROKER_URL": broker_url,
             "TUNEFARM_MEASURE_TIMEOUT_SEC": str(timeout_sec),
+            **(env or {}),
         }
         process = subprocess.Popen(
             [sys.executable, "-m", "workers.cli", "worker", "--target", "llvm", *extra],
@@ -85,3 +93,12 @@ def start_worker(broker_url: str, tmp_path: Path) -> Iterator[StartWorker]:
     yield start
     for worker in workers:
         worker.stop()
+
+
+@pytest.fixture
+def farm_db_url(postgres_url: str) -> str:
+    """The farm's shared database: the machine's PostgreSQL, emptied."""
+    from tests.conftest import _reset_postgres
+
+    _reset_postgres(postgres_url)
+    return postgres_url

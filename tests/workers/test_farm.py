@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
-import numpy as np
-import onnxruntime
 import tvm
-from tvm import relax
 from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 
 from tests.fixtures.bad_candidates import args_info, crashing, hanging
@@ -40,50 +32,6 @@ def _request(mod: tvm.ir.IRModule, args: list[list[object]] | None = None) -> Tr
 
 def _executor(broker_url: str, **options: float) -> CeleryTrialExecutor:
     return CeleryTrialExecutor(create_app(broker_url), measure_queue(TARGET), **options)  # type: ignore[arg-type]
-
-
-def test_a_compile_is_measured_by_two_workers(
-    start_worker: StartWorker, broker_url: str, tiny_cnn_path: Path, tmp_path: Path
-) -> None:
-    workers = [start_worker(), start_worker()]
-    out = tmp_path / "out"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "workers.cli",
-            "compile",
-            str(tiny_cnn_path),
-            "--farm",
-            "--trials",
-            "24",
-            "--out",
-            str(out),
-            "--db",
-            f"sqlite:///{tmp_path / 'farm.db'}",
-            "--seed",
-            "5",
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "TUNEFARM_BROKER_URL": broker_url},
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["tuning"]["trials_run"] == 24
-    measured_by = manifest["tuning"]["measured_by"]
-    assert sum(measured_by.values()) == 24
-    for worker in workers:  # both workers took part
-        assert any(name.startswith(worker.name) for name in measured_by), measured_by
-
-    vm = relax.VirtualMachine(tvm.runtime.load_module(str(out / "model.so")), tvm.cpu())
-    image = np.random.default_rng(1).standard_normal((1, 3, 32, 32)).astype("float32")
-    session = onnxruntime.InferenceSession(str(tiny_cnn_path), providers=["CPUExecutionProvider"])
-    (expected,) = session.run(None, {"image": image})
-    np.testing.assert_allclose(
-        vm["main"](tvm.runtime.tensor(image)).numpy(), expected, rtol=1e-4, atol=1e-4
-    )
 
 
 def test_crashing_and_hanging_candidates_are_errors_and_the_worker_goes_on(

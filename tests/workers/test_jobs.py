@@ -1,0 +1,198 @@
+"""Farm jobs end to end: real Redis, real PostgreSQL, real worker and coordinator processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import pytest
+import tvm
+from sqlalchemy import func, select
+from tvm import relax
+
+from tests.workers.conftest import StartWorker, WorkerProcess
+from tuning_db import job_store
+from tuning_db.job_store import JobView
+from tuning_db.schema import TuningRecordRow
+from tuning_db.sql_database import open_engine
+
+LEASE_SEC = "4"
+
+
+def _farm_env(broker_url: str, db_url: str) -> dict[str, str]:
+    return {
+        "TUNEFARM_BROKER_URL": broker_url,
+        "TUNEFARM_DATABASE_URL": db_url,
+        "TUNEFARM_JOB_LEASE_SEC": LEASE_SEC,
+    }
+
+
+def _compile(model: Path, out: Path, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "workers.cli",
+            "compile",
+            str(model),
+            "--farm",
+            "--out",
+            str(out),
+            *args,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env},
+    )
+
+
+def _wait_for(condition: Callable[[], JobView | None], timeout: float, what: str) -> JobView:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = condition()
+        if job is not None:
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _only_job(db_url: str) -> Callable[[], JobView | None]:
+    engine = open_engine(db_url)
+
+    def latest() -> JobView | None:
+        jobs = job_store.list_jobs(engine)
+        return jobs[0] if jobs else None
+
+    return latest
+
+
+def test_a_job_is_measured_by_two_workers_and_matches_onnxruntime(
+    start_worker: StartWorker,
+    broker_url: str,
+    farm_db_url: str,
+    tiny_cnn_path: Path,
+    tmp_path: Path,
+) -> None:
+    env = _farm_env(broker_url, farm_db_url)
+    measure = [start_worker(env=env), start_worker(env=env)]
+    start_worker("--jobs", env=env)
+    client = _compile(tiny_cnn_path, tmp_path / "out", env, "--trials", "24", "--seed", "5")
+    stdout, stderr = client.communicate(timeout=600)
+    assert client.returncode == 0, stderr
+    assert len(stdout.strip().splitlines()) == 4  # no progress output into a pipe
+
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["tuning"]["trials_run"] == 24
+    measured_by = manifest["tuning"]["measured_by"]
+    assert sum(measured_by.values()) == 24
+    for worker in measure:
+        assert any(name.startswith(worker.name) for name in measured_by), measured_by
+
+    job = _only_job(farm_db_url)()
+    assert job is not None and job.state == "succeeded" and job.attempts == 1
+    assert job.progress["trials"] == 24
+    assert any(task["curve"] for task in job.progress["tasks"].values())
+
+    vm = relax.VirtualMachine(
+        tvm.runtime.load_module(str(tmp_path / "out" / "model.so")), tvm.cpu()
+    )
+    image = np.random.default_rng(1).standard_normal((1, 3, 32, 32)).astype("float32")
+    session = onnxruntime.InferenceSession(str(tiny_cnn_path), providers=["CPUExecutionProvider"])
+    (expected,) = session.run(None, {"image": image})
+    np.testing.assert_allclose(
+        vm["main"](tvm.runtime.tensor(image)).numpy(), expected, rtol=1e-4, atol=1e-4
+    )
+
+
+def test_cancel_stops_new_trials_within_seconds(
+    start_worker: StartWorker,
+    broker_url: str,
+    farm_db_url: str,
+    tiny_cnn_path: Path,
+    tmp_path: Path,
+) -> None:
+    env = _farm_env(broker_url, farm_db_url)
+    start_worker(env=env)
+    start_worker("--jobs", env=env)
+    client = _compile(tiny_cnn_path, tmp_path / "out", env, "--trials", "5000")
+    latest = _only_job(farm_db_url)
+    job = _wait_for(
+        lambda: ((j := latest()) and j.progress.get("trials", 0) > 0 and j) or None,
+        120,
+        "the first trials",
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "workers.cli", "jobs", "cancel", job.id, "--db", farm_db_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    asked = time.monotonic()
+    job = _wait_for(lambda: ((j := latest()) and j.finished and j) or None, 30, "the cancel")
+    assert job.state == "cancelled"
+    assert time.monotonic() - asked < 15
+    trials = job.progress["trials"]
+    time.sleep(3)
+    assert (latest() or job).progress["trials"] == trials  # nothing more was measured
+    assert client.wait(timeout=60) == 1
+    assert "was cancelled" in (client.stderr.read() if client.stderr else "")
+
+
+def test_a_killed_coordinator_is_resumed_by_another(
+    start_worker: StartWorker,
+    broker_url: str,
+    farm_db_url: str,
+    tiny_cnn_path: Path,
+    tmp_path: Path,
+) -> None:
+    env = _farm_env(broker_url, farm_db_url)
+    start_worker(env=env)
+    coordinators = [start_worker("--jobs", env=env), start_worker("--jobs", env=env)]
+    client = _compile(tiny_cnn_path, tmp_path / "out", env, "--trials", "48", "--seed", "2")
+    latest = _only_job(farm_db_url)
+    job = _wait_for(
+        lambda: ((j := latest()) and j.progress.get("trials", 0) >= 8 and j) or None,
+        120,
+        "the job to be tuning",
+    )
+    owner_pid = int(job.lease_owner.split("-")[1].split("@")[0])  # coordinator-<pid>@host
+    holder: WorkerProcess = next(c for c in coordinators if c.process.pid == owner_pid)
+    holder.kill()
+
+    _, stderr = client.communicate(timeout=600)
+    assert client.returncode == 0, stderr
+    job = latest()
+    assert job is not None and job.state == "succeeded"
+    assert job.attempts == 2
+    engine = open_engine(farm_db_url)
+    with engine.connect() as connection:
+        rows = connection.execute(select(func.count()).select_from(TuningRecordRow)).scalar_one()
+        distinct = connection.execute(
+            select(func.count()).select_from(
+                select(
+                    TuningRecordRow.workload_id,
+                    TuningRecordRow.target_key,
+                    TuningRecordRow.trace_hash,
+                )
+                .distinct()
+                .subquery()
+            )
+        ).scalar_one()
+    assert rows == distinct  # no duplicate records after the resume
+
+
+@pytest.mark.parametrize("bad", ["not-a-hex-id", "0" * 31])
+def test_a_job_message_with_a_bad_id_is_refused(bad: str) -> None:
+    from workers.job_tasks import run_job_task
+
+    with pytest.raises(ValueError, match="not a job id"):
+        run_job_task.run(bad)
