@@ -3,11 +3,13 @@
 Each batch of candidates from MetaSchedule is cut into chunks, one Celery task each, so several
 workers share it. A chunk that no worker takes within ``queue_timeout_sec``, or that a worker
 holds for longer than its candidates' timeouts allow (the worker died), is sent once more; after
-that its candidates come back as errors. MetaSchedule's search never waits forever.
+that its candidates come back as errors. So does a chunk the broker lost in a restart. The
+search never waits forever.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections import Counter
@@ -15,12 +17,15 @@ from typing import Any
 
 from celery import Celery
 from celery.result import AsyncResult
+from kombu.exceptions import OperationalError
+from redis.exceptions import RedisError
 
 from tuner.trial import TrialRequest, TrialResult
 from tuner.trial_executor import TrialHandle
 from workers.measure_tasks import MEASURE_TASK, batch_payload
 
 POLL_SEC = 0.02
+BROKER_ERRORS: tuple[type[Exception], ...] = (OperationalError, RedisError, OSError)
 
 
 class CeleryTrialExecutor:
@@ -35,6 +40,7 @@ class CeleryTrialExecutor:
         timeout_sec: float = 60.0,
         queue_timeout_sec: float = 600.0,
         silence_slack_sec: float = 30.0,
+        broker_outage_sec: float = 60.0,
     ) -> None:
         self.app = app
         self.queue = queue
@@ -42,6 +48,9 @@ class CeleryTrialExecutor:
         self.timeout_sec = timeout_sec
         self.queue_timeout_sec = queue_timeout_sec
         self.silence_slack_sec = silence_slack_sec
+        self.broker_outage_sec = broker_outage_sec
+        """How long to wait for the broker to come back before a batch counts as failed."""
+        self._epoch = BrokerEpoch(app.conf.broker_url)
         """Beyond its candidates' timeouts, how long a started chunk may take before it is
         presumed lost with its worker and sent again."""
         self.resent = 0
@@ -64,6 +73,41 @@ class CeleryTrialExecutor:
     def send(self, requests: list[TrialRequest]) -> AsyncResult:
         return self.app.send_task(MEASURE_TASK, args=[batch_payload(requests)], queue=self.queue)
 
+    def broker_epoch(self) -> str | None:
+        return self._epoch.current()
+
+
+class BrokerEpoch:
+    """The Redis server's run id: a new one means it restarted and lost what it held.
+
+    Celery's clients reconnect on their own, so a restart can pass without an error; a message
+    that was waiting in the queue is simply gone and its result stays PENDING forever.
+    """
+
+    def __init__(self, url: str, *, every_sec: float = 1.0) -> None:
+        self.url = url
+        self.every_sec = every_sec
+        self._client: Any = None
+        self._checked = 0.0
+        self._run_id: str | None = None
+
+    def current(self) -> str | None:
+        now = time.monotonic()
+        if now - self._checked < self.every_sec:
+            return self._run_id
+        self._checked = now
+        if not self.url.startswith(("redis://", "rediss://")):
+            return None
+        try:
+            if self._client is None:
+                import redis
+
+                self._client = redis.Redis.from_url(self.url, socket_timeout=2)
+            self._run_id = str(self._client.info("server").get("run_id"))
+        except BROKER_ERRORS:
+            self._run_id = None
+        return self._run_id
+
 
 class _Chunk:
     def __init__(self, executor: CeleryTrialExecutor, requests: list[TrialRequest]) -> None:
@@ -76,13 +120,26 @@ class _Chunk:
         self.sent_at = time.monotonic()
         self.started_at: float | None = None
         self.async_result: AsyncResult | None = None
-        if self.executor.stopped is None:
-            self.async_result = self.executor.send(self.requests)
+        self.send_error: str | None = None
+        self.epoch = self.executor.broker_epoch()
+        deadline = self.sent_at + self.executor.broker_outage_sec
+        while self.executor.stopped is None:
+            try:
+                self.async_result = self.executor.send(self.requests)
+                return
+            except BROKER_ERRORS as err:  # the broker restarts: try again for a while
+                self.send_error = f"cannot reach the broker: {type(err).__name__}: {err}"
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(1.0)
 
     def done(self) -> bool:
         if self.results is not None or self.executor.stopped is not None:
             return True
-        return self.async_result is not None and self.async_result.ready()
+        try:
+            return self.async_result is not None and self.async_result.ready()
+        except BROKER_ERRORS:
+            return False
 
     def wait(self) -> list[TrialResult]:
         if self.results is None:
@@ -96,25 +153,40 @@ class _Chunk:
                 return self._collect()
             if attempt == 0 and self.executor.stopped is None:
                 self.executor.resent += 1
-                if self.async_result is not None:
-                    self.async_result.forget()
+                self._forget()
                 self._send()
         return [TrialResult(None, problem) for _ in self.requests]
 
     def _poll_until_done(self) -> str | None:
         """None once the reply is in; otherwise why we gave up on this send."""
+        if self.async_result is None:
+            return self.executor.stopped or self.send_error or "not sent"
         # A worker times each candidate with the same limit as the local pool.
         running_limit = (
             self.executor.timeout_sec * len(self.requests) + self.executor.silence_slack_sec
         )
+        outage_since: float | None = None
         while True:
             if self.executor.stopped is not None:
                 return self.executor.stopped
-            assert self.async_result is not None
-            if self.async_result.ready():
-                return None
             now = time.monotonic()
-            if self.started_at is None and self.async_result.state == "STARTED":
+            try:
+                if self.async_result.ready():
+                    return None
+                state = self.async_result.state
+            except BROKER_ERRORS as err:
+                outage_since = outage_since or now
+                if now - outage_since > self.executor.broker_outage_sec:
+                    return f"lost the broker for {now - outage_since:.0f} s: {err}"
+                time.sleep(0.5)
+                continue
+            epoch = self.executor.broker_epoch()
+            restarted = epoch is not None and self.epoch is not None and epoch != self.epoch
+            if state == "PENDING" and (outage_since is not None or restarted):
+                # Redis came back empty: the queued message and any result are gone.
+                return "the broker restarted and lost the batch"
+            outage_since = None
+            if self.started_at is None and state == "STARTED":
                 self.started_at = now
             if self.started_at is None and now - self.sent_at > self.executor.queue_timeout_sec:
                 return (
@@ -138,7 +210,12 @@ class _Chunk:
             self.executor.measured_by.update(trial.worker or "unknown" for trial in trials)
             return trials
         finally:
-            result.forget()
+            self._forget()
+
+    def _forget(self) -> None:
+        if self.async_result is not None:
+            with contextlib.suppress(*BROKER_ERRORS):
+                self.async_result.forget()
 
 
 class _ChunkMember:

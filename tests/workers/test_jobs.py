@@ -17,7 +17,7 @@ import tvm
 from sqlalchemy import func, select
 from tvm import relax
 
-from tests.workers.conftest import StartWorker, WorkerProcess
+from tests.workers.conftest import RedisServer, StartWorker, WorkerProcess
 from tuning_db import job_store
 from tuning_db.job_store import JobView
 from tuning_db.schema import TuningRecordRow
@@ -196,3 +196,81 @@ def test_a_job_message_with_a_bad_id_is_refused(bad: str) -> None:
 
     with pytest.raises(ValueError, match="not a job id"):
         run_job_task.run(bad)
+
+
+def test_killing_measure_workers_again_and_again_the_job_still_completes(
+    start_worker: StartWorker,
+    broker_url: str,
+    farm_db_url: str,
+    tiny_cnn_path: Path,
+    tmp_path: Path,
+) -> None:
+    env = {**_farm_env(broker_url, farm_db_url), "TUNEFARM_MEASURE_TIMEOUT_SEC": "5"}
+    start_worker("--jobs", env=env)
+    victims = [start_worker(env=env), start_worker(env=env)]
+    client = _compile(tiny_cnn_path, tmp_path / "out", env, "--trials", "40", "--seed", "4")
+    latest = _only_job(farm_db_url)
+    for round_index, victim in enumerate(victims):
+        _wait_for(
+            lambda n=round_index: (
+                ((j := latest()) and j.progress.get("trials", 0) > 4 + 8 * n and j) or None
+            ),
+            180,
+            "trials before a kill",
+        )
+        victim.kill()  # mid-batch
+        start_worker(env=env)
+    _, stderr = client.communicate(timeout=600)
+    assert client.returncode == 0, stderr
+    job = latest()
+    assert job is not None and job.state == "succeeded"
+    engine = open_engine(farm_db_url)
+    with engine.connect() as connection:
+        rows = connection.execute(select(func.count()).select_from(TuningRecordRow)).scalar_one()
+        distinct = connection.execute(
+            select(func.count()).select_from(
+                select(
+                    TuningRecordRow.workload_id,
+                    TuningRecordRow.target_key,
+                    TuningRecordRow.trace_hash,
+                )
+                .distinct()
+                .subquery()
+            )
+        ).scalar_one()
+    assert rows == distinct > 0
+
+
+def test_a_redis_restart_mid_job_never_leaves_it_hanging(
+    start_worker: StartWorker,
+    own_redis: RedisServer,
+    farm_db_url: str,
+    tiny_cnn_path: Path,
+    tmp_path: Path,
+) -> None:
+    env = _farm_env(own_redis.url, farm_db_url)
+    start_worker(env=env)
+    start_worker("--jobs", env=env)
+    client = _compile(tiny_cnn_path, tmp_path / "out", env, "--trials", "40", "--seed", "6")
+    latest = _only_job(farm_db_url)
+    _wait_for(
+        lambda: ((j := latest()) and j.progress.get("trials", 0) > 0 and j) or None,
+        180,
+        "the first trials",
+    )
+    own_redis.kill()
+    time.sleep(2)
+    own_redis.start()  # empty: every queued message and result is gone
+    try:
+        client.communicate(timeout=400)
+    except subprocess.TimeoutExpired:
+        client.kill()
+        raise AssertionError(f"the job hung after a Redis restart: {latest()}") from None
+    job = latest()
+    assert job is not None and job.finished
+    print(f"after the Redis restart the job {job.state}: {job.error}")
+    if job.state == "failed":
+        assert job.error  # a clear reason
+    else:
+        assert job.state == "succeeded"
+        assert (tmp_path / "out" / "model.so").exists()
