@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 DEMO_DIR ?= demo-out
 DEMO_TRIALS ?= 64
 
-.PHONY: demo test lint install install-test clean
+.PHONY: demo test lint install install-test system-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $@
+
+# The farm tests restart a Redis server of their own; install it where it is missing.
+system-deps:
+	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
 
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
@@ -34,7 +38,7 @@ lint: $(VENV)/.installed-test
 	$(BIN)/mypy
 
 ## Install what the tests need, lint, type-check and run every test (SQLite and PostgreSQL).
-test: lint
+test: system-deps lint
 	$(BIN)/python -m pytest
 
 clean:

@@ -1,0 +1,293 @@
+"""Farm scaling: trials/s with 1 and 2 measure workers against stock MetaSchedule, in one run.
+
+Each farm run starts real ``tunefarm worker`` processes on a Redis server of its own and tunes
+in this process (the coordinator's part) with ``CeleryTrialExecutor``. The stock run is
+``tune_relax`` with ``LocalBuilder``/``LocalRunner``. Same model, tasks, seed, budget and search
+settings throughout. Results go to ``bench/results/farm_scaling-<host>-<UTC time>.json``.
+
+    .venv/bin/python bench/farm_scaling.py [--trials 64] [--model M.onnx] [--skip-stock]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import local_tuning as common
+
+from tuner.search import FAST_SEARCH, SearchSettings
+
+
+def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(0.5)
+    return process, f"redis://127.0.0.1:{port}/0"
+
+
+def start_workers(count: int, broker_url: str, logs: Path) -> list[subprocess.Popen[str]]:
+    env = {**os.environ, "TUNEFARM_BROKER_URL": broker_url}
+    workers = []
+    for index in range(count):
+        log = logs / f"worker-{index}.log"
+        workers.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "workers.cli", "worker", "--target", "llvm"],
+                stdout=log.open("w"),
+                stderr=subprocess.STDOUT,
+                env=env,
+                text=True,
+            )
+        )
+        deadline = time.monotonic() + 60
+        while " ready." not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    return workers
+
+
+class TimedExecutor:
+    """Wraps the farm executor to add up build and run seconds as results come back."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.build_sec = 0.0
+        self.measure_sec = 0.0
+
+    def submit(self, requests: list[Any]) -> list[Any]:
+        return [_TimedHandle(self, handle) for handle in self.inner.submit(requests)]
+
+
+class _TimedHandle:
+    def __init__(self, owner: TimedExecutor, handle: Any) -> None:
+        self.owner = owner
+        self.handle = handle
+        self.counted = False
+
+    def done(self) -> bool:
+        return bool(self.handle.done())
+
+    def result(self) -> Any:
+        result = self.handle.result()
+        if not self.counted:
+            self.counted = True
+            self.owner.build_sec += result.build_sec
+            self.owner.measure_sec += result.measure_sec
+        return result
+
+
+def run_farm(
+    mod: Any,
+    target: Any,
+    *,
+    workers: int,
+    settings: SearchSettings,
+    trials: int,
+    per_task: int,
+    seed: int,
+    order: list[str],
+    scratch: Path,
+) -> dict[str, Any]:
+    import tvm.s_tir.meta_schedule as ms
+
+    from tuner.pool_measure import CandidateWriter, TrialRunner
+    from tuner.search import tune
+    from tuner.tasks import extract_tuning_tasks
+    from tuner.trial import MeasureSettings
+    from tuning_db import SqlDatabase
+    from workers.celery_app import create_app
+    from workers.farm_executor import CeleryTrialExecutor
+    from workers.queues import measure_queue
+
+    redis_process, broker_url = start_redis(scratch)
+    processes = start_workers(workers, broker_url, scratch)
+    try:
+        farm = CeleryTrialExecutor(create_app(broker_url), measure_queue(target))
+        executor = TimedExecutor(farm)
+        database = SqlDatabase(f"sqlite:///{scratch / 'tuning.db'}", target=target)
+        runner = TrialRunner(executor, settings=MeasureSettings(**common.MEASURE))
+        common.quiet_meta_schedule()
+        with ms.Profiler() as profiler, common.stopwatch() as wall:
+            tasks = extract_tuning_tasks(mod, target=target)
+            tasks.sort(key=lambda task: order.index(task.name))
+            report = tune(
+                tasks,
+                target=target,
+                database=database,
+                builder=CandidateWriter(str(scratch / "candidates")),
+                runner=runner,
+                total_trials=trials,
+                max_trials_per_task=per_task,
+                settings=settings,
+                seed=seed,
+                work_dir=str(scratch / "logs"),
+            )
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=30)
+        redis_process.kill()
+    table = common.profile_table(profiler)
+    return {
+        "side": f"farm, {workers} worker(s)",
+        "workers": workers,
+        "search_settings": dataclasses.asdict(settings),
+        "trials_run": report.trials,
+        "failed_trials": report.failures,
+        "wall_sec": round(wall["sec"], 3),
+        "trials_per_sec": common._rate(report.trials, wall["sec"]),
+        "measured_by": dict(runner.measured_by),
+        "resent_chunks": farm.resent,
+        "time_split_sec": {
+            "search_in_coordinator": round(
+                sum(v for k, v in table.items() if k.startswith("EvoSearch")), 3
+            ),
+            "cost_model": round(table.get("MeasureCallback/UpdateCostModel", 0.0), 3),
+            "waiting_for_workers": round(table.get("JoinRunnerFutures", 0.0), 3),
+            "build_on_workers": round(executor.build_sec, 3),
+            "run_on_workers": round(executor.measure_sec, 3),
+        },
+        **common.profile_fields(profiler),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=64)
+    parser.add_argument("--model", type=Path)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=common.DEFAULT_OUT)
+    parser.add_argument("--skip-stock", action="store_true")
+    args = parser.parse_args(argv)
+    if shutil.which("redis-server") is None:
+        print("farm_scaling needs redis-server on the PATH", file=sys.stderr)
+        return 2
+    if not args.skip_stock and (problem := common.stock_prerequisite_error()):
+        print(problem, file=sys.stderr)
+        return 2
+    started = datetime.now(timezone.utc)
+    from tuner.targets import parse_target
+
+    target = parse_target(common.TARGET)
+    with tempfile.TemporaryDirectory(prefix="bench-farm-") as tmp:
+        scratch = Path(tmp)
+        model_path = args.model or scratch / "model.onnx"
+        model = (
+            {"source": str(args.model)} if args.model else common.build_default_model(model_path)
+        )
+        mod = common.prepare_module(model_path, target)
+        order = common.stock_task_order(mod, target)
+        setup = common.import_untimed()
+        same = SearchSettings(num_trials_per_iter=64)
+        rows: dict[str, Any] = {}
+        if not args.skip_stock:
+            print("stock tune_relax, 64 trials/iter ...", flush=True)
+            rows["stock"] = common.run_stock(
+                mod,
+                target,
+                trials=args.trials,
+                per_task=args.trials,
+                trials_per_iter=64,
+                seed=args.seed,
+                order=order,
+                work_dir=scratch / "stock",
+            )
+        for workers in (1, 2):
+            print(f"farm, {workers} worker(s), MetaSchedule search defaults ...", flush=True)
+            (scratch / f"farm{workers}").mkdir()
+            rows[f"farm_{workers}"] = run_farm(
+                mod,
+                target,
+                workers=workers,
+                settings=same,
+                trials=args.trials,
+                per_task=args.trials,
+                seed=args.seed,
+                order=order,
+                scratch=scratch / f"farm{workers}",
+            )
+        print("farm, 2 workers, FAST_SEARCH ...", flush=True)
+        (scratch / "farm2fast").mkdir()
+        rows["farm_2_fast"] = run_farm(
+            mod,
+            target,
+            workers=2,
+            settings=FAST_SEARCH,
+            trials=args.trials,
+            per_task=args.trials,
+            seed=args.seed,
+            order=order,
+            scratch=scratch / "farm2fast",
+        )
+    rate = {name: row["trials_per_sec"] for name, row in rows.items()}
+    ratios = {
+        "farm_2_over_farm_1": common._ratio(rate["farm_2"], rate["farm_1"]),
+        "farm_1_over_stock": common._ratio(rate["farm_1"], rate.get("stock")),
+        "farm_2_over_stock": common._ratio(rate["farm_2"], rate.get("stock")),
+        "farm_2_fast_over_stock": common._ratio(rate["farm_2_fast"], rate.get("stock")),
+    }
+    result = {
+        "benchmark": "farm_scaling",
+        "started_utc": started.isoformat(timespec="seconds"),
+        "machine": common.machine_info(),
+        "versions": common.versions(),
+        "settings": {
+            "trials": args.trials,
+            "seed": args.seed,
+            "model": model,
+            "measure": common.MEASURE,
+            "target": str(target),
+        },
+        "setup": setup,
+        "runs": rows,
+        "ratios": ratios,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"farm_scaling-{socket.gethostname()}-{started:%Y%m%dT%H%M%SZ}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\n{'run':<28}{'trials/s':>10}")
+    for name, value in rate.items():
+        print(f"{name:<28}{value if value is not None else float('nan'):>10.2f}")
+    for name, value in ratios.items():
+        print(f"{name:<28}{value if value is not None else float('nan'):>10.2f}x")
+    for name, row in rows.items():
+        if "time_split_sec" in row:
+            print(f"{name}: {row['time_split_sec']}")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
