@@ -57,24 +57,45 @@ def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     return process, f"redis://127.0.0.1:{port}/0"
 
 
-def start_workers(count: int, broker_url: str, logs: Path) -> list[subprocess.Popen[str]]:
+def start_workers(
+    count: int, broker_url: str, logs: Path, *, target: str, concurrency: int
+) -> list[subprocess.Popen[str]]:
     env = {**os.environ, "TUNEFARM_BROKER_URL": broker_url}
     workers = []
     for index in range(count):
         log = logs / f"worker-{index}.log"
         workers.append(
             subprocess.Popen(
-                [sys.executable, "-m", "workers.cli", "worker", "--target", "llvm"],
+                [
+                    sys.executable,
+                    "-m",
+                    "workers.cli",
+                    "worker",
+                    "--target",
+                    target,
+                    "--concurrency",
+                    str(concurrency),
+                ],
                 stdout=log.open("w"),
                 stderr=subprocess.STDOUT,
                 env=env,
                 text=True,
             )
         )
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while " ready." not in log.read_text() and time.monotonic() < deadline:
             time.sleep(0.1)
     return workers
+
+
+def own_or_given_broker(scratch: Path, broker_url: str | None) -> tuple[Any, str]:
+    """A redis-server of our own, or the one given (emptied first)."""
+    if broker_url is None:
+        return start_redis(scratch)
+    import redis
+
+    redis.Redis.from_url(broker_url).flushdb()
+    return None, broker_url
 
 
 class TimedExecutor:
@@ -118,6 +139,9 @@ def run_farm(
     seed: int,
     order: list[str],
     scratch: Path,
+    broker_url: str | None,
+    target_text: str,
+    concurrency: int,
 ) -> dict[str, Any]:
     import tvm.s_tir.meta_schedule as ms
 
@@ -130,8 +154,10 @@ def run_farm(
     from workers.farm_executor import CeleryTrialExecutor
     from workers.queues import measure_queue
 
-    redis_process, broker_url = start_redis(scratch)
-    processes = start_workers(workers, broker_url, scratch)
+    redis_process, broker_url = own_or_given_broker(scratch, broker_url)
+    processes = start_workers(
+        workers, broker_url, scratch, target=target_text, concurrency=concurrency
+    )
     try:
         farm = CeleryTrialExecutor(create_app(broker_url), measure_queue(target))
         executor = TimedExecutor(farm)
@@ -157,12 +183,14 @@ def run_farm(
         for process in processes:
             process.terminate()
         for process in processes:
-            process.wait(timeout=30)
-        redis_process.kill()
+            process.wait(timeout=60)
+        if redis_process is not None:
+            redis_process.kill()
     table = common.profile_table(profiler)
     return {
         "side": f"farm, {workers} worker(s)",
         "workers": workers,
+        "concurrency_per_worker": concurrency,
         "search_settings": dataclasses.asdict(settings),
         "trials_run": report.trials,
         "failed_trials": report.failures,
@@ -190,8 +218,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=common.DEFAULT_OUT)
     parser.add_argument("--skip-stock", action="store_true")
+    parser.add_argument("--target", default=common.TARGET, help="llvm (default) or cuda")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--concurrency", type=int, default=1, help="warm processes per worker")
+    parser.add_argument("--broker-url", help="use this Redis instead of starting one")
+    parser.add_argument(
+        "--stock-builder-timeout", type=float, default=30.0, help="LocalBuilder's timeout (s)"
+    )
+    parser.add_argument("--skip-fast", action="store_true", help="no FAST_SEARCH row")
     args = parser.parse_args(argv)
-    if shutil.which("redis-server") is None:
+    if args.broker_url is None and shutil.which("redis-server") is None:
         print("farm_scaling needs redis-server on the PATH", file=sys.stderr)
         return 2
     if not args.skip_stock and (problem := common.stock_prerequisite_error()):
@@ -200,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.now(timezone.utc)
     from tuner.targets import parse_target
 
-    target = parse_target(common.TARGET)
+    target = parse_target(args.target)
     with tempfile.TemporaryDirectory(prefix="bench-farm-") as tmp:
         scratch = Path(tmp)
         model_path = args.model or scratch / "model.onnx"
@@ -212,7 +248,18 @@ def main(argv: list[str] | None = None) -> int:
         setup = common.import_untimed()
         same = SearchSettings(num_trials_per_iter=64)
         rows: dict[str, Any] = {}
+        farm_options = {
+            "trials": args.trials,
+            "per_task": args.trials,
+            "seed": args.seed,
+            "order": order,
+            "broker_url": args.broker_url,
+            "target_text": args.target,
+            "concurrency": args.concurrency,
+        }
         if not args.skip_stock:
+            import tvm.s_tir.meta_schedule as ms
+
             print("stock tune_relax, 64 trials/iter ...", flush=True)
             rows["stock"] = common.run_stock(
                 mod,
@@ -223,8 +270,10 @@ def main(argv: list[str] | None = None) -> int:
                 seed=args.seed,
                 order=order,
                 work_dir=scratch / "stock",
+                builder=ms.builder.LocalBuilder(timeout_sec=args.stock_builder_timeout),
             )
-        for workers in (1, 2):
+            rows["stock"]["builder_timeout_sec"] = args.stock_builder_timeout
+        for workers in args.workers:
             print(f"farm, {workers} worker(s), MetaSchedule search defaults ...", flush=True)
             (scratch / f"farm{workers}").mkdir()
             rows[f"farm_{workers}"] = run_farm(
@@ -232,32 +281,29 @@ def main(argv: list[str] | None = None) -> int:
                 target,
                 workers=workers,
                 settings=same,
-                trials=args.trials,
-                per_task=args.trials,
-                seed=args.seed,
-                order=order,
                 scratch=scratch / f"farm{workers}",
+                **farm_options,
             )
-        print("farm, 2 workers, FAST_SEARCH ...", flush=True)
-        (scratch / "farm2fast").mkdir()
-        rows["farm_2_fast"] = run_farm(
-            mod,
-            target,
-            workers=2,
-            settings=FAST_SEARCH,
-            trials=args.trials,
-            per_task=args.trials,
-            seed=args.seed,
-            order=order,
-            scratch=scratch / "farm2fast",
-        )
+        if not args.skip_fast:
+            workers = max(args.workers)
+            print(f"farm, {workers} worker(s), FAST_SEARCH ...", flush=True)
+            (scratch / "farmfast").mkdir()
+            rows[f"farm_{workers}_fast"] = run_farm(
+                mod,
+                target,
+                workers=workers,
+                settings=FAST_SEARCH,
+                scratch=scratch / "farmfast",
+                **farm_options,
+            )
     rate = {name: row["trials_per_sec"] for name, row in rows.items()}
     ratios = {
-        "farm_2_over_farm_1": common._ratio(rate["farm_2"], rate["farm_1"]),
-        "farm_1_over_stock": common._ratio(rate["farm_1"], rate.get("stock")),
-        "farm_2_over_stock": common._ratio(rate["farm_2"], rate.get("stock")),
-        "farm_2_fast_over_stock": common._ratio(rate["farm_2_fast"], rate.get("stock")),
+        f"{name}_over_stock": common._ratio(value, rate.get("stock"))
+        for name, value in rate.items()
+        if name != "stock"
     }
+    if "farm_1" in rate and "farm_2" in rate:
+        ratios["farm_2_over_farm_1"] = common._ratio(rate["farm_2"], rate["farm_1"])
     result = {
         "benchmark": "farm_scaling",
         "started_utc": started.isoformat(timespec="seconds"),

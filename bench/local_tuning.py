@@ -321,6 +321,7 @@ def run_stock(
     seed: int,
     order: list[str],
     work_dir: Path,
+    builder: Any = "local",
 ) -> dict[str, Any]:
     import tvm.s_tir.meta_schedule as ms
 
@@ -340,7 +341,7 @@ def run_stock(
             max_trials_global=trials,
             max_trials_per_task=per_task,
             num_trials_per_iter=trials_per_iter,
-            builder="local",
+            builder=builder,
             runner=runner,
             database="json",
             measure_callbacks=[*ms.MeasureCallback.create("default"), counter],
