@@ -142,6 +142,7 @@ def run_farm(
     broker_url: str | None,
     target_text: str,
     concurrency: int,
+    chunk_size: int,
 ) -> dict[str, Any]:
     import tvm.s_tir.meta_schedule as ms
 
@@ -159,7 +160,9 @@ def run_farm(
         workers, broker_url, scratch, target=target_text, concurrency=concurrency
     )
     try:
-        farm = CeleryTrialExecutor(create_app(broker_url), measure_queue(target))
+        farm = CeleryTrialExecutor(
+            create_app(broker_url), measure_queue(target), chunk_size=chunk_size
+        )
         executor = TimedExecutor(farm)
         database = SqlDatabase(f"sqlite:///{scratch / 'tuning.db'}", target=target)
         runner = TrialRunner(executor, settings=MeasureSettings(**common.MEASURE))
@@ -191,6 +194,7 @@ def run_farm(
         "side": f"farm, {workers} worker(s)",
         "workers": workers,
         "concurrency_per_worker": concurrency,
+        "chunk_size": chunk_size,
         "search_settings": dataclasses.asdict(settings),
         "trials_run": report.trials,
         "failed_trials": report.failures,
@@ -222,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--concurrency", type=int, default=1, help="warm processes per worker")
     parser.add_argument("--broker-url", help="use this Redis instead of starting one")
+    parser.add_argument("--chunk-size", type=int, default=4, help="candidates per Celery task")
     parser.add_argument(
         "--stock-builder-timeout", type=float, default=30.0, help="LocalBuilder's timeout (s)"
     )
@@ -256,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
             "broker_url": args.broker_url,
             "target_text": args.target,
             "concurrency": args.concurrency,
+            "chunk_size": args.chunk_size,
         }
         if not args.skip_stock:
             import tvm.s_tir.meta_schedule as ms

@@ -12,11 +12,12 @@ _name: str = socket.gethostname()
 
 
 def configure(*, concurrency: int, timeout_sec: float, name: str) -> None:
-    """Set the pool size and the name results carry; the pool starts with the first batch."""
+    """Start the warm pool (before the worker takes any batch) and set the name results carry."""
     global _pool, _name
     if _pool is not None:
         _pool.close()
     _pool = WarmPool(concurrency, timeout_sec=timeout_sec)
+    _pool.start()
     _name = name
 
 
