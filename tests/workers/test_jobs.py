@@ -64,6 +64,24 @@ def _wait_for(condition: Callable[[], JobView | None], timeout: float, what: str
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _record_counts(db_url: str) -> tuple[int, int]:
+    """All tuning records, and the distinct (workload, target, trace) among them."""
+    with open_engine(db_url).connect() as connection:
+        rows = connection.execute(select(func.count()).select_from(TuningRecordRow)).scalar_one()
+        distinct = connection.execute(
+            select(func.count()).select_from(
+                select(
+                    TuningRecordRow.workload_id,
+                    TuningRecordRow.target_key,
+                    TuningRecordRow.trace_hash,
+                )
+                .distinct()
+                .subquery()
+            )
+        ).scalar_one()
+    return int(rows), int(distinct)
+
+
 def _only_job(db_url: str) -> Callable[[], JobView | None]:
     engine = open_engine(db_url)
 
@@ -173,20 +191,7 @@ def test_a_killed_coordinator_is_resumed_by_another(
     job = latest()
     assert job is not None and job.state == "succeeded"
     assert job.attempts == 2
-    engine = open_engine(farm_db_url)
-    with engine.connect() as connection:
-        rows = connection.execute(select(func.count()).select_from(TuningRecordRow)).scalar_one()
-        distinct = connection.execute(
-            select(func.count()).select_from(
-                select(
-                    TuningRecordRow.workload_id,
-                    TuningRecordRow.target_key,
-                    TuningRecordRow.trace_hash,
-                )
-                .distinct()
-                .subquery()
-            )
-        ).scalar_one()
+    rows, distinct = _record_counts(farm_db_url)
     assert rows == distinct  # no duplicate records after the resume
 
 
@@ -224,20 +229,7 @@ def test_killing_measure_workers_again_and_again_the_job_still_completes(
     assert client.returncode == 0, stderr
     job = latest()
     assert job is not None and job.state == "succeeded"
-    engine = open_engine(farm_db_url)
-    with engine.connect() as connection:
-        rows = connection.execute(select(func.count()).select_from(TuningRecordRow)).scalar_one()
-        distinct = connection.execute(
-            select(func.count()).select_from(
-                select(
-                    TuningRecordRow.workload_id,
-                    TuningRecordRow.target_key,
-                    TuningRecordRow.trace_hash,
-                )
-                .distinct()
-                .subquery()
-            )
-        ).scalar_one()
+    rows, distinct = _record_counts(farm_db_url)
     assert rows == distinct > 0
 
 
