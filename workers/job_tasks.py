@@ -36,8 +36,12 @@ def coordinator_name() -> str:
 
 
 def _make_executor(target: Target) -> CeleryTrialExecutor:
+    settings = Settings()
     return CeleryTrialExecutor(
-        app, measure_queue(target), timeout_sec=Settings().measure_timeout_sec
+        app,
+        measure_queue(target),
+        chunk_size=settings.measure_chunk_size,
+        timeout_sec=settings.measure_timeout_sec,
     )
 
 
