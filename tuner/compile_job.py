@@ -55,6 +55,13 @@ class CompileOptions:
     latency_samples: int = 50
     verbose: bool = False
     """Let MetaSchedule log its task table and every iteration."""
+    prior_trials: dict[str, int] = field(default_factory=dict)
+    """Trials per task that an earlier, interrupted run of the same job already measured. Those
+    tasks are tuned on, from their records, with what is left of ``trials``."""
+
+    @property
+    def trials_left(self) -> int:
+        return max(0, self.trials - sum(self.prior_trials.values()))
 
 
 Phase = Literal["importing", "tuning", "building"]
@@ -138,11 +145,13 @@ def compile_model(
         f"{len(tasks)} tasks, {coverage.tasks_covered} already in the database "
         f"({coverage.flops_percent:.0f}% of FLOPs)",
     )
-    missing = [task for task in tasks if not task.covered]
+    # A task an interrupted run had started has records, but its share of the budget is not
+    # spent: it is tuned on rather than counted as covered.
+    missing = [task for task in tasks if not task.covered or task.name in options.prior_trials]
     tuning_started = time.perf_counter()
     report = TuningReport()
     measured_by: dict[str, int] = {}
-    if missing and options.trials > 0:
+    if missing and options.trials_left > 0:
         report, measured_by = _tune_missing(
             missing,
             options=options,
@@ -210,7 +219,7 @@ def _tune_missing(
         scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="tunefarm-"))
         builder = CandidateWriter(str(Path(scratch) / "candidates"))
         runner = TrialRunner(executor, settings=options.measure)
-        observer.tuning_started(options.trials, missing)
+        observer.tuning_started(options.trials_left, missing)
         try:
             report = tune(
                 missing,
@@ -218,7 +227,7 @@ def _tune_missing(
                 database=database,
                 builder=builder,
                 runner=runner,
-                total_trials=options.trials,
+                total_trials=options.trials_left,
                 max_trials_per_task=options.max_trials_per_task,
                 settings=options.search,
                 seed=options.seed,
@@ -296,6 +305,7 @@ def _manifest(
         },
         "tuning": {
             "trials_requested": options.trials,
+            "trials_before_resume": sum(options.prior_trials.values()),
             "trials_run": report.trials,
             "failed_trials": report.failures,
             "seed": options.seed,

@@ -13,6 +13,7 @@ import tempfile
 import threading
 import time
 import traceback
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -84,13 +85,31 @@ class JobObserver:
     """Writes the phase and the tuning progress of the job as it goes."""
 
     def __init__(
-        self, engine: Engine, job_id: str, owner: str, executor: CeleryTrialExecutor
+        self,
+        engine: Engine,
+        job_id: str,
+        owner: str,
+        executor: CeleryTrialExecutor,
+        *,
+        resumed_from: dict[str, Any] | None = None,
     ) -> None:
         self.engine = engine
         self.job_id = job_id
         self.owner = owner
         self.executor = executor
-        self.progress: dict[str, Any] = {"trials": 0, "tasks": {}, "measured_by": {}}
+        # An earlier attempt's counts carry on: the job's progress covers every attempt.
+        previous = resumed_from or {}
+        self.progress: dict[str, Any] = {
+            "trials": int(previous.get("trials", 0)),
+            "tasks": dict(previous.get("tasks", {})),
+            "measured_by": dict(previous.get("measured_by", {})),
+        }
+        self._earlier_trials = {n: int(t["trials"]) for n, t in self.progress["tasks"].items()}
+        self._earlier_failures = {
+            n: int(t.get("failures", 0)) for n, t in self.progress["tasks"].items()
+        }
+        self._earlier_total = self.progress["trials"]
+        self._earlier_measured_by = Counter(self.progress["measured_by"])
         self._weights: dict[str, int] = {}
         self._written = 0.0
 
@@ -101,24 +120,28 @@ class JobObserver:
         )
 
     def tuning_started(self, total_trials: int, tasks: list[TuningTask]) -> None:
-        self.progress["trials_total"] = total_trials
-        self.progress["tasks"] = {
-            task.name: {"trials": 0, "failures": 0, "best_us": None, "curve": []} for task in tasks
-        }
+        self.progress["trials_total"] = self._earlier_total + total_trials
+        for task in tasks:
+            self.progress["tasks"].setdefault(
+                task.name, {"trials": 0, "failures": 0, "best_us": None, "curve": []}
+            )
         self._write(force=True)
 
     def tuning_progress(self, report: TuningReport) -> None:
-        self.progress["trials"] = report.trials
+        self.progress["trials"] = self._earlier_total + report.trials
         for name, task in report.tasks.items():
             entry = self.progress["tasks"].setdefault(
                 name, {"trials": 0, "failures": 0, "best_us": None, "curve": []}
             )
-            entry["trials"], entry["failures"] = task.trials, task.failures
+            entry["trials"] = self._earlier_trials.get(name, 0) + task.trials
+            entry["failures"] = self._earlier_failures.get(name, 0) + task.failures
             best_us = round(task.best_sec * 1e6, 3) if task.best_sec is not None else None
-            if best_us is not None and best_us != entry["best_us"]:
-                entry["curve"].append([task.trials, best_us])
-            entry["best_us"] = best_us
-        self.progress["measured_by"] = dict(self.executor.measured_by)
+            if best_us is not None and (entry["best_us"] is None or best_us < entry["best_us"]):
+                entry["curve"].append([entry["trials"], best_us])
+                entry["best_us"] = best_us
+        self.progress["measured_by"] = dict(
+            self._earlier_measured_by + Counter(self.executor.measured_by)
+        )
         self._write()
         if self.executor.stopped is not None:
             # Leaves MetaSchedule's loop at the next batch: no new trials are searched for.
@@ -168,8 +191,14 @@ def run_job(
             layout=options.get("layout", "auto"),
             fp16=bool(options.get("fp16", False)),
             seed=options.get("seed"),
+            # A resumed job goes on with the budget the dead coordinator had not spent.
+            prior_trials={
+                name: int(task["trials"])
+                for name, task in job.progress.get("tasks", {}).items()
+                if int(task.get("trials", 0)) > 0
+            },
         )
-        observer = JobObserver(engine, job_id, owner, executor)
+        observer = JobObserver(engine, job_id, owner, executor, resumed_from=job.progress)
         with Heartbeat(engine, job_id, owner, executor, lease_sec=lease_sec) as heartbeat:
             try:
                 result = compile_model(compile_options, observer=observer, executor=executor)

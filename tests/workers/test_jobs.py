@@ -191,6 +191,12 @@ def test_a_killed_coordinator_is_resumed_by_another(
     job = latest()
     assert job is not None and job.state == "succeeded"
     assert job.attempts == 2
+    # The second coordinator spent only what the first had left of the budget.
+    assert job.manifest is not None
+    before = job.manifest["tuning"]["trials_before_resume"]
+    assert before >= 8
+    assert job.manifest["tuning"]["trials_run"] == 48 - before
+    assert job.progress["trials"] == 48
     rows, distinct = _record_counts(farm_db_url)
     assert rows == distinct  # no duplicate records after the resume
 
