@@ -266,7 +266,6 @@ def test_a_redis_restart_mid_job_never_leaves_it_hanging(
         raise AssertionError(f"the job hung after a Redis restart: {latest()}") from None
     job = latest()
     assert job is not None and job.finished
-    print(f"after the Redis restart the job {job.state}: {job.error}")
     if job.state == "failed":
         assert job.error  # a clear reason
     else:
