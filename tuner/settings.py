@@ -22,9 +22,9 @@ class Settings(BaseSettings):
     """SQLAlchemy URL of the tuning database; default: ``sqlite:///<data_dir>/tunefarm.db``."""
     broker_url: str = "redis://127.0.0.1:6379/0"
     """Celery broker (and result backend) of the farm."""
-    measure_chunk_size: int = 4
-    """Farm mode: candidates per measure task. Match it to the warm processes of a worker
-    (``tunefarm worker --concurrency``): a worker takes one task at a time."""
+    measure_chunk_size: int | None = None
+    """Farm mode: candidates per measure task. By default one chunk per live measure worker of
+    the queue, as the workers advertise themselves in Redis."""
     job_lease_sec: float = 30.0
     """A coordinator renews its job's lease well within this; a job whose lease runs out is
     resumed by another coordinator."""

@@ -1,10 +1,11 @@
 """Trials on the farm: batches go to the target's measure queue, replies become results.
 
 Each batch of candidates from MetaSchedule is cut into chunks, one Celery task each, so several
-workers share it. A chunk that no worker takes within ``queue_timeout_sec``, or that a worker
-holds for longer than its candidates' timeouts allow (the worker died), is sent once more; after
-that its candidates come back as errors. So does a chunk the broker lost in a restart. The
-search never waits forever.
+workers share it: by default one chunk per live worker of the queue (``worker_registry.py``).
+A chunk that no worker takes within ``queue_timeout_sec``, or that a worker holds for longer
+than its candidates' timeouts allow (the worker died), is sent once more; after that its
+candidates come back as errors. So does a chunk the broker lost in a restart. The search never
+waits forever.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from redis.exceptions import RedisError
 from tuner.trial import TrialRequest, TrialResult
 from tuner.trial_executor import TrialHandle
 from workers.measure_tasks import MEASURE_TASK, batch_payload
+from workers.worker_registry import QueueCapacity
 
 POLL_SEC = 0.02
 BROKER_ERRORS: tuple[type[Exception], ...] = (OperationalError, RedisError, OSError)
@@ -36,7 +38,7 @@ class CeleryTrialExecutor:
         app: Celery,
         queue: str,
         *,
-        chunk_size: int = 4,
+        chunk_size: int | None = None,
         timeout_sec: float = 60.0,
         queue_timeout_sec: float = 600.0,
         silence_slack_sec: float = 30.0,
@@ -45,6 +47,8 @@ class CeleryTrialExecutor:
         self.app = app
         self.queue = queue
         self.chunk_size = chunk_size
+        """Candidates per Celery task; None sizes chunks from the workers' advertised capacity."""
+        self._capacity = QueueCapacity(app.conf.broker_url, queue)
         self.timeout_sec = timeout_sec
         self.queue_timeout_sec = queue_timeout_sec
         self.silence_slack_sec = silence_slack_sec
@@ -64,9 +68,10 @@ class CeleryTrialExecutor:
 
     def submit(self, requests: list[TrialRequest]) -> list[TrialHandle]:
         handles: list[TrialHandle] = []
-        chunk_count = max(1, math.ceil(len(requests) / self.chunk_size))
+        size = self.chunk_size or self._capacity.chunk_size(len(requests), fallback=4)
+        chunk_count = max(1, math.ceil(len(requests) / size))
         for index in range(chunk_count):
-            chunk = _Chunk(self, requests[index * self.chunk_size : (index + 1) * self.chunk_size])
+            chunk = _Chunk(self, requests[index * size : (index + 1) * size])
             handles += [_ChunkMember(chunk, position) for position in range(len(chunk.requests))]
         return handles
 

@@ -14,6 +14,7 @@ from tuner.targets import parse_target
 from workers import worker_state
 from workers.celery_app import app
 from workers.queues import measure_queue
+from workers.worker_registry import advertise
 
 
 def run_measure_worker(
@@ -31,17 +32,21 @@ def run_measure_worker(
     queue = measure_queue(target)
     name = f"measure-{os.getpid()}@{socket.gethostname()}"
     worker_state.configure(concurrency=concurrency, timeout_sec=timeout_sec, name=name)
-    app.worker_main(
-        [
-            "worker",
-            "--pool=solo",
-            f"--queues={queue}",
-            f"--hostname={name}",
-            f"--loglevel={loglevel}",
-            "--without-gossip",
-            "--without-mingle",
-        ]
-    )
+    stop_advertising = advertise(app.conf.broker_url, queue, name, concurrency)
+    try:
+        app.worker_main(
+            [
+                "worker",
+                "--pool=solo",
+                f"--queues={queue}",
+                f"--hostname={name}",
+                f"--loglevel={loglevel}",
+                "--without-gossip",
+                "--without-mingle",
+            ]
+        )
+    finally:
+        stop_advertising.set()
 
 
 def run_coordinator_worker(*, loglevel: str = "INFO") -> None:

@@ -1,0 +1,81 @@
+"""Measure workers say, in Redis, which queue they serve and how many processes they measure
+with; the coordinator sizes its chunks from that.
+
+A worker runs Celery's solo pool and takes one chunk at a time. Chunks of 4 leave most of a
+15-process GPU worker idle; one chunk for the whole batch leaves a second worker idle. With the
+workers' capacities known, a batch is cut into one chunk per worker.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from typing import Any
+
+ADVERTISE_EVERY_SEC = 5.0
+ADVERTISEMENT_TTL_SEC = 20
+_PREFIX = "tunefarm:measure-workers"
+
+
+def _client(broker_url: str) -> Any:
+    if not broker_url.startswith(("redis://", "rediss://")):
+        return None
+    import redis
+
+    return redis.Redis.from_url(broker_url, socket_timeout=2)
+
+
+def advertise(broker_url: str, queue: str, name: str, concurrency: int) -> threading.Event:
+    """Keep ``name``'s entry alive while the worker runs; set the returned event to stop."""
+    stop = threading.Event()
+    client = _client(broker_url)
+    if client is None:
+        return stop
+    key = f"{_PREFIX}:{queue}:{name}"
+
+    def loop() -> None:
+        while True:
+            try:
+                client.set(key, concurrency, ex=ADVERTISEMENT_TTL_SEC)
+            except Exception:  # the broker is away for a moment
+                pass
+            if stop.wait(ADVERTISE_EVERY_SEC):
+                break
+        try:
+            client.delete(key)
+        except Exception:
+            pass
+
+    threading.Thread(target=loop, name="advertise-capacity", daemon=True).start()
+    return stop
+
+
+class QueueCapacity:
+    """The live measure workers of a queue and their processes, read at most once a second."""
+
+    def __init__(self, broker_url: str, queue: str) -> None:
+        self.queue = queue
+        self._client = _client(broker_url)
+        self._read_at = 0.0
+        self._capacities: list[int] = []
+
+    def capacities(self) -> list[int]:
+        now = time.monotonic()
+        if self._client is not None and now - self._read_at >= 1.0:
+            self._read_at = now
+            try:
+                keys = list(self._client.scan_iter(f"{_PREFIX}:{self.queue}:*", count=100))
+                values = self._client.mget(keys) if keys else []
+                self._capacities = [int(value) for value in values if value is not None]
+            except Exception:
+                pass  # keep the last reading
+        return self._capacities
+
+    def chunk_size(self, batch: int, *, fallback: int) -> int:
+        """One chunk per worker, but no chunk larger than twice the busiest worker's pool."""
+        capacities = self.capacities()
+        if not capacities:
+            return fallback
+        per_worker = math.ceil(batch / len(capacities))
+        return max(1, min(per_worker, 2 * max(capacities)))
