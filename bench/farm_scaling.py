@@ -142,7 +142,7 @@ def run_farm(
     broker_url: str | None,
     target_text: str,
     concurrency: int,
-    chunk_size: int,
+    chunk_size: int | None,
 ) -> dict[str, Any]:
     import tvm.s_tir.meta_schedule as ms
 
@@ -226,7 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--concurrency", type=int, default=1, help="warm processes per worker")
     parser.add_argument("--broker-url", help="use this Redis instead of starting one")
-    parser.add_argument("--chunk-size", type=int, default=4, help="candidates per Celery task")
+    parser.add_argument(
+        "--chunk-size", type=int, help="candidates per Celery task (default: one per worker)"
+    )
     parser.add_argument(
         "--stock-builder-timeout", type=float, default=30.0, help="LocalBuilder's timeout (s)"
     )
