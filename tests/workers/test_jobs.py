@@ -82,6 +82,16 @@ def _record_counts(db_url: str) -> tuple[int, int]:
     return int(rows), int(distinct)
 
 
+def _wait_for_trials(
+    latest: Callable[[], JobView | None], more_than: int, what: str = "trials"
+) -> JobView:
+    return _wait_for(
+        lambda: ((j := latest()) and j.progress.get("trials", 0) > more_than and j) or None,
+        180,
+        what,
+    )
+
+
 def _only_job(db_url: str) -> Callable[[], JobView | None]:
     engine = open_engine(db_url)
 
@@ -142,11 +152,7 @@ def test_cancel_stops_new_trials_within_seconds(
     start_worker("--jobs", env=env)
     client = _compile(tiny_cnn_path, tmp_path / "out", env, "--trials", "5000")
     latest = _only_job(farm_db_url)
-    job = _wait_for(
-        lambda: ((j := latest()) and j.progress.get("trials", 0) > 0 and j) or None,
-        120,
-        "the first trials",
-    )
+    job = _wait_for_trials(latest, 0, "the first trials")
     result = subprocess.run(
         [sys.executable, "-m", "workers.cli", "jobs", "cancel", job.id, "--db", farm_db_url],
         capture_output=True,
@@ -177,11 +183,7 @@ def test_a_killed_coordinator_is_resumed_by_another(
     coordinators = [start_worker("--jobs", env=env), start_worker("--jobs", env=env)]
     client = _compile(tiny_cnn_path, tmp_path / "out", env, "--trials", "48", "--seed", "2")
     latest = _only_job(farm_db_url)
-    job = _wait_for(
-        lambda: ((j := latest()) and j.progress.get("trials", 0) >= 8 and j) or None,
-        120,
-        "the job to be tuning",
-    )
+    job = _wait_for_trials(latest, 7, "the job to be tuning")
     owner_pid = int(job.lease_owner.split("-")[1].split("@")[0])  # coordinator-<pid>@host
     holder: WorkerProcess = next(c for c in coordinators if c.process.pid == owner_pid)
     holder.kill()
@@ -222,13 +224,7 @@ def test_killing_measure_workers_again_and_again_the_job_still_completes(
     client = _compile(tiny_cnn_path, tmp_path / "out", env, "--trials", "40", "--seed", "4")
     latest = _only_job(farm_db_url)
     for round_index, victim in enumerate(victims):
-        _wait_for(
-            lambda n=round_index: (
-                ((j := latest()) and j.progress.get("trials", 0) > 4 + 8 * n and j) or None
-            ),
-            180,
-            "trials before a kill",
-        )
+        _wait_for_trials(latest, 4 + 8 * round_index, "trials before a kill")
         victim.kill()  # mid-batch
         start_worker(env=env)
     _, stderr = client.communicate(timeout=600)
@@ -251,11 +247,7 @@ def test_a_redis_restart_mid_job_never_leaves_it_hanging(
     start_worker("--jobs", env=env)
     client = _compile(tiny_cnn_path, tmp_path / "out", env, "--trials", "40", "--seed", "6")
     latest = _only_job(farm_db_url)
-    _wait_for(
-        lambda: ((j := latest()) and j.progress.get("trials", 0) > 0 and j) or None,
-        180,
-        "the first trials",
-    )
+    _wait_for_trials(latest, 0, "the first trials")
     own_redis.kill()
     time.sleep(2)
     own_redis.start()  # empty: every queued message and result is gone
