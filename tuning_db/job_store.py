@@ -193,6 +193,30 @@ def finish(
     )
 
 
+def fail_unclaimed(engine: Engine, job_id: str, *, error: str) -> bool:
+    """End a job that no coordinator holds, with ``error``; a running job is left alone."""
+    now = _now()
+    with engine.begin() as connection:
+        updated = connection.execute(
+            update(JobRow)
+            .where(
+                JobRow.id == job_id,
+                JobRow.state.not_in(TERMINAL_JOB_STATES),
+                or_(JobRow.lease_owner.is_(None), JobRow.lease_expires_at < now),
+            )
+            .values(
+                state="failed",
+                error=error,
+                error_kind="internal",
+                finished_at=now,
+                updated_at=now,
+                lease_owner=None,
+                lease_expires_at=None,
+            )
+        ).rowcount
+    return updated == 1
+
+
 def request_cancel(engine: Engine, job_id: str) -> JobView | None:
     """Ask the job to stop; a job no coordinator has taken yet is cancelled at once."""
     now = _now()

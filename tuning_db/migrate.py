@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from alembic import command
@@ -18,9 +19,16 @@ def alembic_config(engine: Engine) -> Config:
     return config
 
 
+# Alembic keeps its running context in module globals: two threads migrating at once (a
+# coordinator's task and its reaper, say) would trample each other.
+_ALEMBIC_LOCK = threading.Lock()
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    command.upgrade(alembic_config(engine), revision)
+    with _ALEMBIC_LOCK:
+        command.upgrade(alembic_config(engine), revision)
 
 
 def downgrade(engine: Engine, revision: str = "base") -> None:
-    command.downgrade(alembic_config(engine), revision)
+    with _ALEMBIC_LOCK:
+        command.downgrade(alembic_config(engine), revision)

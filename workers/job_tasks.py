@@ -9,6 +9,7 @@ import socket
 import threading
 from functools import cache
 
+from celery import Task
 from sqlalchemy import Engine
 from tvm.target import Target
 
@@ -26,9 +27,18 @@ _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 logger = logging.getLogger(__name__)
 
 
+_ENGINE_LOCK = threading.Lock()
+
+
 @cache
-def _engine() -> Engine:
+def _open_engine() -> Engine:
     return open_engine(Settings().resolved_database_url())
+
+
+def _engine() -> Engine:
+    # The job task and the reaper thread may ask first at the same time.
+    with _ENGINE_LOCK:
+        return _open_engine()
 
 
 def coordinator_name() -> str:
@@ -45,22 +55,39 @@ def _make_executor(target: Target) -> CeleryTrialExecutor:
     )
 
 
-@app.task(name=RUN_JOB_TASK)
-def run_job_task(job_id: str) -> str:
-    """Run one job; a plain function does the work (``workers.coordinator.run_job``)."""
+START_RETRIES = 5
+
+
+@app.task(name=RUN_JOB_TASK, bind=True, max_retries=START_RETRIES)
+def run_job_task(self: Task, job_id: str) -> str:
+    """Run one job; a plain function does the work (``workers.coordinator.run_job``).
+
+    ``run_job`` records every failure of a job it has claimed. A failure before that (the
+    database away at start-up, say) is retried a few times, then written to the job, so no
+    job is left queued with nobody to run it.
+    """
     from workers.coordinator import run_job
 
     if not isinstance(job_id, str) or not _JOB_ID.match(job_id):
         raise ValueError(f"not a job id: {job_id!r}")
     settings = Settings()
-    return run_job(
-        job_id,
-        engine=_engine(),
-        database_url=settings.resolved_database_url(),
-        owner=coordinator_name(),
-        make_executor=_make_executor,
-        lease_sec=settings.job_lease_sec,
-    )
+    try:
+        return run_job(
+            job_id,
+            engine=_engine(),
+            database_url=settings.resolved_database_url(),
+            owner=coordinator_name(),
+            make_executor=_make_executor,
+            lease_sec=settings.job_lease_sec,
+        )
+    except Exception as err:
+        logger.exception("job %s could not start", job_id)
+        if self.request.retries < START_RETRIES:
+            raise self.retry(exc=err, countdown=3) from err
+        job_store.fail_unclaimed(
+            _engine(), job_id, error=f"internal error: the job could not start: {err}"
+        )
+        return "failed"
 
 
 def submit_job(job_id: str) -> None:
