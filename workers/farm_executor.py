@@ -81,6 +81,9 @@ class CeleryTrialExecutor:
     def broker_epoch(self) -> str | None:
         return self._epoch.current()
 
+    def queue_is_empty(self) -> bool:
+        return self._epoch.queue_length(self.queue) == 0
+
 
 class BrokerEpoch:
     """The Redis server's run id: a new one means it restarted and lost what it held.
@@ -101,17 +104,27 @@ class BrokerEpoch:
         if now - self._checked < self.every_sec:
             return self._run_id
         self._checked = now
-        if not self.url.startswith(("redis://", "rediss://")):
-            return None
+        client = self._redis()
         try:
-            if self._client is None:
-                import redis
-
-                self._client = redis.Redis.from_url(self.url, socket_timeout=2)
-            self._run_id = str(self._client.info("server").get("run_id"))
+            self._run_id = str(client.info("server").get("run_id")) if client else None
         except BROKER_ERRORS:
             self._run_id = None
         return self._run_id
+
+    def queue_length(self, queue: str) -> int | None:
+        """Messages waiting in ``queue`` (kombu keeps a Redis list per queue); None if unknown."""
+        client = self._redis()
+        try:
+            return int(client.llen(queue)) if client else None
+        except BROKER_ERRORS:
+            return None
+
+    def _redis(self) -> Any:
+        if self._client is None and self.url.startswith(("redis://", "rediss://")):
+            import redis
+
+            self._client = redis.Redis.from_url(self.url, socket_timeout=2)
+        return self._client
 
 
 class _Chunk:
@@ -193,6 +206,14 @@ class _Chunk:
             outage_since = None
             if self.started_at is None and state == "STARTED":
                 self.started_at = now
+            if (
+                self.started_at is None
+                and now - self.sent_at > self.executor.silence_slack_sec
+                and self.executor.queue_is_empty()
+            ):
+                # Nothing waits in the queue, yet our chunk never started: a worker took it
+                # and died before it began (its message sits unacknowledged for hours).
+                return "a measure worker took the batch and was lost before starting it"
             if self.started_at is None and now - self.sent_at > self.executor.queue_timeout_sec:
                 return (
                     f"no measure worker took the batch within {self.executor.queue_timeout_sec:.0f}"

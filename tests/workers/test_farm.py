@@ -88,3 +88,20 @@ def test_a_killed_worker_costs_a_resend_not_the_batch(
     results = [handle.result() for handle in handles]
     assert all(result.error is None and result.run_secs for result in results), results
     assert executor.resent >= 1
+
+
+def test_a_batch_taken_by_a_worker_that_died_before_starting_it_is_sent_again(
+    start_worker: StartWorker, broker_url: str
+) -> None:
+    import redis
+
+    executor = _executor(broker_url, chunk_size=1, timeout_sec=5, silence_slack_sec=2)
+    (handle,) = executor.submit([_request(matmul())])
+    # A worker takes the message off the queue and dies before it starts: its message would
+    # sit unacknowledged for the whole visibility timeout.
+    client = redis.Redis.from_url(broker_url)
+    assert client.rpop(measure_queue(TARGET)) is not None
+    start_worker()
+    result = handle.result()
+    assert result.error is None and result.run_secs
+    assert executor.resent == 1
