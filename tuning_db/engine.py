@@ -14,10 +14,6 @@ class DatabaseUrlError(ValueError):
     """The database URL cannot be used."""
 
 
-def sqlite_url(path: Path) -> str:
-    return f"sqlite:///{path}"
-
-
 def make_engine(url: str) -> Engine:
     """Create an engine for ``url``; SQLite gets WAL, foreign keys and a busy timeout."""
     try:

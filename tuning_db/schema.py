@@ -90,7 +90,6 @@ class TuningRecordRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
 
 
-JOB_STATES = ("queued", "importing", "tuning", "building", "succeeded", "failed", "cancelled")
 TERMINAL_JOB_STATES = ("succeeded", "failed", "cancelled")
 
 

@@ -136,7 +136,6 @@ def _compile_on_farm(options: CompileOptions) -> tuple[Path, Path, dict[str, Any
     try:
         job = follow(engine, job_id, on_update=display)
     except KeyboardInterrupt:
-        display.close()
         _fail(
             f"stopped following job {job_id}; it keeps running "
             f"(tunefarm jobs cancel {job_id} stops it)",

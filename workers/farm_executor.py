@@ -98,6 +98,7 @@ class BrokerEpoch:
         self._client: Any = None
         self._checked = 0.0
         self._run_id: str | None = None
+        self._lengths: dict[str, tuple[float, int | None]] = {}
 
     def current(self) -> str | None:
         now = time.monotonic()
@@ -112,12 +113,21 @@ class BrokerEpoch:
         return self._run_id
 
     def queue_length(self, queue: str) -> int | None:
-        """Messages waiting in ``queue`` (kombu keeps a Redis list per queue); None if unknown."""
+        """Messages waiting in ``queue`` (kombu keeps a Redis list per queue); None if unknown.
+
+        Read at most once per ``every_sec``: the coordinator polls its chunks 50 times a second.
+        """
+        now = time.monotonic()
+        read_at, length = self._lengths.get(queue, (0.0, None))
+        if now - read_at < self.every_sec:
+            return length
         client = self._redis()
         try:
-            return int(client.llen(queue)) if client else None
+            length = int(client.llen(queue)) if client else None
         except BROKER_ERRORS:
-            return None
+            length = None
+        self._lengths[queue] = (now, length)
+        return length
 
     def _redis(self) -> Any:
         if self._client is None and self.url.startswith(("redis://", "rediss://")):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from dataclasses import replace
 
 from tuner.trial import TrialRequest, TrialResult
 from tuner.warm_pool import WarmPool
@@ -25,19 +26,5 @@ def measure_requests(requests: list[TrialRequest]) -> list[TrialResult]:
     global _pool
     if _pool is None:
         _pool = WarmPool(1)
-    handles = _pool.submit(requests)
-    results = []
-    for handle in handles:
-        result = handle.result()
-        # Name the Celery worker, not the pool process, so the job can say who measured what.
-        results.append(
-            TrialResult(result.run_secs, result.error, result.build_sec, result.measure_sec, _name)
-        )
-    return results
-
-
-def shutdown() -> None:
-    global _pool
-    if _pool is not None:
-        _pool.close()
-        _pool = None
+    # Name the Celery worker, not the pool process, so the job can say who measured what.
+    return [replace(handle.result(), worker=_name) for handle in _pool.submit(requests)]
