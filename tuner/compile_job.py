@@ -25,6 +25,7 @@ from tuner.model_validation import ValidatedModel, validate_onnx_model
 from tuner.onnx_import import import_onnx
 from tuner.pipelines import Layout, PipelineOptions, PipelineResult, run_pipeline
 from tuner.pool_measure import CandidateWriter, TrialRunner
+from tuner.record_verification import verify_claimed_records
 from tuner.search import FAST_SEARCH, SearchSettings, TuningReport, tune
 from tuner.targets import parse_target
 from tuner.tasks import Coverage, TuningTask, extract_tuning_tasks, look_up_tasks
@@ -140,6 +141,11 @@ def compile_model(
     # The database is opened only once the input is known to be good.
     database = SqlDatabase(options.database_url, target=target)
     coverage = look_up_tasks(tasks, database=database, target=target)
+    # Issue 6 (API): records a team imported count only once a worker has re-measured them.
+    if verify_claimed_records(
+        tasks, database=database, target=target, executor=executor, settings=options.measure
+    ).measured:
+        coverage = look_up_tasks(tasks, database=database, target=target)
     observer.stage(
         "tuning",
         f"{len(tasks)} tasks, {coverage.tasks_covered} already in the database "

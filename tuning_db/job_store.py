@@ -38,14 +38,30 @@ class JobView:
     lease_owner: str | None
     attempts: int
     manifest: dict[str, Any] | None
+    team_id: int | None = None
+    """The team that submitted it through the API; None for the CLI's jobs."""
+    model_id: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    finished_at: datetime | None = None
 
     @property
     def finished(self) -> bool:
         return self.state in TERMINAL_JOB_STATES
 
 
+JOB_VIEW_COLUMNS = [c for c in JobRow.__table__.c if c.name not in ("model_onnx", "library")]
+"""Every column of ``jobs`` but the model and the library, which can be large."""
+
+
 def create_job(
-    engine: Engine, *, model_name: str, model_onnx: bytes, options: dict[str, Any]
+    engine: Engine,
+    *,
+    model_name: str,
+    model_onnx: bytes,
+    options: dict[str, Any],
+    team_id: int | None = None,
+    model_id: str | None = None,
 ) -> str:
     job_id = uuid.uuid4().hex
     with engine.begin() as connection:
@@ -62,17 +78,23 @@ def create_job(
                 attempts=0,
                 created_at=_now(),
                 updated_at=_now(),
+                team_id=team_id,
+                model_id=model_id,
             )
         )
     return job_id
 
 
 def get_job(engine: Engine, job_id: str) -> JobView | None:
-    columns = [c for c in JobRow.__table__.c if c.name not in ("model_onnx", "library")]
     with engine.connect() as connection:
-        row = connection.execute(select(*columns).where(JobRow.id == job_id)).first()
+        row = connection.execute(select(*JOB_VIEW_COLUMNS).where(JobRow.id == job_id)).first()
     if row is None:
         return None
+    return job_view(row)
+
+
+def job_view(row: Any) -> JobView:
+    """A ``JobView`` of a row of ``jobs`` (any select of its columns but the two blobs)."""
     return JobView(
         id=row.id,
         state=row.state,
@@ -85,6 +107,11 @@ def get_job(engine: Engine, job_id: str) -> JobView | None:
         lease_owner=row.lease_owner,
         attempts=int(row.attempts),
         manifest=json.loads(row.manifest_json) if row.manifest_json else None,
+        team_id=row.team_id,
+        model_id=row.model_id,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        finished_at=row.finished_at,
     )
 
 

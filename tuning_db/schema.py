@@ -1,8 +1,9 @@
 """SQLAlchemy 2 models of the tuning database.
 
 One row per workload (a TIR function to tune), one row per target fingerprint, and one row per
-measured schedule of a workload on a target. The migrations in ``tuning_db/migrations`` create
-exactly these tables; a test compares the two.
+measured schedule of a workload on a target. Jobs, and for the HTTP API the teams, their tokens
+and their uploaded models. The migrations in ``tuning_db/migrations`` create exactly these
+tables; a test compares the two.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -88,6 +91,53 @@ class TuningRecordRow(Base):
     """Mean of ``run_secs``; NULL when the candidate failed to build or run."""
     args_info_json: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    team_id: Mapped[int | None] = mapped_column(
+        ForeignKey("teams.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    """The team that imported the record; NULL for records our own workers measured (the
+    organisation's) and for the operator's local imports."""
+    verified: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    """False while ``run_secs`` is only a client's claim (an API import). Unverified records are
+    never used to build and never count as coverage, until a worker has measured them."""
+    shared: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """Promoted by its team: every team of the organisation sees it."""
+
+
+class TeamRow(Base):
+    __tablename__ = "teams"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+
+
+class ApiTokenRow(Base):
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    """Only the hash is stored: a leaked database gives no usable token."""
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+
+
+class ModelRow(Base):
+    __tablename__ = "models"
+    __table_args__ = (
+        # The same bytes uploaded twice by one team are the same model.
+        UniqueConstraint("team_id", "sha256"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    """Hash of the uploaded bytes; the file is ``<data_dir>/models/<sha256>.onnx``, shared by
+    every team that uploaded the same bytes."""
+    name: Mapped[str] = mapped_column(String(255))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    summary_json: Mapped[str] = mapped_column(Text)
+    """Opset, operators (with counts), inputs and outputs, read once at upload."""
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
 
 
 TERMINAL_JOB_STATES = ("succeeded", "failed", "cancelled")
@@ -126,3 +176,10 @@ class JobRow(Base):
         DateTime(timezone=True), default=utc_now, onupdate=utc_now
     )
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    team_id: Mapped[int | None] = mapped_column(
+        ForeignKey("teams.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    """The team that submitted the job through the API; NULL for the CLI's farm jobs."""
+    model_id: Mapped[str | None] = mapped_column(
+        ForeignKey("models.id", ondelete="SET NULL"), nullable=True
+    )

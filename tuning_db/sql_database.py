@@ -4,6 +4,10 @@ MetaSchedule's search, its measure callbacks and ``MetaScheduleApplyDatabase`` u
 Unlike TVM's own databases, every query is answered for one target fingerprint: ``get_top_k`` and
 ``get_all_tuning_records`` for the target the database is opened with, ``query_tuning_record``
 for the target it is asked about. Another target's records are never returned.
+
+Only verified records are ever returned: a record whose run time is a client's claim (imported
+through the API) is invisible to the search and the build until a worker has measured it, and
+``commit_tuning_record`` (a worker's measurement) then replaces the claim.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from tuning_db.engine import make_engine
 from tuning_db.migrate import upgrade
 from tuning_db.schema import Base, TargetRow, TuningRecordRow, WorkloadRow
 from tuning_db.target_fingerprint import TargetFingerprint, fingerprint
-from tuning_db.upsert import insert_ignoring_duplicates
+from tuning_db.upsert import insert_ignoring_duplicates, insert_measured_record
 from tuning_db.workload_key import workload_key
 
 # MetaSchedule writes this run time for a candidate that failed to build or run.
@@ -122,6 +126,7 @@ class SqlDatabase(PyDatabase):
                     _records.c.workload_id == workload_id,
                     _records.c.target_key == target_key,
                     _records.c.mean_run_sec.is_not(None),
+                    _records.c.verified.is_(True),
                 )
             ).scalar()
 
@@ -141,28 +146,71 @@ class SqlDatabase(PyDatabase):
         return Workload(mod)
 
     def commit_tuning_record(self, record: TuningRecord) -> None:
+        """File a measurement of our own workers: a verified record.
+
+        If a client imported the same schedule with a claimed run time, the measurement
+        replaces the claim and the record becomes verified.
+        """
+        with self.engine.begin() as connection:
+            insert_measured_record(connection, _records, self._record_values(record))
+
+    def commit_claimed_record(self, record: TuningRecord, *, team_id: int) -> bool:
+        """File a record whose run time only ``team_id`` vouches for (an API import).
+
+        It stays unverified, so no search or build uses it, until a worker measures it. A
+        schedule already in the database is left as it is. Returns whether a row was added.
+        """
+        values = {**self._record_values(record), "team_id": team_id, "verified": False}
+        with self.engine.begin() as connection:
+            before = connection.execute(
+                select(func.count())
+                .select_from(_records)
+                .where(
+                    _records.c.workload_id == values["workload_id"],
+                    _records.c.target_key == values["target_key"],
+                    _records.c.trace_hash == values["trace_hash"],
+                )
+            ).scalar_one()
+            insert_ignoring_duplicates(connection, _records, values)
+        return before == 0
+
+    def unverified_records(self, mod: IRModule) -> list[TuningRecord]:
+        """Records of ``mod`` on this database's target that no worker has measured yet."""
+        workload_id = self._find_workload_id(self._keys.key(mod))
+        if workload_id is None:
+            return []
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(_records, _workloads.c.mod_json)
+                .join(_workloads, _workloads.c.id == _records.c.workload_id)
+                .where(
+                    _records.c.workload_id == workload_id,
+                    _records.c.target_key == self._target_fingerprint.key,
+                    _records.c.verified.is_(False),
+                )
+                .order_by(_records.c.id)
+            ).all()
+        if not rows:
+            return []
+        workload = Workload(tvm.ir.load_json(rows[0].mod_json))
+        return [self._to_record(row, workload, self.target) for row in rows]
+
+    def _record_values(self, record: TuningRecord) -> dict[str, Any]:
         workload_id = self._require_workload_id(record.workload.mod)
         target = record.target if record.target is not None else self.target
         target_key = self.register_target(target).key
         trace_json, run_secs, _target_json, args_info = record.as_json()
         trace_text = json.dumps(trace_json, separators=(",", ":"))
         run_secs = [float(sec) for sec in run_secs] if run_secs is not None else None
-        with self.engine.begin() as connection:
-            insert_ignoring_duplicates(
-                connection,
-                _records,
-                {
-                    "workload_id": workload_id,
-                    "target_key": target_key,
-                    "trace_hash": trace_hash(trace_text),
-                    "trace_json": trace_text,
-                    "run_secs_json": json.dumps(
-                        run_secs if run_secs is not None else [FAILED_RUN_SEC]
-                    ),
-                    "mean_run_sec": mean_run_sec(run_secs),
-                    "args_info_json": json.dumps(args_info) if args_info is not None else None,
-                },
-            )
+        return {
+            "workload_id": workload_id,
+            "target_key": target_key,
+            "trace_hash": trace_hash(trace_text),
+            "trace_json": trace_text,
+            "run_secs_json": json.dumps(run_secs if run_secs is not None else [FAILED_RUN_SEC]),
+            "mean_run_sec": mean_run_sec(run_secs),
+            "args_info_json": json.dumps(args_info) if args_info is not None else None,
+        }
 
     def get_top_k(self, workload: Workload, top_k: int) -> list[TuningRecord]:
         if top_k < 0:
@@ -178,7 +226,10 @@ class SqlDatabase(PyDatabase):
             rows = connection.execute(
                 select(_records, _workloads.c.mod_json)
                 .join(_workloads, _workloads.c.id == _records.c.workload_id)
-                .where(_records.c.target_key == self._target_fingerprint.key)
+                .where(
+                    _records.c.target_key == self._target_fingerprint.key,
+                    _records.c.verified.is_(True),
+                )
                 .order_by(_records.c.id)
             ).all()
         workloads: dict[int, Workload] = {}
@@ -240,7 +291,8 @@ class SqlDatabase(PyDatabase):
         return workload_id
 
     def _top_rows(self, workload_id: int, target_key: str, limit: int) -> list[Any]:
-        # Served by ix_tuning_records_top_k: (workload_id, target_key, mean_run_sec).
+        # Served by ix_tuning_records_top_k: (workload_id, target_key, mean_run_sec). A claimed
+        # run time (unverified) must never win a search or a build.
         with self.engine.connect() as connection:
             return list(
                 connection.execute(
@@ -249,6 +301,7 @@ class SqlDatabase(PyDatabase):
                         _records.c.workload_id == workload_id,
                         _records.c.target_key == target_key,
                         _records.c.mean_run_sec.is_not(None),
+                        _records.c.verified.is_(True),
                     )
                     .order_by(_records.c.mean_run_sec, _records.c.id)
                     .limit(limit)

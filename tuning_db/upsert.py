@@ -1,4 +1,4 @@
-"""INSERT ... ON CONFLICT DO NOTHING for the two dialects we run on."""
+"""INSERT ... ON CONFLICT for the two dialects we run on."""
 
 from __future__ import annotations
 
@@ -19,4 +19,33 @@ def insert_ignoring_duplicates(
         statement = sqlite.insert(table).values(**values).on_conflict_do_nothing()
     else:
         raise NotImplementedError(f"tunefarm's tuning database does not support {dialect!r}")
+    connection.execute(statement)
+
+
+def insert_measured_record(connection: Connection, table: Table, values: dict[str, Any]) -> None:
+    """Insert a worker's measurement of a schedule, verified.
+
+    A redelivered measurement of a verified record adds nothing. An unverified record of the
+    same schedule (a client's claim) takes the measured run time and becomes verified: the
+    claim is discarded.
+    """
+    values = {**values, "verified": True}
+    dialect = connection.dialect.name
+    insert: Any
+    if dialect == "postgresql":
+        insert = postgresql.insert(table)
+    elif dialect == "sqlite":
+        insert = sqlite.insert(table)
+    else:
+        raise NotImplementedError(f"tunefarm's tuning database does not support {dialect!r}")
+    statement = insert.values(**values).on_conflict_do_update(
+        index_elements=["workload_id", "target_key", "trace_hash"],
+        set_={
+            "run_secs_json": insert.excluded.run_secs_json,
+            "mean_run_sec": insert.excluded.mean_run_sec,
+            "args_info_json": insert.excluded.args_info_json,
+            "verified": True,
+        },
+        where=table.c.verified.is_(False),
+    )
     connection.execute(statement)

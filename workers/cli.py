@@ -184,7 +184,7 @@ def jobs_show_command(
     job = job_store.get_job(open_engine(_database_url(db)), job_id)
     if job is None:
         _fail(f"no job {job_id}")
-    print(json.dumps(asdict(job), indent=2))
+    print(json.dumps(asdict(job), indent=2, default=str))
 
 
 @jobs_app.command("cancel")

@@ -9,7 +9,7 @@ import socket
 import threading
 from functools import cache
 
-from celery import Task
+from celery import Celery, Task
 from sqlalchemy import Engine
 from tvm.target import Target
 
@@ -90,8 +90,9 @@ def run_job_task(self: Task, job_id: str) -> str:
         return "failed"
 
 
-def submit_job(job_id: str) -> None:
-    app.send_task(RUN_JOB_TASK, args=[job_id], queue=JOBS_QUEUE)
+def submit_job(job_id: str, *, celery: Celery = app) -> None:
+    """Queue the job for a coordinator; ``celery`` is the API's own app when it has one."""
+    celery.send_task(RUN_JOB_TASK, args=[job_id], queue=JOBS_QUEUE)
 
 
 def reap_once(engine: Engine, *, hold_sec: float) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import datetime, timezone
 
 import pytest
 import tvm
@@ -103,7 +104,7 @@ def test_top_k_reads_the_index(db_url: str) -> None:
     database.commit_tuning_record(record(mod, workload, LLVM, factor=4, run_secs=[1.0]))
     query = (
         "SELECT id FROM tuning_records WHERE workload_id = 1 AND target_key = 'x' "
-        "AND mean_run_sec IS NOT NULL ORDER BY mean_run_sec LIMIT 5"
+        "AND mean_run_sec IS NOT NULL AND verified ORDER BY mean_run_sec LIMIT 5"
     )
     with database.engine.connect() as connection:
         if connection.dialect.name == "sqlite":
@@ -135,3 +136,37 @@ def test_workload_key_is_the_same_in_another_process() -> None:
         [sys.executable, "-c", code], check=True, capture_output=True, text=True
     ).stdout.strip()
     assert there == here
+
+
+def test_a_claimed_run_time_is_never_returned_until_a_worker_measures_it(db_url: str) -> None:
+    from tuning_db.schema import TeamRow
+
+    database = SqlDatabase(db_url, target=LLVM)
+    with database.engine.begin() as connection:
+        team_id = connection.execute(
+            TeamRow.__table__.insert().values(name="b", created_at=_now()).returning(TeamRow.id)
+        ).scalar_one()
+    mod = matmul()
+    workload = database.commit_workload(mod)
+    database.commit_tuning_record(record(mod, workload, LLVM, factor=4, run_secs=[1e-3]))
+    claim = record(mod, workload, LLVM, factor=8, run_secs=[1e-9])  # "1 ns"
+    assert database.commit_claimed_record(claim, team_id=team_id)
+    assert not database.commit_claimed_record(claim, team_id=team_id)  # no second row
+
+    assert [float(r.run_secs[0]) for r in database.get_top_k(workload, 10)] == [1e-3]
+    best = database.query_tuning_record(mod, LLVM, "main")
+    assert best is not None and float(best.run_secs[0]) == 1e-3
+    assert database.best_run_sec(mod) == 1e-3
+    assert len(database.get_all_tuning_records()) == 1
+    assert len(database.unverified_records(mod)) == 1
+
+    # A worker measures the claimed schedule: its time replaces the claim.
+    database.commit_tuning_record(record(mod, workload, LLVM, factor=8, run_secs=[2e-3]))
+    assert database.unverified_records(mod) == []
+    means = sorted(float(r.run_secs[0]) for r in database.get_top_k(workload, 10))
+    assert means == [1e-3, 2e-3]
+    assert _count(database, TuningRecordRow) == 2
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
