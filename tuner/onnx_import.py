@@ -11,9 +11,8 @@ from tuner.model_validation import ValidatedModel
 _HANDLED_DIRECTLY = {"If", "Constant"}
 
 
-def import_onnx(validated: ValidatedModel) -> IRModule:
-    """Import a validated ONNX model into a Relax IRModule with its weights bound as constants."""
-    from tvm.relax.frontend.onnx import from_onnx
+def check_supported_operators(validated: ValidatedModel) -> None:
+    """Raise ``UnsupportedOperatorError`` naming the first node TVM's importer cannot convert."""
     from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
 
     supported = set(_get_convert_map()) | _HANDLED_DIRECTLY
@@ -24,6 +23,13 @@ def import_onnx(validated: ValidatedModel) -> IRModule:
                 f"{validated.path}: operator {domain}{node.op_type} (node {node.name or '?'!r}) "
                 "is not supported by TVM's ONNX importer"
             )
+
+
+def import_onnx(validated: ValidatedModel) -> IRModule:
+    """Import a validated ONNX model into a Relax IRModule with its weights bound as constants."""
+    from tvm.relax.frontend.onnx import from_onnx
+
+    check_supported_operators(validated)
     shapes = {signature.name: signature.shape for signature in validated.inputs}
     dtypes = {signature.name: signature.dtype for signature in validated.inputs}
     try:

@@ -32,6 +32,19 @@ class Settings(BaseSettings):
     measure_timeout_sec: float = 60.0
     """Longest a candidate may take to build and run before it counts as failed."""
 
+    # -- the HTTP API (``tunefarm serve``) --
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    api_max_upload_bytes: int = 512 * 1024**2
+    """Largest model upload; a larger body is refused with 413 while it streams in."""
+    api_max_request_bytes: int = 32 * 1024**2
+    """Largest request body of every other endpoint (a records import, say)."""
+    api_events_poll_sec: float = 0.5
+    """How often a job's event stream looks at the job row."""
+    # -- the API's clients (``tunefarm submit``, ``tunefarm download``) --
+    api_url: str = "http://127.0.0.1:8000"
+    api_token: str | None = None
+
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
+
+from tests.farm_processes import StartWorker, WorkerProcess, empty_redis, spawn_worker
+
+__all__ = ["RedisServer", "StartWorker", "WorkerProcess"]
 
 # A Redis database of its own, emptied before each test; the machine's Redis at 127.0.0.1.
 TEST_REDIS_URL = os.environ.get("TUNEFARM_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
@@ -19,49 +21,7 @@ TEST_REDIS_URL = os.environ.get("TUNEFARM_TEST_REDIS_URL", "redis://127.0.0.1:63
 
 @pytest.fixture
 def broker_url() -> str:
-    client = redis.Redis.from_url(TEST_REDIS_URL)
-    try:
-        client.flushdb()
-    except redis.RedisError as err:
-        pytest.fail(f"Redis at {TEST_REDIS_URL} is not usable: {err}")
-    return TEST_REDIS_URL
-
-
-class WorkerProcess:
-    def __init__(self, process: subprocess.Popen[str], log: Path) -> None:
-        self.process = process
-        self.log = log
-
-    @property
-    def name(self) -> str:
-        return f"measure-{self.process.pid}@"
-
-    def kill(self) -> None:
-        """kill -9, as a crashed host would."""
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if " ready." in self.log.read_text(errors="replace"):
-                return
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.1)
-        raise AssertionError(f"worker did not start:\n{self.log.read_text(errors='replace')}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-StartWorker = Callable[..., WorkerProcess]
+    return empty_redis(TEST_REDIS_URL)
 
 
 @pytest.fixture
@@ -72,22 +32,8 @@ def start_worker(broker_url: str, tmp_path: Path) -> Iterator[StartWorker]:
         *extra: str, timeout_sec: float = 60.0, env: dict[str, str] | None = None
     ) -> WorkerProcess:
         log = tmp_path / f"worker-{len(workers)}.log"
-        env = {
-            **os.environ,
-            "TUNEFARM_BROKER_URL": broker_url,
-            "TUNEFARM_MEASURE_TIMEOUT_SEC": str(timeout_sec),
-            **(env or {}),
-        }
-        process = subprocess.Popen(
-            [sys.executable, "-m", "workers.cli", "worker", "--target", "llvm", *extra],
-            stdout=log.open("w"),
-            stderr=subprocess.STDOUT,
-            env=env,
-            text=True,
-        )
-        worker = WorkerProcess(process, log)
+        worker = spawn_worker(log, broker_url, *extra, timeout_sec=timeout_sec, env=env)
         workers.append(worker)
-        worker.wait_ready()
         return worker
 
     yield start

@@ -1,0 +1,52 @@
+"""The FastAPI app: ``create_app(settings)``; ``tunefarm serve`` runs it under uvicorn."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api.body_limit import BodyLimit
+from api.errors import install_error_handlers
+from api.routers import jobs, models, records
+from tuner.settings import Settings
+from tuning_db.sql_database import open_engine
+from workers.celery_app import create_app as create_celery_app
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        app.state.engine.dispose()
+
+    app = FastAPI(
+        title="tunefarm",
+        version="1",
+        summary="Tune and compile ONNX models with TVM on a farm of workers.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = open_engine(settings.resolved_database_url())
+    # The API's own Celery app: its broker is the settings', not whatever was imported first.
+    app.state.celery = create_celery_app(settings.broker_url)
+    install_error_handlers(app)
+    app.include_router(models.router)
+    app.include_router(jobs.router)
+    app.include_router(records.router)
+
+    def body_limit(method: str, path: str) -> int:
+        if method == "POST" and path.rstrip("/") == "/v1/models":
+            return settings.api_max_upload_bytes
+        return settings.api_max_request_bytes
+
+    app.add_middleware(BodyLimit, limit_for=body_limit)
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """For ``uvicorn --factory api.app:app_from_environment``."""
+    return create_app(Settings())

@@ -1,0 +1,47 @@
+"""What the routers get injected, as ``Annotated`` aliases."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from celery import Celery
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Engine
+
+from api.services.teams import Team, authenticate
+from tuner.settings import Settings
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _engine(request: Request) -> Engine:
+    engine: Engine = request.app.state.engine
+    return engine
+
+
+def _celery(request: Request) -> Celery:
+    celery: Celery = request.app.state.celery
+    return celery
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+EngineDep = Annotated[Engine, Depends(_engine)]
+CeleryDep = Annotated[Celery, Depends(_celery)]
+
+# auto_error=False: a missing or malformed header is answered by ``authenticate`` as a 401 with
+# our error body, not FastAPI's 403.
+_bearer = HTTPBearer(auto_error=False, description="A team token: `tunefarm admin create-token`")
+
+
+def _current_team(
+    engine: EngineDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Team:
+    return authenticate(engine, credentials.credentials if credentials else None)
+
+
+CurrentTeam = Annotated[Team, Depends(_current_team)]

@@ -1,0 +1,91 @@
+"""How much of a model the tuning database already covers for a target.
+
+The tasks of a model are found the way a job finds them (import, pass pipeline, MetaSchedule's
+task extraction), which takes seconds; they are kept per (model, target, layout, fp16) for the
+life of the process. Which tasks are covered is read from the database on every call: only
+verified records count, as in a build.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from sqlalchemy import Engine, func, select
+
+from tuner.targets import parse_target
+from tuning_db.schema import TuningRecordRow, WorkloadRow
+from tuning_db.target_fingerprint import fingerprint
+
+
+@dataclass(frozen=True)
+class ModelTask:
+    name: str
+    workload_key: str
+    weight: int
+    flops: float
+
+
+@dataclass(frozen=True)
+class ModelTasks:
+    target_fingerprint: str
+    tasks: tuple[ModelTask, ...]
+
+
+# TVM's passes are not meant to run in many threads at once; one analysis at a time.
+_ANALYSIS_LOCK = threading.Lock()
+
+
+def model_tasks(model_path: Path, target: str, *, layout: str, fp16: bool) -> ModelTasks:
+    """The tuning tasks of the model file (cached; ``target`` must already parse)."""
+    with _ANALYSIS_LOCK:
+        return _model_tasks(str(model_path), target, layout, fp16)
+
+
+@lru_cache(maxsize=256)
+def _model_tasks(model_path: str, target_text: str, layout: str, fp16: bool) -> ModelTasks:
+    from tuner.model_validation import validate_onnx_model
+    from tuner.onnx_import import import_onnx
+    from tuner.pipelines import PipelineOptions, run_pipeline
+    from tuner.tasks import extract_tuning_tasks
+    from tuning_db.workload_key import workload_key
+
+    target = parse_target(target_text)
+    validated = validate_onnx_model(Path(model_path))
+    pipeline = run_pipeline(
+        import_onnx(validated),
+        target=target,
+        options=PipelineOptions(layout=layout, fp16=fp16),  # type: ignore[arg-type]
+    )
+    tasks = extract_tuning_tasks(pipeline.mod, target=target)
+    return ModelTasks(
+        target_fingerprint=fingerprint(target).key,
+        tasks=tuple(
+            ModelTask(
+                name=task.name,
+                workload_key=workload_key(task.mod),
+                weight=task.weight,
+                flops=task.flops,
+            )
+            for task in tasks
+        ),
+    )
+
+
+def best_times(engine: Engine, keys: list[str], target_key: str) -> dict[str, float]:
+    """Workload key → best verified run time on the target, for the keys that have one."""
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(WorkloadRow.key, func.min(TuningRecordRow.mean_run_sec))
+            .join(TuningRecordRow, TuningRecordRow.workload_id == WorkloadRow.id)
+            .where(
+                WorkloadRow.key.in_(keys),
+                TuningRecordRow.target_key == target_key,
+                TuningRecordRow.mean_run_sec.is_not(None),
+                TuningRecordRow.verified.is_(True),
+            )
+            .group_by(WorkloadRow.key)
+        ).all()
+    return {str(key): float(best) for key, best in rows if best is not None}

@@ -1,0 +1,224 @@
+"""Jobs submitted through the API: queued for the farm's coordinators, followed, downloaded."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+from celery import Celery
+from sqlalchemy import Engine, select
+
+from api.errors import Conflict, NotFound, ServiceUnavailable
+from api.schemas import JobError, JobList, JobStatus, JobSubmit, JobSummary, TaskProgress
+from api.services import models
+from api.services.teams import Team
+from tuner.settings import Settings
+from tuner.targets import parse_target
+from tuning_db import job_store
+from tuning_db.job_store import JOB_VIEW_COLUMNS, JobView, job_view
+from tuning_db.schema import JobRow
+from workers.job_tasks import submit_job
+
+logger = logging.getLogger(__name__)
+
+
+def submit(
+    engine: Engine, celery: Celery, settings: Settings, team: Team, request: JobSubmit
+) -> JobStatus:
+    model = models.find_model(engine, team, request.model_id)
+    parse_target(request.target)  # an unknown target is refused now, not by the coordinator
+    options: dict[str, Any] = {
+        "target": request.target,
+        "trials": request.trials,
+        "max_trials_per_task": request.options.max_trials_per_task,
+        "layout": request.options.layout,
+        "fp16": request.options.fp16,
+        "seed": request.options.seed,
+    }
+    job_id = job_store.create_job(
+        engine,
+        model_name=model.name,
+        model_onnx=models.read_model_bytes(settings, model),
+        options=options,
+        team_id=team.id,
+        model_id=model.id,
+    )
+    try:
+        submit_job(job_id, celery=celery)
+    except Exception as err:
+        # The row must not sit queued with nobody to run it.
+        logger.exception("could not queue job %s", job_id)
+        job_store.fail_unclaimed(engine, job_id, error=f"the broker refused the job: {err}")
+        raise ServiceUnavailable(
+            "the job could not be queued: the broker is unreachable; try again"
+        ) from err
+    return status(engine, settings, team, job_id, with_coverage=False)
+
+
+def status(
+    engine: Engine, settings: Settings, team: Team, job_id: str, *, with_coverage: bool = True
+) -> JobStatus:
+    job = _own_job(engine, team, job_id)
+    return _status(engine, settings, team, job, with_coverage=with_coverage)
+
+
+def list_jobs(
+    engine: Engine,
+    team: Team,
+    *,
+    state: str | None,
+    model_id: str | None,
+    limit: int,
+    offset: int,
+) -> JobList:
+    query = select(*JOB_VIEW_COLUMNS).where(JobRow.team_id == team.id)
+    if state is not None:
+        query = query.where(JobRow.state == state)
+    if model_id is not None:
+        query = query.where(JobRow.model_id == model_id)
+    query = query.order_by(JobRow.created_at.desc(), JobRow.id).limit(limit + 1).offset(offset)
+    with engine.connect() as connection:
+        rows = connection.execute(query).all()
+    items = [_summary(job_view(row)) for row in rows[:limit]]
+    return JobList(items=items, next_offset=offset + limit if len(rows) > limit else None)
+
+
+def cancel(engine: Engine, settings: Settings, team: Team, job_id: str) -> JobStatus:
+    _own_job(engine, team, job_id)
+    job = job_store.request_cancel(engine, job_id)
+    assert job is not None
+    return _status(engine, settings, team, job, with_coverage=False)
+
+
+def artifact(engine: Engine, team: Team, job_id: str) -> tuple[bytes, str]:
+    """The library and its sha256."""
+    job = _finished_job(engine, team, job_id)
+    library = job_store.read_library(engine, job_id)
+    if library is None or job.manifest is None:
+        raise Conflict(f"job {job_id} has no library")
+    return library, str(job.manifest["library"]["sha256"])
+
+
+def manifest(engine: Engine, team: Team, job_id: str) -> dict[str, Any]:
+    job = _finished_job(engine, team, job_id)
+    assert job.manifest is not None
+    return job.manifest
+
+
+async def events(engine: Engine, settings: Settings, team: Team, job_id: str) -> AsyncIterator[str]:
+    """Server-Sent Events: ``progress`` whenever the job changes, ``end`` when it is over."""
+    last = None
+    while True:
+        job = await anyio.to_thread.run_sync(job_store.get_job, engine, job_id)
+        if job is None or job.team_id != team.id:  # deleted under us
+            return
+        snapshot = _status(engine, settings, team, job, with_coverage=False)
+        data = snapshot.model_dump_json(exclude={"coverage"})
+        if data != last:
+            last = data
+            yield f"event: progress\ndata: {data}\n\n"
+        if job.finished:
+            final = await anyio.to_thread.run_sync(
+                lambda: status(engine, settings, team, job_id, with_coverage=False)
+            )
+            yield f"event: end\ndata: {final.model_dump_json()}\n\n"
+            return
+        await anyio.sleep(settings.api_events_poll_sec)
+
+
+def own_job_exists(engine: Engine, team: Team, job_id: str) -> None:
+    _own_job(engine, team, job_id)
+
+
+def _own_job(engine: Engine, team: Team, job_id: str) -> JobView:
+    job = job_store.get_job(engine, job_id) if len(job_id) <= 64 else None
+    # Another team's job is answered like a missing one: ids are not for probing.
+    if job is None or job.team_id != team.id:
+        raise NotFound(f"no job {job_id}")
+    return job
+
+
+def _finished_job(engine: Engine, team: Team, job_id: str) -> JobView:
+    job = _own_job(engine, team, job_id)
+    if job.state != "succeeded":
+        raise Conflict(
+            f"job {job_id} is {job.state}; it has a library and a manifest once it has succeeded"
+        )
+    return job
+
+
+def _status(
+    engine: Engine, settings: Settings, team: Team, job: JobView, *, with_coverage: bool
+) -> JobStatus:
+    progress = job.progress
+    tasks = [
+        TaskProgress(
+            name=name,
+            trials=int(task.get("trials", 0)),
+            failures=int(task.get("failures", 0)),
+            best_latency_us=task.get("best_us"),
+        )
+        for name, task in progress.get("tasks", {}).items()
+    ]
+    best = [task.best_latency_us for task in tasks if task.best_latency_us is not None]
+    manifest = job.manifest
+    return JobStatus(
+        id=job.id,
+        state=job.state,  # type: ignore[arg-type]
+        model_id=job.model_id,
+        model_name=job.model_name,
+        target=str(job.options.get("target", "")),
+        trials=int(job.options.get("trials", 0)),
+        options={k: v for k, v in job.options.items() if k not in ("target", "trials")},
+        trials_done=int(progress.get("trials", 0)),
+        trials_total=progress.get("trials_total"),
+        message=progress.get("message"),
+        tasks=tasks,
+        coverage=_coverage(engine, settings, team, job) if with_coverage else None,
+        estimated_latency_ms=round(sum(best) / 1000, 6) if best else None,
+        best_latency_ms=manifest["latency"]["tuned"]["p50_ms"] if manifest else None,
+        error=JobError(kind=job.error_kind, message=job.error) if job.error else None,
+        cancel_requested=job.cancel_requested,
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+        finished_at=job.finished_at,
+    )
+
+
+def _coverage(
+    engine: Engine, settings: Settings, team: Team, job: JobView
+) -> dict[str, Any] | None:
+    if job.manifest is not None:
+        return dict(job.manifest["coverage_before_tuning"])
+    if job.model_id is None or job.finished:
+        return None
+    try:
+        model = models.find_model(engine, team, job.model_id)
+        coverage = models.model_coverage(
+            engine,
+            models.model_file(settings, model.sha256),
+            str(job.options["target"]),
+            layout=str(job.options.get("layout", "auto")),
+            fp16=bool(job.options.get("fp16", False)),
+        )
+    except Exception:  # coverage is a courtesy: a status must answer without it
+        logger.warning("no coverage for job %s", job.id, exc_info=True)
+        return None
+    return json.loads(coverage.model_dump_json(exclude={"tasks"}))
+
+
+def _summary(job: JobView) -> JobSummary:
+    return JobSummary(
+        id=job.id,
+        state=job.state,  # type: ignore[arg-type]
+        model_id=job.model_id,
+        model_name=job.model_name,
+        target=str(job.options.get("target", "")),
+        trials=int(job.options.get("trials", 0)),
+        trials_done=int(job.progress.get("trials", 0)),
+        created_at=job.created_at,
+        error=job.error,
+    )

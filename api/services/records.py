@@ -1,0 +1,217 @@
+"""Tuning records as teams see them: query, export and import, promote to the organisation.
+
+A team sees its own records, the records other teams promoted, and the organisation's: those
+our workers measured. Imported records carry only a claim of their run time. They are filed
+unverified and never used until a worker has measured them (``tuner/record_verification.py``):
+a client can never write a run time that a build believes.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import Engine, or_, select, update
+from sqlalchemy.sql.elements import ColumnElement
+
+from api.errors import InvalidInput, NotFound
+from api.schemas import ImportResult, RecordLine, RecordList, RecordOut, RecordsDocument
+from api.services.teams import Team
+from tuner.targets import SUPPORTED_KINDS, parse_target
+from tuning_db.schema import TargetRow, TuningRecordRow, WorkloadRow
+from tuning_db.target_fingerprint import fingerprint
+
+
+def visible_to(team: Team) -> ColumnElement[bool]:
+    return or_(
+        TuningRecordRow.team_id == team.id,
+        TuningRecordRow.team_id.is_(None),
+        TuningRecordRow.shared.is_(True),
+    )
+
+
+def query(
+    engine: Engine,
+    team: Team,
+    *,
+    workload_key: str | None,
+    operator: str | None,
+    target: str | None,
+    top_k: int,
+) -> RecordList:
+    """The best ``top_k`` records by mean run time; verified ones before any claim."""
+    statement = (
+        select(TuningRecordRow, WorkloadRow.key.label("workload_key"), TargetRow.target_json)
+        .join(WorkloadRow, WorkloadRow.id == TuningRecordRow.workload_id)
+        .join(TargetRow, TargetRow.key == TuningRecordRow.target_key)
+        .where(visible_to(team))
+    )
+    if workload_key is not None:
+        statement = statement.where(WorkloadRow.key == workload_key)
+    if operator is not None:
+        # Block names come from the operator (conv2d_nchw, T_add...) and are in the module JSON.
+        statement = statement.where(WorkloadRow.mod_json.contains(operator, autoescape=True))
+    if target is not None:
+        statement = statement.where(
+            TuningRecordRow.target_key == fingerprint(parse_target(target)).key
+        )
+    statement = statement.order_by(
+        TuningRecordRow.verified.desc(),
+        TuningRecordRow.mean_run_sec.is_(None),
+        TuningRecordRow.mean_run_sec,
+        TuningRecordRow.id,
+    ).limit(top_k)
+    with engine.connect() as connection:
+        rows = connection.execute(statement).all()
+    return RecordList(items=[_record_out(row, team) for row in rows])
+
+
+def export(engine: Engine, team: Team, *, target: str | None) -> RecordsDocument:
+    """The team's visible, verified records in MetaSchedule's JSON layout."""
+    import tvm
+    from tvm.s_tir.meta_schedule.database import Workload
+
+    statement = (
+        select(
+            TuningRecordRow.workload_id,
+            TuningRecordRow.trace_json,
+            TuningRecordRow.run_secs_json,
+            TuningRecordRow.args_info_json,
+            TargetRow.target_json,
+        )
+        .join(TargetRow, TargetRow.key == TuningRecordRow.target_key)
+        .where(
+            visible_to(team),
+            TuningRecordRow.verified.is_(True),
+            TuningRecordRow.mean_run_sec.is_not(None),
+        )
+        .order_by(TuningRecordRow.id)
+    )
+    if target is not None:
+        statement = statement.where(
+            TuningRecordRow.target_key == fingerprint(parse_target(target)).key
+        )
+    with engine.connect() as connection:
+        records = connection.execute(statement).all()
+        workload_ids = sorted({row.workload_id for row in records})
+        modules = dict(
+            connection.execute(
+                select(WorkloadRow.id, WorkloadRow.mod_json).where(WorkloadRow.id.in_(workload_ids))
+            ).all()
+        )
+    index_of = {workload_id: index for index, workload_id in enumerate(workload_ids)}
+    workloads = []
+    for workload_id in workload_ids:
+        shash, encoded = Workload(tvm.ir.load_json(modules[workload_id])).as_json()
+        workloads.append((str(shash), str(encoded)))
+    lines: list[RecordLine] = [
+        (
+            index_of[row.workload_id],
+            (
+                json.loads(row.trace_json),
+                json.loads(row.run_secs_json),
+                json.loads(row.target_json),
+                json.loads(row.args_info_json) if row.args_info_json else None,
+            ),
+        )
+        for row in records
+    ]
+    return RecordsDocument(workloads=workloads, records=lines)
+
+
+def import_records(engine: Engine, team: Team, document: RecordsDocument) -> ImportResult:
+    """File every record as the team's unverified claim; all or nothing.
+
+    Everything is parsed before anything is written, so a bad line leaves the database as it
+    was.
+    """
+    from tvm.s_tir.meta_schedule.database import TuningRecord, Workload
+    from tvm.target import Target
+
+    from tuning_db.sql_database import SqlDatabase
+
+    workloads = []
+    for number, line in enumerate(document.workloads):
+        try:
+            workloads.append(Workload.from_json(list(line)))
+        except Exception as err:
+            raise InvalidInput(
+                f"workload {number} is not a MetaSchedule workload ({_first_line(err)})"
+            ) from err
+    parsed = []
+    for number, (index, (trace, run_secs, target_json, args_info)) in enumerate(document.records):
+        if not 0 <= index < len(workloads):
+            raise InvalidInput(
+                f"record {number} names workload {index}; there are {len(workloads)}"
+            )
+        kind = target_json.get("kind")
+        if kind not in SUPPORTED_KINDS:
+            raise InvalidInput(f"record {number}: unknown target kind {kind!r}")
+        try:
+            target = Target(target_json)
+            record = TuningRecord.from_json(
+                [trace, run_secs, target_json, args_info], workloads[index]
+            )
+        except Exception as err:
+            raise InvalidInput(
+                f"record {number} is not a MetaSchedule tuning record ({_first_line(err)})"
+            ) from err
+        parsed.append((target, record))
+    databases: dict[str, SqlDatabase] = {}
+    added = 0
+    keys = set()
+    for target, record in parsed:
+        database = databases.get(str(target))
+        if database is None:
+            database = databases[str(target)] = SqlDatabase(engine, target=target)
+        keys.add(database.workload_key(record.workload.mod))
+        database.commit_workload(record.workload.mod)
+        added += database.commit_claimed_record(record, team_id=team.id)
+    return ImportResult(
+        workloads=len(keys), records_added=added, records_already_known=len(parsed) - added
+    )
+
+
+def promote(engine: Engine, team: Team, record_ids: list[int]) -> int:
+    """Share the team's records with every team; all must be the team's own."""
+    wanted = set(record_ids)
+    with engine.begin() as connection:
+        own = set(
+            connection.execute(
+                select(TuningRecordRow.id).where(
+                    TuningRecordRow.id.in_(wanted), TuningRecordRow.team_id == team.id
+                )
+            ).scalars()
+        )
+        missing = sorted(wanted - own)
+        if missing:
+            raise NotFound(f"no record {missing[0]} of your team")
+        connection.execute(
+            update(TuningRecordRow).where(TuningRecordRow.id.in_(own)).values(shared=True)
+        )
+    return len(own)
+
+
+def _record_out(row: Any, team: Team) -> RecordOut:
+    record: TuningRecordRow = row.TuningRecordRow
+    run_secs = json.loads(record.run_secs_json)
+    measured = record.verified and record.mean_run_sec is not None
+    return RecordOut(
+        id=record.id,
+        workload_key=row.workload_key,
+        target_fingerprint=record.target_key,
+        target=json.loads(row.target_json),
+        run_secs=run_secs if measured else None,
+        claimed_run_secs=None if record.verified else run_secs,
+        mean_run_sec=record.mean_run_sec if record.verified else None,
+        verified=record.verified,
+        shared=record.shared,
+        mine=record.team_id == team.id,
+        created_at=record.created_at,
+    )
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1][:300] if lines else type(err).__name__

@@ -1,0 +1,85 @@
+"""Teams and their API tokens. A token is shown once, at creation; only its sha256 is kept."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from api.errors import InvalidInput, NotFound, Unauthorized
+from tuning_db.schema import ApiTokenRow, TeamRow, utc_now
+
+TOKEN_PREFIX = "tf_"
+_TOKEN_SHAPE = re.compile(r"^tf_[A-Za-z0-9_-]{32,128}$")
+_TEAM_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class Team:
+    id: int
+    name: str
+
+
+def new_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_team(engine: Engine, name: str) -> tuple[Team, str]:
+    """A new team and its first token."""
+    if not _TEAM_NAME.match(name):
+        raise InvalidInput(
+            f"team name {name!r} must be 1 to 64 characters of a-z, 0-9, '-' and '_', "
+            "starting with a letter or digit"
+        )
+    try:
+        with engine.begin() as connection:
+            team_id = connection.execute(
+                insert(TeamRow).values(name=name, created_at=utc_now()).returning(TeamRow.id)
+            ).scalar_one()
+    except IntegrityError as err:
+        raise InvalidInput(f"a team named {name!r} exists already") from err
+    team = Team(id=int(team_id), name=name)
+    return team, create_token(engine, name)
+
+
+def create_token(engine: Engine, team_name: str) -> str:
+    """A new token for the team; the caller shows it once, it is never stored."""
+    with engine.begin() as connection:
+        team_id = connection.execute(select(TeamRow.id).where(TeamRow.name == team_name)).scalar()
+        if team_id is None:
+            raise NotFound(f"no team named {team_name!r}")
+        token = new_token()
+        connection.execute(
+            insert(ApiTokenRow).values(
+                team_id=team_id, token_sha256=token_hash(token), created_at=utc_now()
+            )
+        )
+    return token
+
+
+def authenticate(engine: Engine, token: str | None) -> Team:
+    """The team that holds ``token``; ``Unauthorized`` with the reason otherwise."""
+    if not token:
+        raise Unauthorized("missing token: send 'Authorization: Bearer <token>'")
+    if not _TOKEN_SHAPE.match(token):
+        raise Unauthorized("malformed token: tunefarm tokens look like 'tf_' and 43 characters")
+    digest = token_hash(token)
+    with engine.connect() as connection:
+        row = connection.execute(
+            select(ApiTokenRow.token_sha256, TeamRow.id, TeamRow.name)
+            .join(TeamRow, TeamRow.id == ApiTokenRow.team_id)
+            .where(ApiTokenRow.token_sha256 == digest)
+        ).first()
+    # The index finds the row by hash; the comparison itself takes constant time.
+    if row is None or not hmac.compare_digest(row.token_sha256, digest):
+        raise Unauthorized("unknown token")
+    return Team(id=int(row.id), name=str(row.name))
