@@ -88,6 +88,9 @@ async def _validation_error(_request: Request, err: Exception) -> JSONResponse:
     assert isinstance(err, RequestValidationError)
     problems = []
     for problem in err.errors()[:5]:
+        if problem.get("type") == "json_invalid":
+            problems.append(f"the body is not valid JSON ({problem.get('msg', '')})")
+            continue
         where = ".".join(str(part) for part in problem.get("loc", ()) if part != "body")
         problems.append(f"{where or 'body'}: {problem.get('msg', 'is not valid')}")
     return _answer(422, "invalid_input", "; ".join(problems) or "the request is not valid")

@@ -41,7 +41,11 @@ def query(
 ) -> RecordList:
     """The best ``top_k`` records by mean run time; verified ones before any claim."""
     statement = (
-        select(TuningRecordRow, WorkloadRow.key.label("workload_key"), TargetRow.target_json)
+        select(
+            *TuningRecordRow.__table__.c,
+            WorkloadRow.key.label("workload_key"),
+            TargetRow.target_json,
+        )
         .join(WorkloadRow, WorkloadRow.id == TuningRecordRow.workload_id)
         .join(TargetRow, TargetRow.key == TuningRecordRow.target_key)
         .where(visible_to(team))
@@ -193,21 +197,20 @@ def promote(engine: Engine, team: Team, record_ids: list[int]) -> int:
 
 
 def _record_out(row: Any, team: Team) -> RecordOut:
-    record: TuningRecordRow = row.TuningRecordRow
-    run_secs = json.loads(record.run_secs_json)
-    measured = record.verified and record.mean_run_sec is not None
+    run_secs = json.loads(row.run_secs_json)
+    measured = row.verified and row.mean_run_sec is not None
     return RecordOut(
-        id=record.id,
+        id=row.id,
         workload_key=row.workload_key,
-        target_fingerprint=record.target_key,
+        target_fingerprint=row.target_key,
         target=json.loads(row.target_json),
         run_secs=run_secs if measured else None,
-        claimed_run_secs=None if record.verified else run_secs,
-        mean_run_sec=record.mean_run_sec if record.verified else None,
-        verified=record.verified,
-        shared=record.shared,
-        mine=record.team_id == team.id,
-        created_at=record.created_at,
+        claimed_run_secs=None if row.verified else run_secs,
+        mean_run_sec=row.mean_run_sec if measured else None,
+        verified=row.verified,
+        shared=row.shared,
+        mine=row.team_id == team.id,
+        created_at=row.created_at,
     )
 
 
