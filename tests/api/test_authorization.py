@@ -1,4 +1,4 @@
-"""Every endpoint × {no token, bad token, another team's token, the owner}: 401/401/404/2xx.
+"""Every endpoint x {no token, bad token, another team's token, the owner}: 401/401/404/2xx.
 
 List and create endpoints have no owner to hide: another team gets its own (empty) view, and
 the test checks that none of the owner's rows are in it.

@@ -27,7 +27,7 @@ class BadInput:
     status: int
     says: str
     """A piece of the message that names the problem."""
-    send: Callable[[TestClient, "Context"], httpx.Response]
+    send: Callable[[TestClient, Context], httpx.Response]
 
 
 @dataclass(frozen=True)
