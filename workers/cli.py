@@ -281,6 +281,159 @@ def import_command(
     print(f"imported {counts.workloads} workloads and {counts.records} records from {directory}")
 
 
+# -- the HTTP API: its server, its clients, its administration --------------------------------
+# The CLI is the top layer: `serve` and `admin` reach into api/, nothing below imports it.
+
+admin_app = typer.Typer(help="Teams and API tokens (run where TUNEFARM_DATABASE_URL points).")
+app.add_typer(admin_app, name="admin")
+
+ApiUrlOption = Annotated[
+    str | None, typer.Option("--api-url", help="The API (default: TUNEFARM_API_URL).")
+]
+TokenOption = Annotated[
+    str | None, typer.Option("--token", help="A team token (default: TUNEFARM_API_TOKEN).")
+]
+
+
+@admin_app.command("create-team")
+def create_team_command(
+    name: Annotated[str, typer.Argument(help="The team's name: a-z, 0-9, '-' and '_'.")],
+    db: Annotated[str | None, typer.Option(help="Database URL.")] = None,
+) -> None:
+    """Create a team and print its first token, once: only its hash is stored."""
+    from api.errors import ApiError
+    from api.services.teams import create_team
+    from tuning_db.sql_database import open_engine
+
+    try:
+        team, token = create_team(open_engine(_database_url(db)), name)
+    except ApiError as err:
+        _fail(err.message)
+    error_console.print(f"team {team.name} created; its token is shown once:")
+    print(token)
+
+
+@admin_app.command("create-token")
+def create_token_command(
+    team: Annotated[str, typer.Argument(help="The team's name.")],
+    db: Annotated[str | None, typer.Option(help="Database URL.")] = None,
+) -> None:
+    """Print a new token for TEAM, once: only its hash is stored."""
+    from api.errors import ApiError
+    from api.services.teams import create_token
+    from tuning_db.sql_database import open_engine
+
+    try:
+        token = create_token(open_engine(_database_url(db)), team)
+    except ApiError as err:
+        _fail(err.message)
+    error_console.print(f"a new token for team {team}, shown once:")
+    print(token)
+
+
+@app.command("serve")
+def serve_command(
+    host: Annotated[str | None, typer.Option(help="Default: TUNEFARM_API_HOST.")] = None,
+    port: Annotated[int | None, typer.Option(help="Default: TUNEFARM_API_PORT.")] = None,
+) -> None:
+    """Run the HTTP API under uvicorn (OpenAPI at /docs)."""
+    import uvicorn
+
+    settings = Settings()
+    uvicorn.run(
+        "api.app:app_from_environment",
+        factory=True,
+        host=host or settings.api_host,
+        port=port or settings.api_port,
+        log_level="info",
+    )
+
+
+@app.command("submit")
+def submit_command(
+    model: Annotated[Path, typer.Argument(help="The ONNX model file.")],
+    target: Annotated[str, typer.Option(help="llvm, cuda, 'cuda -arch=sm_90', or JSON.")] = "llvm",
+    trials: Annotated[int, typer.Option(help="Total tuning trials.")] = 64,
+    fp16: Annotated[bool, typer.Option(help="Convert to float16 mixed precision.")] = False,
+    layout: Annotated[str, typer.Option(help="NHWC, NCHW or auto.")] = "auto",
+    max_trials_per_task: Annotated[int | None, typer.Option(help="Cap per task.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the search.")] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Follow the job's events until it ends.")
+    ] = False,
+    api_url: ApiUrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Upload MODEL to the API and submit a job; print the job's id."""
+    from workers.api_client import ApiClient, ApiClientError, JobStatusDisplay
+
+    settings = Settings()
+    if not model.is_file():
+        _fail(f"{model}: no such file")
+    options: dict[str, Any] = {"fp16": fp16, "layout": layout}
+    if max_trials_per_task is not None:
+        options["max_trials_per_task"] = max_trials_per_task
+    if seed is not None:
+        options["seed"] = seed
+    try:
+        with ApiClient(api_url or settings.api_url, token or settings.api_token) as client:
+            uploaded = client.upload_model(model)
+            job = client.submit_job(uploaded["id"], target=target, trials=trials, options=options)
+            print(job["id"])
+            if not wait:
+                return
+            display = JobStatusDisplay(console, job["id"])
+            final = job
+            try:
+                for _event, status in client.events(job["id"]):
+                    display(status)
+                    final = status
+            finally:
+                display.close()
+    except ApiClientError as err:
+        _fail(str(err), EXIT_USER_ERROR if err.is_user_error else EXIT_INTERNAL_ERROR)
+    if final["state"] == "failed":
+        error = final.get("error") or {}
+        code = EXIT_USER_ERROR if error.get("kind") == "user" else EXIT_INTERNAL_ERROR
+        _fail(f"job {final['id']} failed: {error.get('message')}", code)
+    if final["state"] == "cancelled":
+        _fail(f"job {final['id']} was cancelled", EXIT_INTERNAL_ERROR)
+    latency = final.get("best_latency_ms")
+    print(f"job {final['id']}: {final['state']}, tuned p50 {latency} ms")
+
+
+@app.command("download")
+def download_command(
+    job_id: Annotated[str, typer.Argument(help="The job's id.")],
+    out: Annotated[Path, typer.Option(help="Folder for model.so and manifest.json.")] = Path("out"),
+    api_url: ApiUrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Download a job's library and manifest; the library's sha256 must match the manifest."""
+    from workers.api_client import ApiClient, ApiClientError
+
+    settings = Settings()
+    out.mkdir(parents=True, exist_ok=True)
+    library = out / "model.so"
+    try:
+        with ApiClient(api_url or settings.api_url, token or settings.api_token) as client:
+            manifest = client.manifest(job_id)
+            sha256 = client.download_artifact(job_id, library)
+    except ApiClientError as err:
+        _fail(str(err), EXIT_USER_ERROR if err.is_user_error else EXIT_INTERNAL_ERROR)
+    expected = manifest["library"]["sha256"]
+    if sha256 != expected:
+        library.unlink(missing_ok=True)
+        _fail(
+            f"the downloaded library's sha256 {sha256} is not the manifest's {expected}; "
+            "nothing was kept",
+            EXIT_INTERNAL_ERROR,
+        )
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    print(f"library:  {library} (sha256 {sha256}, verified)")
+    print(f"manifest: {out / 'manifest.json'}")
+
+
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
