@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -202,8 +202,11 @@ class ImportResult(BaseModel):
     """Imported records stay unverified until a worker has measured them."""
 
 
+RecordId = Annotated[int, Field(ge=1, le=2**31 - 1)]
+
+
 class PromoteRequest(_Body):
-    record_ids: list[int] = Field(min_length=1, max_length=10_000)
+    record_ids: list[RecordId] = Field(min_length=1, max_length=10_000)
 
 
 class PromoteResult(BaseModel):

@@ -49,7 +49,10 @@ def parse_target(text: str) -> Target:
 
 
 def _parse_friendly(text: str) -> dict[str, Any]:
-    words = shlex.split(text)
+    try:
+        words = shlex.split(text)
+    except ValueError as err:  # an unbalanced quote
+        raise TargetError(f"cannot read the target {text!r}: {err}") from err
     config: dict[str, Any] = {"kind": words[0]}
     for word in words[1:]:
         if not word.startswith("-") or "=" not in word:

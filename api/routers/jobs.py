@@ -27,7 +27,7 @@ def list_jobs(
     team: CurrentTeam,
     engine: EngineDep,
     state: JobState | None = None,
-    model_id: Annotated[str | None, Query(max_length=64)] = None,
+    model_id: Annotated[str | None, Query(pattern="^[0-9a-f]{32}$")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> JobList:

@@ -21,9 +21,10 @@ TargetQuery = Annotated[
 def query_records(
     team: CurrentTeam,
     engine: EngineDep,
-    workload_key: Annotated[str | None, Query(max_length=64)] = None,
+    workload_key: Annotated[str | None, Query(pattern="^[0-9a-f]{64}$")] = None,
     operator: Annotated[
-        str | None, Query(min_length=1, max_length=100, description="e.g. conv2d")
+        str | None,
+        Query(pattern="^[A-Za-z0-9_.]{1,100}$", description="a block name or part of it: conv2d"),
     ] = None,
     target: TargetQuery = None,
     top_k: Annotated[int, Query(ge=1, le=100)] = 10,

@@ -14,6 +14,7 @@ from sqlalchemy import Engine, select
 from api.errors import Conflict, NotFound, ServiceUnavailable
 from api.schemas import JobError, JobList, JobStatus, JobSubmit, JobSummary, TaskProgress
 from api.services import models
+from api.services.models import is_object_id
 from api.services.teams import Team
 from tuner.settings import Settings
 from tuner.targets import parse_target
@@ -134,7 +135,7 @@ def own_job_exists(engine: Engine, team: Team, job_id: str) -> None:
 
 
 def _own_job(engine: Engine, team: Team, job_id: str) -> JobView:
-    job = job_store.get_job(engine, job_id) if len(job_id) <= 64 else None
+    job = job_store.get_job(engine, job_id) if is_object_id(job_id) else None
     # Another team's job is answered like a missing one: ids are not for probing.
     if job is None or job.team_id != team.id:
         raise NotFound(f"no job {job_id}")

@@ -29,6 +29,13 @@ from tuner.targets import parse_target
 from tuning_db.schema import ModelRow, utc_now
 
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
+_OBJECT_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def is_object_id(text: str) -> bool:
+    """Whether ``text`` can be a model's or a job's id (a uuid4 in hex); anything else is not
+    looked up at all, so no client string of any shape reaches a query."""
+    return bool(_OBJECT_ID.match(text))
 
 
 @dataclass(frozen=True)
@@ -176,6 +183,8 @@ def find_model(engine: Engine, team: Team, model_id: str) -> ModelOut:
 def _find(
     engine: Engine, team: Team, *, model_id: str | None = None, sha256: str | None = None
 ) -> ModelOut | None:
+    if model_id is not None and not is_object_id(model_id):
+        return None
     query = select(ModelRow).where(ModelRow.team_id == team.id)
     if model_id is not None:
         query = query.where(ModelRow.id == model_id)
