@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from api.body_limit import BodyLimit
 from api.errors import install_error_handlers
-from api.routers import jobs, models, records
+from api.routers import health, jobs, models, records
 from tuner.settings import Settings
 from tuning_db.sql_database import open_engine
 from workers.celery_app import create_app as create_celery_app
@@ -34,6 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The API's own Celery app: its broker is the settings', not whatever was imported first.
     app.state.celery = create_celery_app(settings.broker_url)
     install_error_handlers(app)
+    app.include_router(health.router)
     app.include_router(models.router)
     app.include_router(jobs.router)
     app.include_router(records.router)

@@ -81,3 +81,8 @@ def test_submit_list_filter_and_cancel(
     assert status["coverage"]["tasks_covered"] == 0
     no_artifact = client.get(f"/v1/jobs/{submitted[1]}/artifact", headers=team_a.headers)
     assert no_artifact.status_code == 409 and "queued" in no_artifact.json()["error"]["message"]
+
+
+def test_healthz_needs_no_token_and_is_not_in_the_spec(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert "/healthz" not in client.get("/openapi.json").json()["paths"]
