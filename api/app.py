@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -11,6 +12,7 @@ from api.body_limit import BodyLimit
 from api.errors import install_error_handlers
 from api.routers import health, jobs, models, records
 from tuner.settings import Settings
+from tuner.targets import parse_target
 from tuning_db.sql_database import open_engine
 from workers.celery_app import create_app as create_celery_app
 
@@ -20,6 +22,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # TVM is imported once, up front (targets are parsed on many requests), and the heap
+        # it leaves is frozen: Python's full collections would otherwise walk it again and
+        # again, pausing requests for 100 ms and more.
+        parse_target("llvm")
+        gc.freeze()
         yield
         app.state.engine.dispose()
 

@@ -13,17 +13,19 @@ from api.services.teams import Team, authenticate
 from tuner.settings import Settings
 
 
-def _settings(request: Request) -> Settings:
+# Plain lookups are ``async def``: FastAPI runs a sync dependency in its thread pool, a thread
+# hop per request that costs more than the lookup.
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def _engine(request: Request) -> Engine:
+async def _engine(request: Request) -> Engine:
     engine: Engine = request.app.state.engine
     return engine
 
 
-def _celery(request: Request) -> Celery:
+async def _celery(request: Request) -> Celery:
     celery: Celery = request.app.state.celery
     return celery
 

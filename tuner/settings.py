@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     # -- the HTTP API (``tunefarm serve``) --
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    api_workers: int = 1
+    """uvicorn worker processes of ``tunefarm serve``."""
     api_max_upload_bytes: int = 512 * 1024**2
     """Largest model upload; a larger body is refused with 413 while it streams in."""
     api_max_request_bytes: int = 32 * 1024**2

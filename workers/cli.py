@@ -345,6 +345,7 @@ def serve_command(
         factory=True,
         host=host or settings.api_host,
         port=port or settings.api_port,
+        workers=settings.api_workers,
         log_level="info",
     )
 

@@ -8,7 +8,9 @@ verified records count, as in a build.
 
 from __future__ import annotations
 
+import gc
 import threading
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -41,7 +43,12 @@ _ANALYSIS_LOCK = threading.Lock()
 def model_tasks(model_path: Path, target: str, *, layout: str, fp16: bool) -> ModelTasks:
     """The tuning tasks of the model file (cached; ``target`` must already parse)."""
     with _ANALYSIS_LOCK:
-        return _model_tasks(str(model_path), target, layout, fp16)
+        analysed = _model_tasks.cache_info().currsize
+        tasks = _model_tasks(str(model_path), target, layout, fp16)
+        if _model_tasks.cache_info().currsize != analysed:
+            # An analysis leaves a large heap of TVM objects behind; see ``api.app``.
+            gc.freeze()
+        return tasks
 
 
 @lru_cache(maxsize=256)
@@ -74,8 +81,28 @@ def _model_tasks(model_path: str, target_text: str, layout: str, fp16: bool) -> 
     )
 
 
-def best_times(engine: Engine, keys: list[str], target_key: str) -> dict[str, float]:
-    """Workload key → best verified run time on the target, for the keys that have one."""
+_recent: dict[tuple[int, str, tuple[str, ...]], tuple[float, dict[str, float]]] = {}
+
+
+def best_times(
+    engine: Engine, keys: list[str], target_key: str, *, max_age_sec: float = 0.0
+) -> dict[str, float]:
+    """Workload key → best verified run time on the target, for the keys that have one.
+
+    ``max_age_sec``: an answer read that recently may be given again.
+    """
+    cache_key = (id(engine), target_key, tuple(keys))
+    remembered = _recent.get(cache_key)
+    if remembered is not None and time.monotonic() - remembered[0] < max_age_sec:
+        return remembered[1]
+    best = _read_best_times(engine, keys, target_key)
+    if len(_recent) > 10_000:
+        _recent.clear()
+    _recent[cache_key] = (time.monotonic(), best)
+    return best
+
+
+def _read_best_times(engine: Engine, keys: list[str], target_key: str) -> dict[str, float]:
     with engine.connect() as connection:
         rows = connection.execute(
             select(WorkloadRow.key, func.min(TuningRecordRow.mean_run_sec))

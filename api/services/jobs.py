@@ -25,6 +25,10 @@ from workers.job_tasks import submit_job
 
 logger = logging.getLogger(__name__)
 
+COVERAGE_MAX_AGE_SEC = 2.0
+"""A running job's coverage may be this old: its status is polled many times a second by many
+clients, and coverage changes at the pace of tuning."""
+
 
 def submit(
     engine: Engine, celery: Celery, settings: Settings, team: Team, request: JobSubmit
@@ -204,6 +208,7 @@ def _coverage(
             str(job.options["target"]),
             layout=str(job.options.get("layout", "auto")),
             fp16=bool(job.options.get("fp16", False)),
+            max_age_sec=COVERAGE_MAX_AGE_SEC,
         )
     except Exception:  # coverage is a courtesy: a status must answer without it
         logger.warning("no coverage for job %s", job.id, exc_info=True)

@@ -123,11 +123,17 @@ def get_model(
     return ModelDetail(**model.model_dump(), coverage=coverage)
 
 
-def model_coverage(engine: Engine, path: Path, target: str, *, layout: str, fp16: bool) -> Coverage:
+def model_coverage(
+    engine: Engine, path: Path, target: str, *, layout: str, fp16: bool, max_age_sec: float = 0.0
+) -> Coverage:
+    """The database's coverage of the model's tasks; ``max_age_sec``: how stale it may be."""
     parse_target(target)  # a bad target is the client's error, before any analysis
     analysis = model_tasks(path, target, layout=layout, fp16=fp16)
     best = best_times(
-        engine, [task.workload_key for task in analysis.tasks], analysis.target_fingerprint
+        engine,
+        [task.workload_key for task in analysis.tasks],
+        analysis.target_fingerprint,
+        max_age_sec=max_age_sec,
     )
     tasks = [
         TaskCoverage(
@@ -174,10 +180,19 @@ def read_model_bytes(settings: Settings, model: ModelOut) -> bytes:
 
 
 def find_model(engine: Engine, team: Team, model_id: str) -> ModelOut:
-    model = _find(engine, team, model_id=model_id)
+    # A model never changes once stored, so it is remembered: every job status and submit
+    # needs its file.
+    cache_key = (id(engine), team.id, model_id)
+    model = _known_models.get(cache_key) or _find(engine, team, model_id=model_id)
     if model is None:
         raise NotFound(f"no model {model_id}")
+    if len(_known_models) > 10_000:
+        _known_models.clear()
+    _known_models[cache_key] = model
     return model
+
+
+_known_models: dict[tuple[int, int, str], ModelOut] = {}
 
 
 def _find(
