@@ -26,6 +26,7 @@ from tvm.target import Target
 
 from tuning_db.engine import make_engine
 from tuning_db.migrate import upgrade
+from tuning_db.record_json import record_as_json
 from tuning_db.schema import Base, TargetRow, TuningRecordRow, WorkloadRow
 from tuning_db.target_fingerprint import TargetFingerprint, fingerprint
 from tuning_db.upsert import insert_ignoring_duplicates, insert_measured_record
@@ -199,7 +200,7 @@ class SqlDatabase(PyDatabase):
         workload_id = self._require_workload_id(record.workload.mod)
         target = record.target if record.target is not None else self.target
         target_key = self.register_target(target).key
-        trace_json, run_secs, _target_json, args_info = record.as_json()
+        trace_json, run_secs, _target_json, args_info = record_as_json(record)
         trace_text = json.dumps(trace_json, separators=(",", ":"))
         run_secs = [float(sec) for sec in run_secs] if run_secs is not None else None
         return {
