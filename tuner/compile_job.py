@@ -47,6 +47,8 @@ class CompileOptions:
     max_trials_per_task: int | None = None
     layout: Layout = "auto"
     fp16: bool = False
+    cuda_graph: bool | None = None
+    """Replay the model as one CUDA graph; ``None`` means on for CUDA targets."""
     seed: int | None = None
     workers: int | None = None
     search: SearchSettings = FAST_SEARCH
@@ -169,7 +171,10 @@ def compile_model(
     tuning_sec = time.perf_counter() - tuning_started
 
     observer.stage("building", "building with the best records")
-    tuned = build.compile_tuned(pipeline.mod, target=target, database=database)
+    cuda_graph = build.use_cuda_graph(options.cuda_graph, target)
+    tuned = build.compile_tuned(
+        pipeline.mod, target=target, database=database, cuda_graph=cuda_graph
+    )
     options.out_dir.mkdir(parents=True, exist_ok=True)
     library_path = options.out_dir / "model.so"
     sha256 = build.export_library(tuned, library_path)
@@ -179,7 +184,9 @@ def compile_model(
     loaded = latency.LoadedModel(tvm.runtime.load_module(str(library_path)), target=target)
     tuned_latency = loaded.latency(inputs, samples=options.latency_samples)
     outputs = loaded.run(inputs)
-    untuned = latency.LoadedModel(build.compile_untuned(pipeline.mod, target=target), target=target)
+    untuned = latency.LoadedModel(
+        build.compile_untuned(pipeline.mod, target=target, cuda_graph=cuda_graph), target=target
+    )
     untuned_latency = untuned.latency(inputs, samples=options.latency_samples)
     max_diff = latency.max_abs_difference(outputs, latency.onnxruntime_outputs(validated, inputs))
 
@@ -307,6 +314,7 @@ def _manifest(
             "phases": pipeline.phases,
             "layout": pipeline.layout,
             "fp16": options.fp16,
+            "cuda_graph": build.use_cuda_graph(options.cuda_graph, target),
             "fused": [kernel.as_dict() for kernel in pipeline.fused],
         },
         "tuning": {

@@ -59,6 +59,13 @@ def compile_command(
         typer.Option(help="Database URL (default: SQLite in the data dir; TUNEFARM_DATABASE_URL)."),
     ] = None,
     fp16: Annotated[bool, typer.Option(help="Convert to float16 mixed precision.")] = False,
+    cuda_graph: Annotated[
+        bool | None,
+        typer.Option(
+            "--cuda-graph/--no-cuda-graph",
+            help="Replay the model as one CUDA graph (default: on for CUDA targets).",
+        ),
+    ] = None,
     layout: Annotated[str, typer.Option(help="NHWC, NCHW or auto.")] = "auto",
     max_trials_per_task: Annotated[
         int | None, typer.Option(help="Cap per task (default: an even share of --trials).")
@@ -93,6 +100,7 @@ def compile_command(
             max_trials_per_task=max_trials_per_task,
             layout=layout,  # type: ignore[arg-type]  # checked in check_options
             fp16=fp16,
+            cuda_graph=cuda_graph,
             seed=seed,
             workers=workers,
             measure_timeout_sec=settings.measure_timeout_sec,

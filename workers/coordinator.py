@@ -190,6 +190,7 @@ def run_job(
             max_trials_per_task=options.get("max_trials_per_task"),
             layout=options.get("layout", "auto"),
             fp16=bool(options.get("fp16", False)),
+            cuda_graph=options.get("cuda_graph"),
             seed=options.get("seed"),
             # A resumed job goes on with the budget the dead coordinator had not spent.
             prior_trials={

@@ -29,6 +29,7 @@ def submit_compile(options: CompileOptions, *, engine: Engine) -> str:
         "max_trials_per_task": options.max_trials_per_task,
         "layout": options.layout,
         "fp16": options.fp16,
+        "cuda_graph": options.cuda_graph,
         "seed": options.seed,
     }
     # The validated model has its external data inlined: the job needs no other file.
