@@ -1,0 +1,256 @@
+"""Our tuned GPU libraries against TVM untuned and PyTorch, side by side in one process.
+
+For each model and precision, on one GPU, with one timer for everything (CUDA events around
+each call, after a warm-up): torch eager, torch.compile (default and reduce-overhead, and
+max-autotune with --max-autotune), TVM with its default schedules, and TVM with the best records
+of a tunefarm database. Results go to ``bench/results/gpu_peers-<host>-<UTC time>.json``.
+
+    python3 bench/gpu_peers.py --models resnet50 --precisions fp32,fp16 \\
+        --records path/to/records [--tune-log path/to/gpu_tune_log.json ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import gpu_models
+
+
+def time_calls(run: Callable[[], Any], *, samples: int, warmup: int) -> dict[str, float]:
+    """p50/p90/p99 in ms of single calls, each bracketed by CUDA events on the default stream."""
+    for _ in range(warmup):
+        run()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(samples):
+        start = torch.cuda.Event(enable_timing=True)
+        end = torch.cuda.Event(enable_timing=True)
+        start.record()
+        run()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    values = np.array(times)
+    return {
+        "p50_ms": round(float(np.percentile(values, 50)), 4),
+        "p90_ms": round(float(np.percentile(values, 90)), 4),
+        "p99_ms": round(float(np.percentile(values, 99)), 4),
+        "samples": samples,
+    }
+
+
+def torch_peers(
+    model: gpu_models.BenchModel, *, half: bool, modes: list[str], samples: int
+) -> tuple[dict[str, Any], np.ndarray]:
+    module, inputs = model.on("cuda", half=half)
+    results: dict[str, Any] = {}
+    with torch.no_grad():
+        reference = module(*inputs).float().cpu().numpy()
+        results["torch eager"] = time_calls(lambda: module(*inputs), samples=samples, warmup=20)
+        for mode in modes:
+            torch._dynamo.reset()
+            started = time.perf_counter()
+            compiled = torch.compile(module, mode=None if mode == "default" else mode)
+            for _ in range(3):  # compile, then record CUDA graphs where the mode uses them
+                compiled(*inputs)
+            torch.cuda.synchronize()
+            compile_sec = time.perf_counter() - started
+            row = time_calls(partial(compiled, *inputs), samples=samples, warmup=20)
+            row["compile_sec"] = round(compile_sec, 1)
+            results[f"torch.compile {mode}"] = row
+    torch._dynamo.reset()
+    return results, reference
+
+
+def tvm_peers(
+    model: gpu_models.BenchModel,
+    onnx_path: Path,
+    *,
+    half: bool,
+    database_url: str | None,
+    reference: np.ndarray,
+    samples: int,
+) -> dict[str, Any]:
+    import tvm
+
+    from tuner import build
+    from tuner.latency import LoadedModel
+    from tuner.model_validation import validate_onnx_model
+    from tuner.onnx_import import import_onnx
+    from tuner.pipelines import PipelineOptions, run_pipeline
+    from tuner.targets import parse_target
+    from tuner.tasks import extract_tuning_tasks, look_up_tasks
+    from tuning_db import SqlDatabase
+
+    target = parse_target("cuda")
+    device = tvm.cuda(0)
+    validated = validate_onnx_model(onnx_path, max_bytes=4 * 1024**3)
+    started = time.perf_counter()
+    pipeline = run_pipeline(
+        import_onnx(validated), target=target, options=PipelineOptions(fp16=half)
+    )
+    results: dict[str, Any] = {"pipeline_sec": round(time.perf_counter() - started, 1)}
+    tasks = extract_tuning_tasks(pipeline.mod, target=target)
+    args = [tvm.runtime.tensor(t.numpy(), device=device) for t in model.inputs]
+
+    def measure(label: str, executable: Any, compile_sec: float) -> None:
+        loaded = LoadedModel(executable, target=target)
+        output = loaded.run([tensor.numpy() for tensor in model.inputs])[0]
+        diff = float(np.abs(output.astype(np.float32) - reference).max())
+        main = loaded.vm["main"]
+        row = time_calls(lambda: main(*args), samples=samples, warmup=20)
+        row.update(compile_sec=round(compile_sec, 1), max_abs_diff_vs_torch=diff)
+        results[label] = row
+        print(f"    {label}: p50 {row['p50_ms']} ms (diff {diff:.2e})", flush=True)
+
+    started = time.perf_counter()
+    executable = build.compile_untuned(pipeline.mod, target=target, cuda_graph=True)
+    measure("TVM untuned + CUDA graph", executable, time.perf_counter() - started)
+    if database_url is not None:
+        database = SqlDatabase(database_url, target=target)
+        coverage = look_up_tasks(tasks, database=database, target=target)
+        results["coverage"] = coverage.as_dict()
+        results["trials_in_database"] = trial_counts(database, tasks)
+        for graph in (True, False):
+            started = time.perf_counter()
+            executable = build.compile_tuned(
+                pipeline.mod, target=target, database=database, cuda_graph=graph
+            )
+            measure(
+                f"tunefarm tuned{' + CUDA graph' if graph else ''}",
+                executable,
+                time.perf_counter() - started,
+            )
+        results["tasks"] = [
+            {
+                "name": task.name,
+                "weight": task.weight,
+                "flops": task.flops,
+                "best_us": round(task.best_sec_before * 1e6, 3) if task.best_sec_before else None,
+                "trials": results["trials_in_database"]["per_task"].get(task.name, 0),
+            }
+            for task in tasks
+        ]
+    return results
+
+
+def trial_counts(database: Any, tasks: list[Any]) -> dict[str, Any]:
+    """Records (one per measured trial, failures included) of each task in the database."""
+    from sqlalchemy import func, select
+
+    from tuning_db.schema import TuningRecordRow, WorkloadRow
+
+    per_task = {}
+    with database.engine.connect() as connection:
+        for task in tasks:
+            key = database.workload_key(task.mod)
+            per_task[task.name] = connection.execute(
+                select(func.count(TuningRecordRow.id))
+                .join(WorkloadRow, WorkloadRow.id == TuningRecordRow.workload_id)
+                .where(WorkloadRow.key == key)
+                .where(TuningRecordRow.target_key == database.target_fingerprint.key)
+            ).scalar_one()
+    return {"total": sum(per_task.values()), "per_task": per_task}
+
+
+def gpu_name() -> str:
+    try:
+        return subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return torch.cuda.get_device_name(0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(gpu_models.MODEL_NAMES))
+    parser.add_argument("--precisions", default="fp32,fp16")
+    parser.add_argument("--records", type=Path, default=None, help="exported records to load")
+    parser.add_argument("--db", default=None, help="a tuning database URL to read instead")
+    parser.add_argument("--tune-log", type=Path, action="append", default=[])
+    parser.add_argument("--max-autotune", action="store_true")
+    parser.add_argument("--skip-torch-compile", action="store_true")
+    parser.add_argument("--samples", type=int, default=200)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/gpu-peers"))
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = parser.parse_args(argv)
+
+    started = datetime.now(timezone.utc)
+    args.work.mkdir(parents=True, exist_ok=True)
+    database_url = args.db
+    if args.records is not None:
+        from tuning_db.json_logs import import_json_logs
+
+        database_url = f"sqlite:///{args.work / f'peers-{started:%H%M%S}.db'}"
+        counts = import_json_logs(database_url, args.records)
+        print(f"loaded {counts.records} records of {counts.workloads} workloads", flush=True)
+    modes = [] if args.skip_torch_compile else ["default", "reduce-overhead"]
+    if args.max_autotune:
+        modes.append("max-autotune")
+
+    import tvm
+
+    result: dict[str, Any] = {
+        "benchmark": "gpu_peers",
+        "started_utc": started.isoformat(timespec="seconds"),
+        "machine": {
+            "hostname": socket.gethostname(),
+            "gpu": gpu_name(),
+            "cpu_count": __import__("os").cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "versions": {"torch": torch.__version__, "tvm": tvm.__version__},
+        "timer": "CUDA events around each call on the default stream, after 20 warm-up calls",
+        "tuning": [json.loads(path.read_text()) for path in args.tune_log if path.is_file()],
+        "models": {},
+    }
+    for name in args.models.split(","):
+        model = gpu_models.build(name)
+        onnx_path = gpu_models.export_onnx(model, args.work / f"{name}.onnx")
+        for precision in args.precisions.split(","):
+            half = precision == "fp16"
+            print(f"{name} {precision}", flush=True)
+            row, reference = torch_peers(model, half=half, modes=modes, samples=args.samples)
+            row.update(
+                tvm_peers(
+                    model,
+                    onnx_path,
+                    half=half,
+                    database_url=database_url,
+                    reference=reference,
+                    samples=args.samples,
+                )
+            )
+            result["models"][f"{name} {precision}"] = row
+            print(json.dumps({k: v for k, v in row.items() if k != "tasks"}), flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"gpu_peers-{socket.gethostname()}-{started:%Y%m%dT%H%M%SZ}.json"
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

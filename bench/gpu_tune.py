@@ -1,0 +1,175 @@
+"""Tune the GPU benchmark models through the farm, in time-boxed device calls that add up.
+
+One call: start a measure worker for the GPU (a warm pool of build processes) and a coordinator
+on a local Redis; load the records earlier calls brought back; submit one farm job per model and
+precision; cancel each job when its time is up (its records stay); write every record back out,
+so that the next call goes on where this one stopped.
+
+    python3 bench/gpu_tune.py --models resnet50 --precisions fp16 --seconds 420 \\
+        --records-in prev/records --records-out $OUT/records
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import gpu_models
+
+
+def start_worker(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "workers.cli", "worker", *args],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        env=env,
+        text=True,
+    )
+    deadline = time.monotonic() + 180
+    while " ready." not in log.read_text() and time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"worker {args} exited: {log.read_text()[-2000:]}")
+        time.sleep(0.2)
+    return process
+
+
+def tune_one(
+    engine: Any, model_path: Path, *, fp16: bool, trials: int, seconds: float, out: Path
+) -> dict[str, Any]:
+    from tuner.compile_job import CompileOptions
+    from tuning_db import job_store
+    from workers.farm_client import submit_compile
+
+    options = CompileOptions(
+        model_path=model_path,
+        target="cuda",
+        out_dir=out,
+        database_url=os.environ["TUNEFARM_DATABASE_URL"],
+        trials=trials,
+        fp16=fp16,
+        max_model_bytes=4 * 1024**3,
+    )
+    started = time.monotonic()
+    job_id = submit_compile(options, engine=engine)
+    cancelled_at = None
+    last_print = 0.0
+    while True:
+        job = job_store.get_job(engine, job_id)
+        assert job is not None
+        now = time.monotonic()
+        if now - last_print > 30:
+            last_print = now
+            tasks = job.progress.get("tasks", {})
+            done = sum(int(task.get("trials", 0)) for task in tasks.values())
+            print(f"  [{now - started:5.0f}s] {job.state}: {done} trials", flush=True)
+        if job.finished:
+            break
+        if cancelled_at is None and now - started > seconds:
+            job_store.request_cancel(engine, job_id)
+            cancelled_at = now
+        time.sleep(1.0)
+    tasks = job.progress.get("tasks", {})
+    return {
+        "job": job_id,
+        "state": job.state,
+        "error": job.error,
+        "wall_sec": round(time.monotonic() - started, 1),
+        "cancelled_after_sec": round(cancelled_at - started, 1) if cancelled_at else None,
+        "trials": sum(int(task.get("trials", 0)) for task in tasks.values()),
+        "tasks": {
+            name: {"trials": task.get("trials"), "best_us": task.get("best_us")}
+            for name, task in tasks.items()
+        },
+        "manifest": job.manifest,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="resnet50")
+    parser.add_argument("--precisions", default="fp16", help="fp32, fp16 or both (comma list)")
+    parser.add_argument("--seconds", type=float, default=420, help="tuning time per job")
+    parser.add_argument("--trials", type=int, default=20000, help="budget per job (upper bound)")
+    parser.add_argument("--concurrency", type=int, default=(os.cpu_count() or 2) - 1)
+    parser.add_argument("--records-in", type=Path, default=None)
+    parser.add_argument("--records-out", type=Path, required=True)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/gpu-tune"))
+    parser.add_argument("--broker-url", default="redis://127.0.0.1:6379/4")
+    args = parser.parse_args(argv)
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    database_url = f"sqlite:///{args.work / 'tuning.db'}"
+    env = {
+        **os.environ,
+        "TUNEFARM_DATABASE_URL": database_url,
+        "TUNEFARM_BROKER_URL": args.broker_url,
+    }
+    os.environ.update(env)
+    import redis
+
+    redis.Redis.from_url(args.broker_url).flushdb()
+
+    from tuning_db.json_logs import export_json_logs, import_json_logs
+    from tuning_db.sql_database import open_engine
+
+    engine = open_engine(database_url)
+    if args.records_in is not None and args.records_in.is_dir():
+        counts = import_json_logs(engine, args.records_in)
+        print(f"imported {counts.records} records of {counts.workloads} workloads", flush=True)
+
+    workers = [
+        start_worker(
+            ["--target", "cuda", "--concurrency", str(args.concurrency)],
+            args.work / "measure.log",
+            env,
+        ),
+        start_worker(["--jobs"], args.work / "coordinator.log", env),
+    ]
+    log: dict[str, Any] = {"runs": []}
+    try:
+        for name in args.models.split(","):
+            model_path = gpu_models.export_onnx(
+                gpu_models.build(name), args.work / "models" / f"{name}.onnx"
+            )
+            for precision in args.precisions.split(","):
+                print(f"tuning {name} {precision} for {args.seconds:.0f} s", flush=True)
+                run = tune_one(
+                    engine,
+                    model_path,
+                    fp16=precision == "fp16",
+                    trials=args.trials,
+                    seconds=args.seconds,
+                    out=args.work / "out" / f"{name}-{precision}",
+                )
+                run.update(model=name, precision=precision)
+                log["runs"].append(run)
+                print(
+                    f"  {run['state']} after {run['wall_sec']} s with {run['trials']} trials",
+                    flush=True,
+                )
+    finally:
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            try:
+                worker.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        counts = export_json_logs(engine, args.records_out)
+        print(f"exported {counts.records} records of {counts.workloads} workloads", flush=True)
+        args.records_out.mkdir(parents=True, exist_ok=True)
+        (args.records_out.parent / "gpu_tune_log.json").write_text(json.dumps(log, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
