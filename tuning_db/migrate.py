@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from alembic import command
@@ -24,11 +27,31 @@ def alembic_config(engine: Engine) -> Config:
 _ALEMBIC_LOCK = threading.Lock()
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
+@contextlib.contextmanager
+def _migration_lock(engine: Engine) -> Iterator[None]:
+    """One migration at a time per database, across threads and processes.
+
+    PostgreSQL takes an advisory lock in ``migrations/env.py``. A SQLite file gets a lock file
+    beside it: processes that start together on a new file would each create the tables.
+    """
     with _ALEMBIC_LOCK:
+        database = engine.url.database
+        if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+            yield
+            return
+        with open(f"{database}.migrate-lock", "a") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    with _migration_lock(engine):
         command.upgrade(alembic_config(engine), revision)
 
 
 def downgrade(engine: Engine, revision: str = "base") -> None:
-    with _ALEMBIC_LOCK:
+    with _migration_lock(engine):
         command.downgrade(alembic_config(engine), revision)

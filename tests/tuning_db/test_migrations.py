@@ -28,3 +28,17 @@ def test_upgrade_matches_models_then_downgrade_removes_everything(db_url: str) -
     upgrade(engine)  # and back up again
     assert TABLES <= set(inspect(engine).get_table_names())
     engine.dispose()
+
+
+def _migrate(url: str) -> None:
+    upgrade(make_engine(url))
+
+
+def test_processes_that_migrate_a_fresh_database_at_once_all_succeed(db_url: str) -> None:
+    # A coordinator, the API and a client often start together on an empty database.
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(4) as pool:
+        pool.map(_migrate, [db_url] * 4)
+    assert "jobs" in inspect(make_engine(db_url)).get_table_names()
