@@ -16,6 +16,7 @@ from sqlalchemy import Engine, select
 from tvm.s_tir.meta_schedule.database import JSONDatabase, Workload
 from tvm.target import Target
 
+from tuning_db.record_json import register_intrinsics_for
 from tuning_db.schema import TargetRow, TuningRecordRow, WorkloadRow
 from tuning_db.sql_database import SqlDatabase, open_engine
 
@@ -74,6 +75,7 @@ def import_json_logs(url_or_engine: str | Engine, directory: Path) -> TransferCo
         if not (directory / name).is_file():
             raise ValueError(f"{directory} has no {name}; is it a MetaSchedule work_dir?")
     engine = open_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
+    register_intrinsics_for((directory / RECORD_FILE).read_text())
     source = JSONDatabase(
         path_workload=str(directory / WORKLOAD_FILE),
         path_tuning_record=str(directory / RECORD_FILE),

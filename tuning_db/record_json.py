@@ -34,3 +34,12 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Map):
         return {_plain(key): _plain(item) for key, item in value.items()}
     return tvm.ir.save_json(value)
+
+
+def register_intrinsics_for(trace_text: str) -> None:
+    """Parsing a trace that tensorizes looks its tensor intrinsics up by name; register them.
+
+    The import takes seconds, so it happens only once a record needs it.
+    """
+    if "Tensorize" in trace_text:
+        import tvm.s_tir.tensor_intrin  # noqa: F401

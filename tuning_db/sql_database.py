@@ -26,7 +26,7 @@ from tvm.target import Target
 
 from tuning_db.engine import make_engine
 from tuning_db.migrate import upgrade
-from tuning_db.record_json import record_as_json
+from tuning_db.record_json import record_as_json, register_intrinsics_for
 from tuning_db.schema import Base, TargetRow, TuningRecordRow, WorkloadRow
 from tuning_db.target_fingerprint import TargetFingerprint, fingerprint
 from tuning_db.upsert import insert_ignoring_duplicates, insert_measured_record
@@ -311,6 +311,7 @@ class SqlDatabase(PyDatabase):
 
     @staticmethod
     def _to_record(row: Any, workload: Workload, target: Target) -> TuningRecord:
+        register_intrinsics_for(row.trace_json)
         record_json = [
             json.loads(row.trace_json),
             json.loads(row.run_secs_json),
