@@ -30,9 +30,7 @@ def make_pack(source: Path, destination: Path, *, top_k: int = 1) -> tuple[int, 
     destination.mkdir(parents=True, exist_ok=True)
     kept = sorted(best)
     new_index = {old: new for new, old in enumerate(kept)}
-    destination.joinpath(WORKLOAD_FILE).write_text(
-        "".join(workloads[old] + "\n" for old in kept)
-    )
+    destination.joinpath(WORKLOAD_FILE).write_text("".join(workloads[old] + "\n" for old in kept))
     with destination.joinpath(RECORD_FILE).open("w") as out:
         for old in kept:
             for _, record in sorted(best[old])[:top_k]:
