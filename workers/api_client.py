@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from workers.job_display import JobSnapshot
 
 
 class ApiClientError(Exception):
@@ -136,47 +136,13 @@ def _raise_for_error(response: httpx.Response) -> None:
     )
 
 
-class JobStatusDisplay:
-    """A live progress bar from a job's events on a terminal; silent otherwise."""
-
-    def __init__(self, console: Console, job_id: str) -> None:
-        self.console = console
-        self.enabled = console.is_terminal
-        self.job_id = job_id
-        self._progress: Progress | None = None
-        self._bar: Any = None
-        self._state = ""
-
-    def __call__(self, status: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        if status["state"] != self._state:
-            self._state = status["state"]
-            message = status.get("message") or ""
-            self.console.print(f"[bold cyan]•[/] job {self.job_id}: {status['state']} {message}")
-        total = status.get("trials_total")
-        if status["state"] == "tuning" and total:
-            if self._progress is None:
-                self._progress = Progress(
-                    TextColumn("tuning"),
-                    BarColumn(),
-                    MofNCompleteColumn(),
-                    TextColumn("trials · est. {task.fields[latency]}"),
-                    TimeElapsedColumn(),
-                    console=self.console,
-                )
-                self._progress.start()
-                self._bar = self._progress.add_task("job", total=total, latency="—")
-            latency = status.get("estimated_latency_ms")
-            self._progress.update(
-                self._bar,
-                completed=status.get("trials_done", 0),
-                latency=f"{latency:.3f} ms" if latency else "—",
-            )
-        else:
-            self.close()
-
-    def close(self) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-            self._progress = None
+def status_snapshot(status: dict[str, Any]) -> JobSnapshot:
+    """What the progress display shows of a job status from the API."""
+    latency = status.get("estimated_latency_ms")
+    return JobSnapshot(
+        state=status["state"],
+        message=status.get("message") or "",
+        trials_done=status.get("trials_done", 0),
+        trials_total=status.get("trials_total"),
+        detail=f"est. {latency:.3f} ms" if latency else "est. —",
+    )

@@ -134,15 +134,16 @@ def compile_command(
 
 def _compile_on_farm(options: CompileOptions) -> tuple[Path, Path, dict[str, Any]]:
     from tuning_db.sql_database import open_engine
-    from workers.farm_client import JobProgressDisplay, download, follow, submit_compile
+    from workers.farm_client import download, follow, job_snapshot, submit_compile
+    from workers.job_display import JobProgressDisplay
 
     engine = open_engine(options.database_url)
     job_id = submit_compile(options, engine=engine)
     if console.is_terminal:
         console.print(f"submitted job {job_id}")
-    display = JobProgressDisplay(console, job_id)
+    display = JobProgressDisplay(console, job_id, label="tuning on the farm")
     try:
-        job = follow(engine, job_id, on_update=display)
+        job = follow(engine, job_id, on_update=lambda job: display.show(job_snapshot(job)))
     except KeyboardInterrupt:
         _fail(
             f"stopped following job {job_id}; it keeps running "
@@ -374,7 +375,8 @@ def submit_command(
     token: TokenOption = None,
 ) -> None:
     """Upload MODEL to the API and submit a job; print the job's id."""
-    from workers.api_client import ApiClient, ApiClientError, JobStatusDisplay
+    from workers.api_client import ApiClient, ApiClientError, status_snapshot
+    from workers.job_display import JobProgressDisplay
 
     settings = Settings()
     if not model.is_file():
@@ -391,11 +393,11 @@ def submit_command(
             print(job["id"])
             if not wait:
                 return
-            display = JobStatusDisplay(console, job["id"])
+            display = JobProgressDisplay(console, job["id"], label="tuning")
             final = job
             try:
                 for _event, status in client.events(job["id"]):
-                    display(status)
+                    display.show(status_snapshot(status))
                     final = status
             finally:
                 display.close()

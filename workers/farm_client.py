@@ -8,14 +8,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import Engine
 
 from tuner.compile_job import CompileOptions, check_options
 from tuner.model_validation import validate_onnx_model
 from tuning_db import job_store
 from tuning_db.job_store import JobView
+from workers.job_display import JobSnapshot
 from workers.job_tasks import submit_job
 
 
@@ -73,50 +72,15 @@ def download(engine: Engine, job: JobView, out_dir: Path) -> tuple[Path, Path]:
     return library_path, manifest_path
 
 
-class JobProgressDisplay:
-    """A progress bar for a farm job on a terminal; silent otherwise."""
-
-    def __init__(self, console: Console, job_id: str) -> None:
-        self.console = console
-        self.enabled = console.is_terminal
-        self.job_id = job_id
-        self._progress: Progress | None = None
-        self._bar: Any = None
-        self._state = ""
-
-    def __call__(self, job: JobView) -> None:
-        if not self.enabled:
-            return
-        if job.state != self._state:
-            self._state = job.state
-            message = job.progress.get("message", "")
-            self.console.print(f"[bold cyan]•[/] job {self.job_id}: {job.state} {message}")
-        total = job.progress.get("trials_total")
-        if job.state == "tuning" and total:
-            if self._progress is None:
-                self._progress = Progress(
-                    TextColumn("tuning on the farm"),
-                    BarColumn(),
-                    MofNCompleteColumn(),
-                    TextColumn(
-                        "trials · best {task.fields[best]} · {task.fields[workers]} workers"
-                    ),
-                    TimeElapsedColumn(),
-                    console=self.console,
-                )
-                self._progress.start()
-                self._bar = self._progress.add_task("farm", total=total, best="—", workers=0)
-            best = [t["best_us"] for t in job.progress.get("tasks", {}).values() if t["best_us"]]
-            self._progress.update(
-                self._bar,
-                completed=job.progress.get("trials", 0),
-                best=f"{sum(best) / 1000:.3f} ms" if best else "—",
-                workers=len(job.progress.get("measured_by", {})),
-            )
-        elif self._progress is not None:
-            self._progress.stop()
-            self._progress = None
-
-    def close(self) -> None:
-        if self._progress is not None:
-            self._progress.stop()
+def job_snapshot(job: JobView) -> JobSnapshot:
+    """What the progress display shows of a job row."""
+    best = [t["best_us"] for t in job.progress.get("tasks", {}).values() if t["best_us"]]
+    best_text = f"{sum(best) / 1000:.3f} ms" if best else "—"
+    workers = len(job.progress.get("measured_by", {}))
+    return JobSnapshot(
+        state=job.state,
+        message=job.progress.get("message", ""),
+        trials_done=job.progress.get("trials", 0),
+        trials_total=job.progress.get("trials_total"),
+        detail=f"best {best_text} · {workers} workers",
+    )
