@@ -53,20 +53,16 @@ def model_tasks(model_path: Path, target: str, *, layout: str, fp16: bool) -> Mo
 
 @lru_cache(maxsize=256)
 def _model_tasks(model_path: str, target_text: str, layout: str, fp16: bool) -> ModelTasks:
-    from tuner.model_validation import validate_onnx_model
-    from tuner.onnx_import import import_onnx
-    from tuner.pipelines import PipelineOptions, run_pipeline
-    from tuner.tasks import extract_tuning_tasks
+    from tuner.model_analysis import analyse_model
     from tuning_db.workload_key import workload_key
 
     target = parse_target(target_text)
-    validated = validate_onnx_model(Path(model_path))
-    pipeline = run_pipeline(
-        import_onnx(validated),
+    tasks = analyse_model(
+        Path(model_path),
         target=target,
-        options=PipelineOptions(layout=layout, fp16=fp16),  # type: ignore[arg-type]
-    )
-    tasks = extract_tuning_tasks(pipeline.mod, target=target)
+        layout=layout,  # type: ignore[arg-type]
+        fp16=fp16,
+    ).tasks
     return ModelTasks(
         target_fingerprint=fingerprint(target).key,
         tasks=tuple(

@@ -1,0 +1,50 @@
+"""From an ONNX file to MetaSchedule's tasks: validate, import into Relax, run the pass
+pipeline, extract the tasks. A job does it before tuning; ``tunefarm plan`` and the API's
+coverage do only this."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tvm.target import Target
+
+from tuner.model_validation import DEFAULT_MAX_MODEL_BYTES, ValidatedModel, validate_onnx_model
+from tuner.onnx_import import import_onnx
+from tuner.pipelines import Layout, PipelineOptions, PipelineResult, run_pipeline
+from tuner.tasks import TuningTask, extract_tuning_tasks
+
+
+@dataclass
+class AnalysedModel:
+    validated: ValidatedModel
+    pipeline: PipelineResult
+    tasks: list[TuningTask]
+    """Heaviest first."""
+
+
+def analyse_model(
+    path: Path,
+    *,
+    target: Target,
+    layout: Layout = "auto",
+    fp16: bool = False,
+    max_bytes: int = DEFAULT_MAX_MODEL_BYTES,
+    on_step: Callable[[str], None] | None = None,
+) -> AnalysedModel:
+    """The model's tasks for ``target``; raises ``UserInputError`` for a bad model."""
+    step = on_step or (lambda message: None)
+    step(f"validating {path}")
+    validated = validate_onnx_model(path, max_bytes=max_bytes)
+    step("importing into Relax")
+    relax_mod = import_onnx(validated)
+    step("running the pass pipeline")
+    pipeline = run_pipeline(
+        relax_mod, target=target, options=PipelineOptions(layout=layout, fp16=fp16)
+    )
+    return AnalysedModel(
+        validated=validated,
+        pipeline=pipeline,
+        tasks=extract_tuning_tasks(pipeline.mod, target=target),
+    )
