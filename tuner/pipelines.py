@@ -16,6 +16,7 @@ from tvm import relax
 from tvm.ir import IRModule
 from tvm.target import Target
 
+from tuner.errors import UserInputError
 from tuner.targets import is_gpu
 
 logger = logging.getLogger(__name__)
@@ -121,7 +122,18 @@ def run_pipeline(
             if phase.name == "fuse":
                 fused_ops = relax.transform.FuseOps()(mod)
                 fused = _fused_kernels(fused_ops)
-            mod = tvm.transform.Sequential(phase.passes, name=phase.name)(mod)
+            try:
+                mod = tvm.transform.Sequential(phase.passes, name=phase.name)(mod)
+            except Exception as err:
+                if phase.name != "layout-and-precision":
+                    raise
+                # TVM's layout and precision rewrites do not handle every graph (MobileNetV2's
+                # fp16 fails in ToMixedPrecision): the user can compile without the option.
+                raise UserInputError(
+                    f"{_option_text(options, target)} is not supported for this model: TVM's "
+                    f"{phase.name} passes failed ({_first_line(err)}); "
+                    "compile it without that option"
+                ) from err
             logger.info("pipeline %s: phase %s done", name, phase.name)
     return PipelineResult(
         mod=mod,
@@ -130,6 +142,21 @@ def run_pipeline(
         layout=resolve_layout(options.layout, target),
         fused=fused,
     )
+
+
+def _option_text(options: PipelineOptions, target: Target) -> str:
+    chosen = []
+    if options.fp16:
+        chosen.append("--fp16")
+    if resolve_layout(options.layout, target) == "NHWC":
+        chosen.append("the NHWC layout")
+    return " with ".join(chosen)
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    # TVM puts the message on the last line, under its C++ stack.
+    return lines[-1] if lines else type(err).__name__
 
 
 def _fused_kernels(mod: IRModule) -> list[FusedKernel]:

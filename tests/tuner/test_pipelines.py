@@ -40,3 +40,41 @@ def test_nhwc_layout_converts_convolutions(relax_mod) -> None:  # type: ignore[n
 def test_unknown_pipeline(relax_mod) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(KeyError, match="unknown pipeline"):
         run_pipeline(relax_mod, target=parse_target("llvm"), options=PipelineOptions(), name="x")
+
+
+def test_fp16_on_a_graph_that_tvm_cannot_convert_is_a_clear_user_error(tmp_path: Path) -> None:
+    # MobileNetV2's ReLU6 is an ONNX Clip, which TVM 0.27 imports as a call that its
+    # ToMixedPrecision pass cannot type ("Expected TensorType, but got R.Callable").
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from tuner.errors import UserInputError
+
+    initializers = [
+        numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "w"),
+        numpy_helper.from_array(np.array(0, np.float32), "low"),
+        numpy_helper.from_array(np.array(6, np.float32), "high"),
+    ]
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["x", "w"], ["conv"], pads=[1, 1, 1, 1]),
+            helper.make_node("Clip", ["conv", "low", "high"], ["y"]),
+        ],
+        "relu6",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
+        initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "relu6.onnx"
+    onnx.save(model, str(path))
+    mod = import_onnx(validate_onnx_model(path))
+    target = parse_target("llvm")
+
+    assert run_pipeline(mod, target=target, options=PipelineOptions()).mod is not None
+    with pytest.raises(UserInputError, match="--fp16 is not supported for this model") as error:
+        run_pipeline(mod, target=target, options=PipelineOptions(fp16=True))
+    assert "without that option" in str(error.value)
+    assert "Expected TensorType" in str(error.value)
