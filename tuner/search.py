@@ -161,8 +161,13 @@ def tune(
                 "xgb", num_tuning_cores=contexts[0].num_threads, tree_method="auto"
             )
         progress = ProgressCallback([str(c.task_name) for c in contexts], report, on_progress)
-        ms.tune_tasks(
+        # MetaSchedule's loop, or ours that searches the next batch while one is measured
+        # (Settings.search_overlap picks).
+        from tuner.overlapped_search import tune_tasks
+
+        tune_tasks(
             tasks=contexts,
+            seed=seed,
             task_weights=weights,
             work_dir=work_dir,
             max_trials_global=remaining,

@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     max_model_bytes: int = 2 * 1024**3
     measure_timeout_sec: float = 60.0
     """Longest a candidate may take to build and run before it counts as failed."""
+    search_overlap: bool = False
+    """Search the next batch while the current one is measured (``tuner/overlapped_search.py``);
+    False runs MetaSchedule's own task scheduler loop."""
 
     # -- the HTTP API (``tunefarm serve``) --
     api_host: str = "127.0.0.1"

@@ -1,0 +1,115 @@
+"""The overlapped search loop: real search, real warm-pool measurements, a real SQLite database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import tvm
+import tvm.s_tir.meta_schedule as ms
+
+from tests.tuning_db.workloads import matmul
+from tuner import overlapped_search
+from tuner.pool_measure import CandidateWriter, TrialRunner
+from tuner.search import ProgressCallback, TaskProgress, TuningReport
+from tuner.trial import MeasureSettings
+from tuner.warm_pool import WarmPool
+from tuning_db import SqlDatabase
+
+TARGET = tvm.target.Target({"kind": "llvm", "num-cores": 1})
+FAST = MeasureSettings(number=1, repeat=1, min_repeat_ms=0)
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[WarmPool]:
+    with WarmPool(1, timeout_sec=60) as warm:
+        yield warm
+
+
+def _context(n: int, seed: int) -> ms.TuneContext:
+    return ms.TuneContext(
+        matmul(n),
+        target=TARGET,
+        space_generator="post-order-apply",
+        search_strategy=ms.search_strategy.EvolutionarySearch(
+            population_size=16, init_min_unmeasured=4, genetic_num_iters=1
+        ),
+        task_name=f"matmul_{n}",
+        rand_state=seed,
+        num_threads=1,
+    )
+
+
+def _tune(
+    pool: WarmPool,
+    tmp_path: Path,
+    *,
+    sizes: list[int],
+    total: int,
+    per_task: int,
+    per_iter: int,
+    stop_after: int | None = None,
+) -> tuple[TuningReport, SqlDatabase]:
+    database = SqlDatabase(f"sqlite:///{tmp_path / 'tuning.db'}", target=TARGET)
+    contexts = [_context(n, seed=i + 1) for i, n in enumerate(sizes)]
+    names = [str(ctx.task_name) for ctx in contexts]
+    report = TuningReport(tasks={name: TaskProgress(name) for name in names})
+
+    def listener(progress: TuningReport) -> None:
+        if stop_after is not None and progress.trials >= stop_after:
+            raise RuntimeError("stopped")
+
+    overlapped_search.tune_tasks(
+        tasks=contexts,
+        task_weights=[1.0] * len(contexts),
+        max_trials_global=total,
+        max_trials_per_task=per_task,
+        num_trials_per_iter=per_iter,
+        builder=CandidateWriter(str(tmp_path / "candidates")),
+        runner=TrialRunner(pool, settings=FAST),
+        database=database,
+        cost_model=ms.CostModel.create("xgb", num_tuning_cores=1),
+        measure_callbacks=[
+            *ms.MeasureCallback.create("default"),
+            ProgressCallback(names, report, listener),
+        ],
+        overlap=True,
+        seed=1,
+    )
+    return report, database
+
+
+def _records(database: SqlDatabase) -> list[tuple[str, str]]:
+    return [
+        (str(record.workload.mod["main"].body), str(record.trace))
+        for record in database.get_all_tuning_records()
+    ]
+
+
+def test_every_sent_candidate_is_recorded_once_within_budget(
+    pool: WarmPool, tmp_path: Path
+) -> None:
+    report, database = _tune(pool, tmp_path, sizes=[32, 48], total=20, per_task=12, per_iter=8)
+    stats = overlapped_search.last_stats
+    # Round robin gives each task a batch of 8; then only 4 of a task's 12 are left, and
+    # a batch searched ahead is cut to that.
+    assert report.trials == stats.trials == 20
+    assert all(task.trials <= 12 for task in report.tasks.values())
+    records = _records(database)
+    assert len(records) == 20
+    assert len(set(records)) == 20  # no candidate measured twice
+    assert stats.overlapped_batches >= 1  # a batch was searched while another was out
+    assert report.failures == 0
+
+
+def test_a_callback_that_raises_ends_the_loop_and_drops_batches_still_out(
+    pool: WarmPool, tmp_path: Path
+) -> None:
+    with pytest.raises(RuntimeError, match="stopped"):
+        _tune(pool, tmp_path, sizes=[32], total=64, per_task=64, per_iter=4, stop_after=4)
+    report_trials = overlapped_search.last_stats.trials
+    # The first batch was recorded; the one searched ahead was dropped, not recorded.
+    assert report_trials <= 8
+    database = SqlDatabase(f"sqlite:///{tmp_path / 'tuning.db'}", target=TARGET)
+    assert len(_records(database)) == 4
