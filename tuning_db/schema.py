@@ -1,7 +1,8 @@
 """SQLAlchemy 2 models of the tuning database.
 
-One row per workload (a TIR function to tune), one row per target fingerprint, and one row per
-measured schedule of a workload on a target. Jobs, and for the HTTP API the teams, their tokens
+One row per workload (a TIR function to tune) with its operator signature (the similarity
+index), one row per target fingerprint, and one row per measured schedule of a workload on a
+target. Jobs, and for the HTTP API the teams, their tokens
 and their uploaded models. The migrations in ``tuning_db/migrations`` create exactly these
 tables; a test compares the two.
 """
@@ -56,8 +57,36 @@ class WorkloadRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
 
 
+class WorkloadSignatureRow(Base):
+    """The operator signature of a workload (``operator_signature.py``): the similarity index."""
+
+    __tablename__ = "workload_signatures"
+    __table_args__ = (
+        # A similarity lookup reads one family in size order, both ways from the new workload.
+        Index("ix_workload_signatures_family_size", "family_key", "size_log2"),
+    )
+
+    workload_id: Mapped[int] = mapped_column(
+        ForeignKey("workloads.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    family_key: Mapped[str] = mapped_column(String(64))
+    """sha256 of what must match for one workload's trace to apply to another: operator kind,
+    dtypes, layout, axis roles and block names."""
+    kind: Mapped[str] = mapped_column(String(32))
+    """``conv``, ``dense``, ``pool``, ... (``OperatorKind``); for reading, not for lookups."""
+    size_log2: Mapped[float] = mapped_column(Float)
+    """log2 of the anchor block's iteration count. Workloads within distance d of one another
+    differ here by at most sqrt(rank) * d, so a lookup is a range scan of the index."""
+    signature_json: Mapped[str] = mapped_column(Text)
+    """The whole signature (shape vector, strides, blocks); the exact distance is computed from
+    it on the few rows the range scan returns."""
+    version: Mapped[int] = mapped_column(Integer)
+    """``SIGNATURE_VERSION`` of the code that wrote the row (it is also in the family key)."""
+
+
 class TargetRow(Base):
     __tablename__ = "targets"
+    __table_args__ = (Index("ix_targets_class", "target_class", "tvm_version"),)
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     """sha256 of ``fingerprint_json``: records are filed and queried under this key."""
@@ -65,6 +94,10 @@ class TargetRow(Base):
     """The TVM target JSON the records were measured with (without its host)."""
     fingerprint_json: Mapped[str] = mapped_column(Text)
     """Target JSON plus CPU features or GPU arch plus the TVM version."""
+    target_class: Mapped[str] = mapped_column(String(255))
+    """``cuda/sm_90``, ``llvm/<mcpu>/<features hash>`` (``target_fingerprint.target_class``):
+    with the same ``tvm_version``, another fingerprint's records may be built as is."""
+    tvm_version: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
 
 

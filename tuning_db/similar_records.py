@@ -29,4 +29,8 @@ class SimilarRecord:
     target_relation: TargetRelation
     mean_run_sec: float
     verified: bool
+    """False while the run time is only a client's claim (an API import)."""
     team_id: int | None
+    """The team that imported the record; None for the organisation's own measurements."""
+    target_class: str = ""
+    """The class of the target the record was measured on (``cuda/sm_80``), for reports."""

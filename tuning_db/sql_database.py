@@ -1,24 +1,33 @@
 """``SqlDatabase``: a MetaSchedule database on SQLAlchemy, filed by target fingerprint.
 
 MetaSchedule's search, its measure callbacks and ``MetaScheduleApplyDatabase`` use it directly.
-Unlike TVM's own databases, every query is answered for one target fingerprint: ``get_top_k`` and
-``get_all_tuning_records`` for the target the database is opened with, ``query_tuning_record``
-for the target it is asked about. Another target's records are never returned.
+Unlike TVM's own databases, every query is answered for one target: ``get_top_k`` for the target
+the database is opened with, ``query_tuning_record`` for the target it is asked about. They
+return the records of the target's own fingerprint; failing those, the records of the same
+*target class* measured with the same TVM version (an H100's records for an H200, see
+``target_fingerprint.py``); ``best_record_origin`` says which it was. A record of another
+architecture or TVM version is never returned by them. ``get_all_tuning_records`` and ``len``
+count the own fingerprint only.
 
 Only verified records are ever returned: a record whose run time is a client's claim (imported
 through the API) is invisible to the search and the build until a worker has measured it, and
 ``commit_tuning_record`` (a worker's measurement) then replaces the claim.
+
+``similar_records`` and ``nearest_workloads`` are the similarity index's lookups: records of
+workloads of the same operator family on any target of the same kind, which may only seed a
+search (``similar_records.py``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import tvm
 import tvm_ffi
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Connection, Engine, func, select, union_all
 from tvm.ir import IRModule
 from tvm.ir.utils import derived_object
 from tvm.s_tir.meta_schedule.database import PyDatabase, TuningRecord, Workload
@@ -26,8 +35,17 @@ from tvm.target import Target
 
 from tuning_db.engine import make_engine
 from tuning_db.migrate import upgrade
+from tuning_db.operator_signature import OperatorSignature, operator_signature
 from tuning_db.record_json import record_as_json, register_intrinsics_for
-from tuning_db.schema import Base, TargetRow, TuningRecordRow, WorkloadRow
+from tuning_db.schema import (
+    Base,
+    TargetRow,
+    TuningRecordRow,
+    WorkloadRow,
+    WorkloadSignatureRow,
+)
+from tuning_db.similar_records import SimilarRecord, TargetRelation
+from tuning_db.similarity_index import nearest_workloads, signature_values
 from tuning_db.target_fingerprint import TargetFingerprint, fingerprint
 from tuning_db.upsert import insert_ignoring_duplicates, insert_measured_record
 from tuning_db.workload_key import workload_key
@@ -38,6 +56,9 @@ FAILED_RUN_SEC = 1e10
 _workloads = Base.metadata.tables[WorkloadRow.__tablename__]
 _targets = Base.metadata.tables[TargetRow.__tablename__]
 _records = Base.metadata.tables[TuningRecordRow.__tablename__]
+_signatures = Base.metadata.tables[WorkloadSignatureRow.__tablename__]
+
+_RELATION_ORDER: dict[str, int] = {"same": 0, "class": 1, "other": 2}
 
 
 def open_engine(url: str) -> Engine:
@@ -74,6 +95,38 @@ class WorkloadKeyCache:
         return key
 
 
+@dataclass(frozen=True)
+class RecordOrigin:
+    """Where the record an exact query returns was measured."""
+
+    relation: Literal["same", "class"]
+    """``same``: this fingerprint; ``class``: another machine of the target class, same TVM."""
+    target_key: str
+    target_json: str
+    target_class: str
+    mean_run_sec: float
+
+
+@dataclass(frozen=True)
+class NearestWorkload:
+    """A workload of the same family with records that can seed a search (a coverage line)."""
+
+    workload_key: str
+    distance: float
+    """0.0 for the workload itself (measured only elsewhere, or only claimed)."""
+    best_run_sec: float | None
+    """Its best verified run time on this target's fingerprint or class (same TVM version);
+    None when its records are all of other classes or TVM versions, or unverified."""
+
+
+@dataclass(frozen=True)
+class _KnownTarget:
+    key: str
+    target_json: str
+    target_class: str
+    relation: TargetRelation
+
+
 @derived_object
 class SqlDatabase(PyDatabase):
     """MetaSchedule database in SQL; ``target`` is the target the search runs for."""
@@ -87,6 +140,7 @@ class SqlDatabase(PyDatabase):
         self._keys = WorkloadKeyCache()
         self._workload_ids: dict[str, int] = {}
         self._known_targets: set[str] = set()
+        self._signatures: dict[str, OperatorSignature] = {}
         self._target_fingerprint = self.register_target(target)
 
     # -- tunefarm's own API -------------------------------------------------------------
@@ -107,6 +161,8 @@ class SqlDatabase(PyDatabase):
                         "key": fp.key,
                         "target_json": fp.target_json,
                         "fingerprint_json": fp.fingerprint_json,
+                        "target_class": fp.target_class,
+                        "tvm_version": fp.tvm_version,
                     },
                 )
             self._known_targets.add(fp.key)
@@ -116,20 +172,157 @@ class SqlDatabase(PyDatabase):
         return self._keys.key(mod)
 
     def best_run_sec(self, mod: IRModule, target: Target | None = None) -> float | None:
-        """Mean run time of the best valid record of ``mod`` on ``target``, without TVM objects."""
+        """Mean run time of the record an exact query of ``mod`` on ``target`` returns."""
+        origin = self.best_record_origin(mod, target)
+        return origin.mean_run_sec if origin is not None else None
+
+    def best_record_origin(
+        self, mod: IRModule, target: Target | None = None
+    ) -> RecordOrigin | None:
+        """Where the best record of ``mod`` for ``target`` (default: this database's) comes from.
+
+        None when there is no exact hit: no verified record of this fingerprint nor of its
+        class with this TVM version.
+        """
         workload_id = self._find_workload_id(self._keys.key(mod))
         if workload_id is None:
             return None
-        target_key = fingerprint(target or self.target).key
+        rows, relation = self._exact_rows(workload_id, fingerprint(target or self.target), 1)
+        if not rows or relation is None:
+            return None
         with self.engine.connect() as connection:
-            return connection.execute(
-                select(func.min(_records.c.mean_run_sec)).where(
-                    _records.c.workload_id == workload_id,
-                    _records.c.target_key == target_key,
-                    _records.c.mean_run_sec.is_not(None),
-                    _records.c.verified.is_(True),
-                )
-            ).scalar()
+            target_row = connection.execute(
+                select(_targets).where(_targets.c.key == rows[0].target_key)
+            ).one()
+        return RecordOrigin(
+            relation=relation,
+            target_key=str(target_row.key),
+            target_json=str(target_row.target_json),
+            target_class=str(target_row.target_class),
+            mean_run_sec=float(rows[0].mean_run_sec),
+        )
+
+    def best_record_relation(self, mod: IRModule) -> TargetRelation | None:
+        """``same`` or ``class`` for an exact hit of ``mod`` on this target; None for a miss."""
+        origin = self.best_record_origin(mod)
+        return origin.relation if origin is not None else None
+
+    def signature(self, mod: IRModule) -> OperatorSignature:
+        """The operator signature of a workload module (cached per workload key)."""
+        key = self._keys.key(mod)
+        cached = self._signatures.get(key)
+        if cached is None:
+            cached = self._signatures[key] = operator_signature(mod)
+        return cached
+
+    def similar_records(
+        self, mod: IRModule, *, workloads: int = 4, per_workload: int = 8
+    ) -> list[SimilarRecord]:
+        """Records that may seed a search of ``mod`` on this database's target.
+
+        The ``workloads`` nearest workloads of the same operator family that have valid
+        records on a target of the same kind (``per_workload`` of the best of each), plus the
+        records of ``mod`` itself that are not exact hits (measured on another architecture or
+        TVM version, or only claimed), at distance 0. Records of other teams and unverified ones
+        are included and flagged: a seed only proposes a schedule that our workers measure.
+        Ordered by distance, then target relation, then run time.
+        """
+        own_id = self._find_workload_id(self._keys.key(mod))
+        signature = self.signature(mod)
+        with self.engine.connect() as connection:
+            targets = self._targets_of_kind(connection)
+            if not targets:
+                return []
+            neighbours = nearest_workloads(
+                connection,
+                signature,
+                limit=workloads,
+                exclude=[own_id] if own_id is not None else [],
+                accept=lambda ids: self._with_records(connection, ids, targets),
+            )
+            distances = {neighbour.workload_id: neighbour.distance for neighbour in neighbours}
+            if own_id is not None:
+                distances[own_id] = 0.0
+            if not distances:
+                return []
+            rows = self._seed_rows(connection, distances, own_id, targets, per_workload)
+            modules = self._workload_modules(connection, {row.workload_id for row in rows})
+        similar = [
+            SimilarRecord(
+                record=self._to_record_json(
+                    row,
+                    modules[row.workload_id][1],
+                    json.loads(targets[row.target_key].target_json),
+                ),
+                workload_key=modules[row.workload_id][0],
+                distance=distances[row.workload_id],
+                target_relation=targets[row.target_key].relation,
+                mean_run_sec=float(row.mean_run_sec),
+                verified=bool(row.verified),
+                team_id=row.team_id,
+                target_class=targets[row.target_key].target_class,
+            )
+            for row in rows
+        ]
+        return sorted(
+            similar,
+            key=lambda s: (s.distance, _RELATION_ORDER[s.target_relation], s.mean_run_sec),
+        )
+
+    def nearest_workloads(self, mod: IRModule, *, limit: int = 3) -> list[NearestWorkload]:
+        """The workloads whose records could seed a search of ``mod``, nearest first.
+
+        As ``similar_records`` chooses them (``mod`` itself first when it has records that are
+        not exact hits), each with its best verified run time on this fingerprint or class.
+        """
+        own_id = self._find_workload_id(self._keys.key(mod))
+        signature = self.signature(mod)
+        with self.engine.connect() as connection:
+            targets = self._targets_of_kind(connection)
+            if not targets:
+                return []
+            found: list[tuple[int, float]] = []
+            if own_id is not None and self._has_seed_records(connection, own_id, targets):
+                found.append((own_id, 0.0))
+            neighbours = nearest_workloads(
+                connection,
+                signature,
+                limit=limit - len(found),
+                exclude=[own_id] if own_id is not None else [],
+                accept=lambda ids: self._with_records(connection, ids, targets),
+            )
+            found += [(neighbour.workload_id, neighbour.distance) for neighbour in neighbours]
+            if not found:
+                return []
+            ids = [workload_id for workload_id, _ in found]
+            keys = dict(
+                connection.execute(
+                    select(_workloads.c.id, _workloads.c.key).where(_workloads.c.id.in_(ids))
+                ).all()
+            )
+            exact_keys = [key for key, t in targets.items() if t.relation != "other"]
+            best = dict(
+                connection.execute(
+                    select(_records.c.workload_id, func.min(_records.c.mean_run_sec))
+                    .where(
+                        _records.c.workload_id.in_(ids),
+                        _records.c.target_key.in_(exact_keys),
+                        _records.c.mean_run_sec.is_not(None),
+                        _records.c.verified.is_(True),
+                    )
+                    .group_by(_records.c.workload_id)
+                ).all()
+            )
+        return [
+            NearestWorkload(
+                workload_key=str(keys[workload_id]),
+                distance=distance,
+                best_run_sec=float(best[workload_id])
+                if best.get(workload_id) is not None
+                else None,
+            )
+            for workload_id, distance in found
+        ]
 
     # -- MetaSchedule's Database interface ---------------------------------------------------
 
@@ -137,11 +330,18 @@ class SqlDatabase(PyDatabase):
         return self._find_workload_id(self._keys.key(mod)) is not None
 
     def commit_workload(self, mod: IRModule) -> Workload:
+        """File the workload and, in the same transaction, its operator signature."""
         key = self._keys.key(mod)
         if self._find_workload_id(key) is None:
             with self.engine.begin() as connection:
                 insert_ignoring_duplicates(
                     connection, _workloads, {"key": key, "mod_json": tvm.ir.save_json(mod)}
+                )
+                workload_id = connection.execute(
+                    select(_workloads.c.id).where(_workloads.c.key == key)
+                ).scalar_one()
+                insert_ignoring_duplicates(
+                    connection, _signatures, signature_values(workload_id, mod, workload_key=key)
                 )
             self._find_workload_id(key)
         return Workload(mod)
@@ -219,7 +419,7 @@ class SqlDatabase(PyDatabase):
         workload_id = self._find_workload_id(self._keys.key(workload.mod))
         if top_k == 0 or workload_id is None:
             return []
-        rows = self._top_rows(workload_id, self._target_fingerprint.key, top_k)
+        rows, _ = self._exact_rows(workload_id, self._target_fingerprint, top_k)
         return [self._to_record(row, workload, self.target) for row in rows]
 
     def get_all_tuning_records(self) -> list[TuningRecord]:
@@ -247,7 +447,7 @@ class SqlDatabase(PyDatabase):
         workload_id = self._find_workload_id(self._keys.key(mod))
         if workload_id is None:
             return None
-        rows = self._top_rows(workload_id, fingerprint(target).key, 1)
+        rows, _ = self._exact_rows(workload_id, fingerprint(target), 1)
         if not rows:
             return None
         with self.engine.connect() as connection:
@@ -291,7 +491,27 @@ class SqlDatabase(PyDatabase):
         assert workload_id is not None
         return workload_id
 
-    def _top_rows(self, workload_id: int, target_key: str, limit: int) -> list[Any]:
+    def _exact_rows(
+        self, workload_id: int, fp: TargetFingerprint, limit: int
+    ) -> tuple[list[Any], Literal["same", "class"] | None]:
+        """The best verified rows of the fingerprint, else of its class with the same TVM."""
+        rows = self._top_rows(workload_id, [fp.key], limit)
+        if rows:
+            return rows, "same"
+        with self.engine.connect() as connection:
+            class_keys = list(
+                connection.execute(
+                    select(_targets.c.key).where(
+                        _targets.c.target_class == fp.target_class,
+                        _targets.c.tvm_version == fp.tvm_version,
+                        _targets.c.key != fp.key,
+                    )
+                ).scalars()
+            )
+        rows = self._top_rows(workload_id, class_keys, limit) if class_keys else []
+        return rows, ("class" if rows else None)
+
+    def _top_rows(self, workload_id: int, target_keys: list[str], limit: int) -> list[Any]:
         # Served by ix_tuning_records_top_k: (workload_id, target_key, mean_run_sec). A claimed
         # run time (unverified) must never win a search or a build.
         with self.engine.connect() as connection:
@@ -300,7 +520,7 @@ class SqlDatabase(PyDatabase):
                     select(_records)
                     .where(
                         _records.c.workload_id == workload_id,
-                        _records.c.target_key == target_key,
+                        _records.c.target_key.in_(target_keys),
                         _records.c.mean_run_sec.is_not(None),
                         _records.c.verified.is_(True),
                     )
@@ -309,13 +529,157 @@ class SqlDatabase(PyDatabase):
                 ).all()
             )
 
+    def _targets_of_kind(self, connection: Connection) -> dict[str, _KnownTarget]:
+        """Every filed target of this database's target kind, with its relation to it."""
+        fp = self._target_fingerprint
+        kind = self.target.kind.name
+        known = {}
+        for row in connection.execute(
+            select(
+                _targets.c.key,
+                _targets.c.target_json,
+                _targets.c.target_class,
+                _targets.c.tvm_version,
+            ).where(_targets.c.target_class.startswith(f"{kind}/", autoescape=True))
+        ):
+            relation: TargetRelation = "other"
+            if row.key == fp.key:
+                relation = "same"
+            elif row.target_class == fp.target_class and row.tvm_version == fp.tvm_version:
+                relation = "class"
+            known[str(row.key)] = _KnownTarget(
+                str(row.key), str(row.target_json), str(row.target_class), relation
+            )
+        return known
+
+    @staticmethod
+    def _with_records(
+        connection: Connection, workload_ids: list[int], targets: dict[str, _KnownTarget]
+    ) -> set[int]:
+        """The workloads that have a valid record on one of ``targets`` (index only)."""
+        if not workload_ids:
+            return set()
+        return set(
+            connection.execute(
+                select(_records.c.workload_id)
+                .where(
+                    _records.c.workload_id.in_(workload_ids),
+                    _records.c.target_key.in_(list(targets)),
+                    _records.c.mean_run_sec.is_not(None),
+                )
+                .distinct()
+            ).scalars()
+        )
+
+    @staticmethod
+    def _seed_filter(workload_id: int, own_id: int | None, target: _KnownTarget) -> list[Any]:
+        # The workload's own verified records on its fingerprint or class are exact hits: the
+        # search has them already.
+        if workload_id == own_id and target.relation != "other":
+            return [_records.c.verified.is_(False)]
+        return []
+
+    def _has_seed_records(
+        self, connection: Connection, own_id: int, targets: dict[str, _KnownTarget]
+    ) -> bool:
+        for target in targets.values():
+            found = connection.execute(
+                select(_records.c.id)
+                .where(
+                    _records.c.workload_id == own_id,
+                    _records.c.target_key == target.key,
+                    _records.c.mean_run_sec.is_not(None),
+                    *self._seed_filter(own_id, own_id, target),
+                )
+                .limit(1)
+            ).first()
+            if found is not None:
+                return True
+        return False
+
+    def _seed_rows(
+        self,
+        connection: Connection,
+        distances: dict[int, float],
+        own_id: int | None,
+        targets: dict[str, _KnownTarget],
+        per_workload: int,
+    ) -> list[Any]:
+        """The best ``per_workload`` seed rows of each workload (by relation, then run time).
+
+        One statement: per (workload, target) pair, an index range of ix_tuning_records_top_k
+        with a LIMIT, all pairs joined by UNION ALL.
+        """
+        if per_workload <= 0:
+            return []
+        columns = [
+            _records.c.id,
+            _records.c.workload_id,
+            _records.c.target_key,
+            _records.c.trace_json,
+            _records.c.run_secs_json,
+            _records.c.mean_run_sec,
+            _records.c.args_info_json,
+            _records.c.verified,
+            _records.c.team_id,
+        ]
+        parts = [
+            select(
+                *select(*columns)
+                .where(
+                    _records.c.workload_id == workload_id,
+                    _records.c.target_key == target.key,
+                    _records.c.mean_run_sec.is_not(None),
+                    *self._seed_filter(workload_id, own_id, target),
+                )
+                .order_by(_records.c.mean_run_sec, _records.c.id)
+                .limit(per_workload)
+                .subquery()
+                .c
+            )
+            for workload_id in distances
+            for target in targets.values()
+        ]
+        rows = connection.execute(union_all(*parts)).all() if parts else []
+        by_workload: dict[int, list[Any]] = {}
+        for row in rows:
+            by_workload.setdefault(int(row.workload_id), []).append(row)
+        kept = []
+        for workload_rows in by_workload.values():
+            workload_rows.sort(
+                key=lambda row: (
+                    _RELATION_ORDER[targets[row.target_key].relation],
+                    row.mean_run_sec,
+                    row.id,
+                )
+            )
+            kept += workload_rows[:per_workload]
+        return kept
+
+    @staticmethod
+    def _workload_modules(
+        connection: Connection, workload_ids: set[int]
+    ) -> dict[int, tuple[str, Workload]]:
+        rows = connection.execute(
+            select(_workloads.c.id, _workloads.c.key, _workloads.c.mod_json).where(
+                _workloads.c.id.in_(sorted(workload_ids))
+            )
+        ).all()
+        return {
+            int(row.id): (str(row.key), Workload(tvm.ir.load_json(row.mod_json))) for row in rows
+        }
+
     @staticmethod
     def _to_record(row: Any, workload: Workload, target: Target) -> TuningRecord:
+        return SqlDatabase._to_record_json(row, workload, json.loads(str(target)))
+
+    @staticmethod
+    def _to_record_json(row: Any, workload: Workload, target_json: Any) -> TuningRecord:
         register_intrinsics_for(row.trace_json)
         record_json = [
             json.loads(row.trace_json),
             json.loads(row.run_secs_json),
-            json.loads(str(target)),
+            target_json,
             json.loads(row.args_info_json) if row.args_info_json is not None else None,
         ]
         return TuningRecord.from_json(record_json, workload)

@@ -10,7 +10,16 @@ from tuning_db.engine import make_engine
 from tuning_db.migrate import downgrade, upgrade
 from tuning_db.schema import Base
 
-TABLES = {"workloads", "targets", "tuning_records", "jobs", "teams", "api_tokens", "models"}
+TABLES = {
+    "workloads",
+    "workload_signatures",
+    "targets",
+    "tuning_records",
+    "jobs",
+    "teams",
+    "api_tokens",
+    "models",
+}
 
 
 def test_upgrade_matches_models_then_downgrade_removes_everything(db_url: str) -> None:
