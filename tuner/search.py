@@ -10,15 +10,22 @@ from dataclasses import dataclass, field
 
 import tvm.s_tir.meta_schedule as ms
 from tvm.ir.utils import derived_object
+from tvm.s_tir.meta_schedule import TuneContext
 from tvm.s_tir.meta_schedule.builder import Builder
 from tvm.s_tir.meta_schedule.database import Database
+from tvm.s_tir.meta_schedule.logging import get_loggers_from_work_dir
 from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
 from tvm.s_tir.meta_schedule.runner import Runner
+from tvm.s_tir.meta_schedule.search_strategy import SearchStrategy
+from tvm.s_tir.meta_schedule.utils import fork_seed
 from tvm.target import Target
 
 from tuner.schedule_rules import register_pooling_rules
 from tuner.tasks import TuningTask
 from tuner.tensor_intrinsics import load_tensor_intrinsics
+from tuner.warm_start import WarmStart, WarmStartFigures, WarmStartSearch
+from tuning_db.similar_records import SimilarRecord
+from tuning_db.workload_key import workload_key
 
 FAILED_RUN_SEC = 1e10
 
@@ -59,6 +66,8 @@ class TaskProgress:
     trials: int = 0
     failures: int = 0
     best_sec: float | None = None
+    warm_start: WarmStartFigures | None = None
+    """What the warm start did, for a task that had similar records; seeds count as trials."""
 
 
 @dataclass
@@ -118,6 +127,7 @@ def tune(
     work_dir: str | None = None,
     on_progress: ProgressListener | None = None,
     log_level: int = logging.WARNING,
+    warm_start: WarmStart | None = None,
 ) -> TuningReport:
     """Tune ``tasks`` with up to ``total_trials`` measurements; records go to ``database``.
 
@@ -125,6 +135,10 @@ def tune(
     schedule) leaves its share unused, so the search runs again, up to ``MAX_ROUNDS`` times,
     over the tasks that used their whole share, with what is left. Later rounds start from the
     best records in the database and keep the same cost model.
+
+    With ``warm_start``, a task with no record of its own in ``database`` starts from its
+    similar records (``tuner.warm_start``): the cost model is pre-trained on them, and their
+    re-applied traces are the task's first candidates, measured here and counted in its share.
     """
     report = TuningReport(tasks={task.name: TaskProgress(task.name) for task in tasks})
     if not tasks or total_trials <= 0:
@@ -134,6 +148,10 @@ def tune(
     register_pooling_rules()
     cost_model: ms.CostModel | None = None
     active = list(tasks)
+    considered: set[str] = set()
+    """Tasks whose warm start was looked up: only in the first round a task is tuned in."""
+    pretrained: set[str] = set()
+    """Workloads the cost model has learnt from (or must not, being tuned here)."""
     for round_index in range(MAX_ROUNDS if max_trials_per_task is None else 1):
         remaining = total_trials - report.trials
         if remaining <= 0 or not active:
@@ -150,10 +168,24 @@ def tune(
         # MetaSchedule prints its task table to stdout at INFO, and each time it makes its
         # loggers it leaves them at DEBUG: set the level we want before every round.
         logging.getLogger("tvm.s_tir.meta_schedule").setLevel(log_level)
-        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-            extracted_tasks=[task.extracted for task in active],
+        strategies: dict[str, SearchStrategy] = {}
+        if warm_start is not None:
+            strategies = _warm_start_strategies(
+                [task for task in active if task.name not in considered],
+                warm_start=warm_start,
+                database=database,
+                target=target,
+                settings=settings,
+                report=report,
+                pretrained=pretrained,
+                seed=seed,
+            )
+            considered.update(task.name for task in active)
+        contexts, weights = _tune_contexts(
+            active,
             work_dir=work_dir,
-            strategy=settings.strategy(),
+            settings=settings,
+            strategies=strategies,
             seed=None if seed is None else seed + round_index,
         )
         if cost_model is None:
@@ -185,3 +217,92 @@ def tune(
             task for task in active if report.tasks[task.name].trials - before[task.name] >= share
         ]
     return report
+
+
+def _warm_start_strategies(
+    tasks: list[TuningTask],
+    *,
+    warm_start: WarmStart,
+    database: Database,
+    target: Target,
+    settings: SearchSettings,
+    report: TuningReport,
+    pretrained: set[str],
+    seed: int | None,
+) -> dict[str, SearchStrategy]:
+    """A warm-started search for each task with similar records and no record of its own."""
+    strategies: dict[str, SearchStrategy] = {}
+    for index, task in enumerate(tasks):
+        records = _similar_records(task, warm_start=warm_start, database=database, target=target)
+        if not records:
+            continue
+        if not pretrained:
+            # No task's own workload may be learnt from as a neighbour: its group in the cost
+            # model is for our measurements of it.
+            pretrained.update(workload_key(other.mod) for other in tasks)
+        figures = WarmStartFigures()
+        report.tasks[task.name].warm_start = figures
+        strategies[task.name] = WarmStartSearch(
+            settings.strategy(),
+            records,
+            warm_start=warm_start,
+            figures=figures,
+            pretrained=pretrained,
+            seed=None if seed is None else seed + index,
+        )
+    return strategies
+
+
+def _similar_records(
+    task: TuningTask, *, warm_start: WarmStart, database: Database, target: Target
+) -> list[SimilarRecord]:
+    try:
+        if database.query_tuning_record(task.mod, target, task.name) is not None:
+            return []  # its own records seed the search already
+        return list(warm_start.similar_records(task))
+    except Exception:
+        logging.getLogger(__name__).warning(
+            "no warm start for %s: the similar records could not be read", task.name, exc_info=True
+        )
+        return []
+
+
+def _tune_contexts(
+    active: list[TuningTask],
+    *,
+    work_dir: str,
+    settings: SearchSettings,
+    strategies: dict[str, SearchStrategy],
+    seed: int | None,
+) -> tuple[list[TuneContext], list[float]]:
+    """MetaSchedule's ``extracted_tasks_to_tune_contexts``, with a search strategy per task."""
+    extracted = [task.extracted for task in active]
+    if not strategies:
+        return ms.relax_integration.extracted_tasks_to_tune_contexts(
+            extracted_tasks=extracted,
+            work_dir=work_dir,
+            strategy=settings.strategy(),
+            seed=seed,
+        )
+    contexts: list[TuneContext] = []
+    weights: list[float] = []
+    loggers = get_loggers_from_work_dir(work_dir, [str(task.task_name) for task in extracted])
+    for task, logger, rand_state in zip(
+        active, loggers, fork_seed(seed, n=len(active)), strict=True
+    ):
+        if task.extracted.mod.attrs.get("tirx.is_scheduled", False):
+            continue  # as MetaSchedule skips a task that is already scheduled
+        contexts.append(
+            TuneContext(
+                mod=task.extracted.dispatched[0],
+                target=task.extracted.target,
+                space_generator="post-order-apply",
+                search_strategy=strategies.get(task.name) or settings.strategy(),
+                task_name=task.extracted.task_name,
+                logger=logger,
+                rand_state=rand_state,
+                num_threads="physical",
+            ).clone()
+        )
+        weights.append(task.extracted.weight)
+    return contexts, weights
