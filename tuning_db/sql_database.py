@@ -79,6 +79,50 @@ def trace_hash(trace_json: str) -> str:
     return hashlib.sha256(trace_json.encode()).hexdigest()
 
 
+def best_verified_times(
+    engine: Engine, workload_keys: list[str], target_key: str
+) -> dict[str, float]:
+    """Workload key → the run time an exact query on the fingerprint ``target_key`` returns.
+
+    The best verified record of that fingerprint, else of its target class with the same TVM
+    version (as ``SqlDatabase.query_tuning_record``); keys without either are left out.
+    """
+    if not workload_keys:
+        return {}
+    with engine.connect() as connection:
+        own = connection.execute(
+            select(_targets.c.target_class, _targets.c.tvm_version).where(
+                _targets.c.key == target_key
+            )
+        ).first()
+        target_keys = [target_key]
+        if own is not None:
+            target_keys += connection.execute(
+                select(_targets.c.key).where(
+                    _targets.c.target_class == own.target_class,
+                    _targets.c.tvm_version == own.tvm_version,
+                    _targets.c.key != target_key,
+                )
+            ).scalars()
+        rows = connection.execute(
+            select(_workloads.c.key, _records.c.target_key, func.min(_records.c.mean_run_sec))
+            .join(_records, _records.c.workload_id == _workloads.c.id)
+            .where(
+                _workloads.c.key.in_(workload_keys),
+                _records.c.target_key.in_(target_keys),
+                _records.c.mean_run_sec.is_not(None),
+                _records.c.verified.is_(True),
+            )
+            .group_by(_workloads.c.key, _records.c.target_key)
+        ).all()
+    own_best: dict[str, float] = {}
+    class_best: dict[str, float] = {}
+    for key, row_target_key, best in rows:
+        chosen = own_best if row_target_key == target_key else class_best
+        chosen[key] = min(float(best), chosen.get(key, float("inf")))
+    return {**class_best, **own_best}
+
+
 class WorkloadKeyCache:
     """Workload keys of modules this process has seen: keys cost a print of the IR."""
 

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine
 
 from tuner.targets import parse_target
-from tuning_db.schema import TuningRecordRow, WorkloadRow
+from tuning_db.sql_database import best_verified_times
 from tuning_db.target_fingerprint import fingerprint
 
 
@@ -99,16 +99,6 @@ def best_times(
 
 
 def _read_best_times(engine: Engine, keys: list[str], target_key: str) -> dict[str, float]:
-    with engine.connect() as connection:
-        rows = connection.execute(
-            select(WorkloadRow.key, func.min(TuningRecordRow.mean_run_sec))
-            .join(TuningRecordRow, TuningRecordRow.workload_id == WorkloadRow.id)
-            .where(
-                WorkloadRow.key.in_(keys),
-                TuningRecordRow.target_key == target_key,
-                TuningRecordRow.mean_run_sec.is_not(None),
-                TuningRecordRow.verified.is_(True),
-            )
-            .group_by(WorkloadRow.key)
-        ).all()
-    return {str(key): float(best) for key, best in rows if best is not None}
+    # What a build would use: the fingerprint's own records, else its target class's (an
+    # H100's records for an H200, the same TVM version).
+    return best_verified_times(engine, keys, target_key)
