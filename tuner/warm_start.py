@@ -88,7 +88,8 @@ class WarmStartFigures:
     best_seed_sec: float | None = None
     """Best mean run time among the seeded candidates, as we measured it."""
     pretrained_on: int = 0
-    """Neighbour records the cost model was pre-trained on for this task."""
+    """Neighbour records the cost model was pre-trained on for this task (a neighbour shared
+    with a task warm-started before it is learnt only once, there)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -456,6 +457,8 @@ class WarmStartSearch(PySearchStrategy):
             if batch is None or len(self._seeds) == 0:
                 return batch
             fresh = [candidate for candidate in batch if candidate.sch.mod not in self._seeds]
+            if len(fresh) < len(batch):
+                logger.debug("skipped %d seed(s) proposed again", len(batch) - len(fresh))
             if fresh or len(batch) == 0:
                 return fresh
         return None

@@ -241,7 +241,13 @@ def test_unverified_records_are_not_learnt_from_by_default(convs: Convs) -> None
 
 
 def _warm_tune(
-    convs: Convs, pool: WarmPool, tmp: Path, similar: list[SimilarRecord], *, trials: int
+    convs: Convs,
+    pool: WarmPool,
+    tmp: Path,
+    similar: list[SimilarRecord],
+    *,
+    trials: int,
+    max_trials_per_task: int | None = None,
 ) -> tuple[TuningReport, SqlDatabase]:
     database = SqlDatabase(f"sqlite:///{tmp / 'b.db'}", target=TARGET)
     builder, runner = _runner_pair(pool, tmp)
@@ -253,6 +259,7 @@ def _warm_tune(
         builder=builder,
         runner=runner,
         total_trials=trials,
+        max_trials_per_task=max_trials_per_task,
         settings=SMALL_SEARCH,
         seed=2,
         work_dir=str(tmp / "logs"),
@@ -332,3 +339,27 @@ def test_a_failing_similarity_lookup_leaves_the_task_to_the_plain_search(
     )
     assert report.tasks[convs.b.name].warm_start is None
     assert report.trials == 8
+
+
+@pytest.mark.parametrize("overlap", [False, True], ids=["metaschedule-loop", "overlapped-loop"])
+def test_seeds_are_trials_of_the_task_and_pretraining_happens_first(
+    convs: Convs, pool: WarmPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overlap: bool
+) -> None:
+    monkeypatch.setenv("TUNEFARM_SEARCH_OVERLAP", "1" if overlap else "0")
+    similar = _similar(convs, convs.records_a)
+    report, database = _warm_tune(
+        convs, pool, tmp_path, similar, trials=100, max_trials_per_task=10
+    )
+    progress = report.tasks[convs.b.name]
+    figures = progress.warm_start
+    assert figures is not None
+    # Seeds take at most half the task's share; the task never goes past its share.
+    assert figures.applied == 4 and figures.measured + figures.failed == 4
+    assert progress.trials == report.trials == 10
+    assert figures.pretrained_on == len(convs.records_a)
+    # The best record of B is one we measured, the seeds among them.
+    assert figures.best_seed_sec is not None and progress.best_sec is not None
+    assert progress.best_sec <= figures.best_seed_sec
+    assert database.best_run_sec(convs.b.mod) == pytest.approx(progress.best_sec)
+    # No seed was measured twice (one record per trace, one trial per record).
+    assert len(database.get_all_tuning_records()) == progress.trials
