@@ -48,8 +48,13 @@ class TrialResult:
     error: str | None
     build_sec: float = 0.0
     measure_sec: float = 0.0
+    """Making the arguments and timing, without waiting for the device (``device_wait_sec``)."""
     worker: str | None = None
     """Which process measured it: ``host/pid`` locally, the Celery worker's name on the farm."""
+    started_unix: float = 0.0
+    """When a measuring process took it up (``time.time()``): the queueing ends there."""
+    device_wait_sec: float = 0.0
+    """Waiting for the device while other processes timed their candidates on it."""
 
 
 def this_worker() -> str:
@@ -80,6 +85,7 @@ def run_trial(request: TrialRequest) -> TrialResult:
     from tvm.driver import build as tvm_build
     from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
 
+    started_unix = time.time()
     started = time.perf_counter()
     try:
         target = tvm.target.Target(request.target_json)
@@ -87,8 +93,15 @@ def run_trial(request: TrialRequest) -> TrialResult:
         mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
         rt_mod = tvm_build(mod, target=target)
     except Exception as err:
-        return TrialResult(None, f"build failed: {_describe(err)}", worker=this_worker())
+        return TrialResult(
+            None,
+            f"build failed: {_describe(err)}",
+            build_sec=time.perf_counter() - started,
+            worker=this_worker(),
+            started_unix=started_unix,
+        )
     built = time.perf_counter()
+    waited = 0.0
     try:
         device = runtime_device(target, request.device_id)
         args = [_random_argument(tvm, info, device) for info in request.args_info]
@@ -101,19 +114,29 @@ def run_trial(request: TrialRequest) -> TrialResult:
             min_repeat_ms=settings.min_repeat_ms,
             f_preproc="cache_flush_cpu_non_first_arg" if settings.enable_cpu_cache_flush else "",
         )
+        waiting = time.perf_counter()
         with _measure_lock:
+            waited = time.perf_counter() - waiting
             device.sync()
             run_secs = [float(sec) for sec in evaluator(*args).results]
     except Exception as err:
         return TrialResult(
-            None, f"run failed: {_describe(err)}", build_sec=built - started, worker=this_worker()
+            None,
+            f"run failed: {_describe(err)}",
+            build_sec=built - started,
+            measure_sec=time.perf_counter() - built - waited,
+            worker=this_worker(),
+            started_unix=started_unix,
+            device_wait_sec=waited,
         )
     return TrialResult(
         run_secs,
         None,
         build_sec=built - started,
-        measure_sec=time.perf_counter() - built,
+        measure_sec=time.perf_counter() - built - waited,
         worker=this_worker(),
+        started_unix=started_unix,
+        device_wait_sec=waited,
     )
 
 

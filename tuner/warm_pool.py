@@ -12,6 +12,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 import time
 from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -68,8 +69,14 @@ class WarmPool:
         self.restarts = 0
         self.generation = 0
         """Counts executors: a failure seen on an old one must not restart the current one."""
+        # A farm worker serves several chunks at once from threads that share this pool.
+        self._lifecycle = threading.RLock()
 
     def start(self) -> None:
+        with self._lifecycle:
+            self._start()
+
+    def _start(self) -> None:
         if self._executor is None:
             # A new lock per set of workers: a worker that died while timing still holds the old.
             lock = self._context.Lock()
@@ -84,9 +91,10 @@ class WarmPool:
                 future.result()
 
     def submit_one(self, request: TrialRequest) -> Future[TrialResult]:
-        self.start()
-        assert self._executor is not None
-        return self._executor.submit(run_trial, request)
+        with self._lifecycle:
+            self._start()
+            assert self._executor is not None
+            return self._executor.submit(run_trial, request)
 
     def submit(self, requests: list[TrialRequest]) -> list[TrialHandle]:
         return [_LocalTrial(self, request) for request in requests]
@@ -96,6 +104,10 @@ class WarmPool:
 
         With ``generation``, only if the current executor is still that one.
         """
+        with self._lifecycle:
+            self._restart(generation)
+
+    def _restart(self, generation: int | None) -> None:
         if generation is not None and generation != self.generation:
             return
         executor, self._executor = self._executor, None
@@ -109,7 +121,8 @@ class WarmPool:
         executor.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
-        executor, self._executor = self._executor, None
+        with self._lifecycle:
+            executor, self._executor = self._executor, None
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
 
@@ -131,8 +144,9 @@ class _LocalTrial:
         self._send()
 
     def _send(self) -> None:
-        self._generation = self._pool.generation
-        self._future = self._pool.submit_one(self._request)
+        with self._pool._lifecycle:  # the generation of the executor it really went to
+            self._generation = self._pool.generation
+            self._future = self._pool.submit_one(self._request)
         self._submitted = time.monotonic()
 
     def done(self) -> bool:

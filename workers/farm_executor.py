@@ -1,7 +1,8 @@
 """Trials on the farm: batches go to the target's measure queue, replies become results.
 
 Each batch of candidates from MetaSchedule is cut into chunks, one Celery task each, so several
-workers share it: by default one chunk per live worker of the queue (``worker_registry.py``).
+workers share it: by default one chunk per pool process of the queue's live workers
+(``worker_registry.py``).
 A chunk that no worker takes within ``queue_timeout_sec``, or that a worker holds for longer
 than its candidates' timeouts allow (the worker died), is sent once more; after that its
 candidates come back as errors. So does a chunk the broker lost in a restart. The search never
@@ -189,10 +190,10 @@ class _Chunk:
         """None once the reply is in; otherwise why we gave up on this send."""
         if self.async_result is None:
             return self.executor.stopped or self.send_error or "not sent"
-        # A worker times each candidate with the same limit as the local pool.
-        running_limit = (
-            self.executor.timeout_sec * len(self.requests) + self.executor.silence_slack_sec
-        )
+        # A worker hands all of a chunk's candidates to its pool at once, and each one's limit
+        # counts from then (queueing included): the chunk is back within one limit, or two if
+        # a crash made the pool restart. So a chunk's length does not stretch the wait.
+        running_limit = 2 * self.executor.timeout_sec + self.executor.silence_slack_sec
         outage_since: float | None = None
         while True:
             if self.executor.stopped is not None:

@@ -1,8 +1,14 @@
 """``tunefarm worker``: a measure worker for one target's queue, or a coordinator for jobs.
 
-It runs Celery's solo pool, so one batch at a time, and keeps a warm pool of build-and-time
-processes that imported TVM once. A candidate that crashes or hangs kills a pool process, never
-the worker. For a GPU, ``--device N`` pins the worker to that GPU before any CUDA work starts.
+It keeps a warm pool of build-and-time processes that imported TVM once; a candidate that
+crashes or hangs kills a pool process, never the worker. For a GPU, ``--device N`` pins the
+worker to that GPU before any CUDA work starts.
+
+With one pool process, Celery's solo pool takes one chunk at a time. With K of them, Celery's
+threads pool takes up to K chunks at once, so the chunks of a batch (and the next batch, which
+the coordinator sends while this one is measured) fan out over every pool process. Threads, not
+forked processes: the Celery process itself never touches CUDA, only the spawned pool processes
+do, and they still time one candidate at a time per device.
 """
 
 from __future__ import annotations
@@ -33,11 +39,14 @@ def run_measure_worker(
     name = f"measure-{os.getpid()}@{socket.gethostname()}"
     worker_state.configure(concurrency=concurrency, timeout_sec=timeout_sec, name=name)
     stop_advertising = advertise(app.conf.broker_url, queue, name, concurrency)
+    pool = (
+        ["--pool=solo"] if concurrency == 1 else ["--pool=threads", f"--concurrency={concurrency}"]
+    )
     try:
         app.worker_main(
             [
                 "worker",
-                "--pool=solo",
+                *pool,
                 f"--queues={queue}",
                 f"--hostname={name}",
                 f"--loglevel={loglevel}",

@@ -1,9 +1,10 @@
 """Measure workers say, in Redis, which queue they serve and how many processes they measure
 with; the coordinator sizes its chunks from that.
 
-A worker runs Celery's solo pool and takes one chunk at a time. Chunks of 4 leave most of a
-15-process GPU worker idle; one chunk for the whole batch leaves a second worker idle. With the
-workers' capacities known, a batch is cut into one chunk per worker.
+A worker with K pool processes takes up to K chunks at once (Celery's threads pool; the solo
+pool, one chunk at a time, when K is 1). With the workers' capacities known, a batch is cut into
+one chunk per pool process of the queue, so it fans out over all of them at once: a 15-process
+GPU worker gets 13 chunks of 5 for a batch of 64, two 1-process CPU workers one chunk of 32 each.
 """
 
 from __future__ import annotations
@@ -73,9 +74,8 @@ class QueueCapacity:
         return self._capacities
 
     def chunk_size(self, batch: int, *, fallback: int) -> int:
-        """One chunk per worker, but no chunk larger than twice the busiest worker's pool."""
+        """One chunk per pool process of the queue's live workers."""
         capacities = self.capacities()
         if not capacities:
             return fallback
-        per_worker = math.ceil(batch / len(capacities))
-        return max(1, min(per_worker, 2 * max(capacities)))
+        return max(1, math.ceil(batch / max(1, sum(capacities))))

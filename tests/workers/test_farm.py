@@ -105,3 +105,26 @@ def test_a_batch_taken_by_a_worker_that_died_before_starting_it_is_sent_again(
     result = handle.result()
     assert result.error is None and result.run_secs
     assert executor.resent == 1
+
+
+def test_a_worker_with_several_processes_takes_several_chunks_at_once(
+    start_worker: StartWorker, broker_url: str
+) -> None:
+    start_worker("--concurrency", "2")
+    executor = _executor(broker_url, chunk_size=1)
+    slow = MeasureSettings(number=1, repeat=1, min_repeat_ms=500)
+    requests = [
+        TrialRequest(
+            mod_json=tvm.ir.save_json(matmul(n)),
+            target_json=str(TARGET),
+            args_info=[info.as_json() for info in ArgInfo.from_prim_func(matmul(n)["main"])],
+            settings=slow,
+        )
+        for n in (64, 96)
+    ]
+    first, second = (handle.result() for handle in executor.submit(requests))
+    assert first.error is None and second.error is None, (first, second)
+    # Both chunks were taken up together; one process waited while the other timed its candidate
+    # (one measurement at a time per device), instead of the second chunk waiting in the queue.
+    assert abs(first.started_unix - second.started_unix) < 0.4
+    assert max(first.device_wait_sec, second.device_wait_sec) > 0.3

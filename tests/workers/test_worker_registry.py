@@ -7,7 +7,7 @@ import time
 from workers.worker_registry import QueueCapacity, advertise
 
 
-def test_one_chunk_per_live_worker(broker_url: str) -> None:
+def test_one_chunk_per_pool_process_of_the_live_workers(broker_url: str) -> None:
     capacity = QueueCapacity(broker_url, "measure.test")
     assert capacity.chunk_size(64, fallback=4) == 4  # nobody there: the fallback
 
@@ -18,8 +18,8 @@ def test_one_chunk_per_live_worker(broker_url: str) -> None:
     ]
     time.sleep(1.2)  # the registry is read at most once a second
     assert sorted(capacity.capacities()) == [1, 15]
-    assert capacity.chunk_size(64, fallback=4) == 30  # two chunks, capped at 2 x 15
-    assert capacity.chunk_size(10, fallback=4) == 5
+    assert capacity.chunk_size(64, fallback=4) == 4  # 16 processes: 16 chunks of 4
+    assert capacity.chunk_size(10, fallback=4) == 1
 
     for stop in stops:
         stop.set()
