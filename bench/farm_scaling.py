@@ -5,12 +5,17 @@ in this process (the coordinator's part) with ``CeleryTrialExecutor``. The stock
 ``tune_relax`` with ``LocalBuilder``/``LocalRunner``. Same model, tasks, seed, budget and search
 settings throughout. Results go to ``bench/results/farm_scaling-<host>-<UTC time>.json``.
 
+The overlap rows tune one task for several batches (``--overlap-trials``), where MetaSchedule's
+own loop searches and measures in turn: MetaSchedule's loop against ``tuner/overlapped_search.py``
+(the next batch searched while the current one is measured), and stock on the same task.
+
     .venv/bin/python bench/farm_scaling.py [--trials 64] [--model M.onnx] [--skip-stock]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -20,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -99,21 +105,26 @@ def own_or_given_broker(scratch: Path, broker_url: str | None) -> tuple[Any, str
 
 
 class TimedExecutor:
-    """Wraps the farm executor to add up build and run seconds as results come back."""
+    """Wraps the farm executor to add up, as results come back, each trial's queueing (sent
+    until a measuring process took it up), build, run and wait for the device."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
+        self.queue_sec = 0.0
         self.build_sec = 0.0
         self.measure_sec = 0.0
+        self.device_wait_sec = 0.0
 
     def submit(self, requests: list[Any]) -> list[Any]:
-        return [_TimedHandle(self, handle) for handle in self.inner.submit(requests)]
+        sent = time.time()
+        return [_TimedHandle(self, handle, sent) for handle in self.inner.submit(requests)]
 
 
 class _TimedHandle:
-    def __init__(self, owner: TimedExecutor, handle: Any) -> None:
+    def __init__(self, owner: TimedExecutor, handle: Any, sent: float) -> None:
         self.owner = owner
         self.handle = handle
+        self.sent = sent
         self.counted = False
 
     def done(self) -> bool:
@@ -123,9 +134,79 @@ class _TimedHandle:
         result = self.handle.result()
         if not self.counted:
             self.counted = True
+            if result.started_unix:
+                self.owner.queue_sec += max(0.0, result.started_unix - self.sent)
             self.owner.build_sec += result.build_sec
             self.owner.measure_sec += result.measure_sec
+            self.owner.device_wait_sec += result.device_wait_sec
         return result
+
+
+@contextlib.contextmanager
+def search_loop(overlap: bool) -> Iterator[None]:
+    """Which tuning loop ``tune()`` runs (``Settings.search_overlap``)."""
+    before = os.environ.get("TUNEFARM_SEARCH_OVERLAP")
+    os.environ["TUNEFARM_SEARCH_OVERLAP"] = "1" if overlap else "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("TUNEFARM_SEARCH_OVERLAP", None)
+        else:
+            os.environ["TUNEFARM_SEARCH_OVERLAP"] = before
+
+
+def run_stock_first_task(
+    mod: Any,
+    target: Any,
+    *,
+    trials: int,
+    trials_per_iter: int,
+    seed: int,
+    order: list[str],
+    work_dir: Path,
+    builder_timeout: float,
+) -> dict[str, Any]:
+    """Stock MetaSchedule (``tune_tasks``, LocalBuilder/LocalRunner) on the first task only."""
+    import tvm.s_tir.meta_schedule as ms
+
+    from tuner.search import ProgressCallback, TaskProgress, TuningReport
+    from tuner.tasks import extract_tuning_tasks
+
+    tasks = extract_tuning_tasks(mod, target=target)
+    tasks.sort(key=lambda task: order.index(task.name))
+    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+        extracted_tasks=[tasks[0].extracted], work_dir=str(work_dir), seed=seed
+    )
+    name = str(contexts[0].task_name)
+    counter = ProgressCallback([name], TuningReport(tasks={name: TaskProgress(name)}), None)
+    common.quiet_meta_schedule()
+    with ms.Profiler() as profiler, common.stopwatch() as wall:
+        ms.tune_tasks(
+            tasks=contexts,
+            task_weights=weights,
+            work_dir=str(work_dir),
+            max_trials_global=trials,
+            max_trials_per_task=trials,
+            num_trials_per_iter=trials_per_iter,
+            builder=ms.builder.LocalBuilder(timeout_sec=builder_timeout),
+            runner=ms.runner.LocalRunner(
+                evaluator_config=ms.runner.EvaluatorConfig(**common.MEASURE)
+            ),
+            database="json",
+            measure_callbacks=[*ms.MeasureCallback.create("default"), counter],
+        )
+    report = counter.report
+    return {
+        "side": f"stock, first task only ({name})",
+        "num_trials_per_iter": trials_per_iter,
+        "trials_run": report.trials,
+        "failed_trials": report.failures,
+        "wall_sec": round(wall["sec"], 3),
+        "trials_per_sec": common._rate(report.trials, wall["sec"]),
+        "builder_timeout_sec": builder_timeout,
+        **common.profile_fields(profiler),
+    }
 
 
 def run_farm(
@@ -143,9 +224,12 @@ def run_farm(
     target_text: str,
     concurrency: int,
     chunk_size: int | None,
+    overlap: bool = False,
+    first_task_only: bool = False,
 ) -> dict[str, Any]:
     import tvm.s_tir.meta_schedule as ms
 
+    from tuner import overlapped_search
     from tuner.pool_measure import CandidateWriter, TrialRunner
     from tuner.search import tune
     from tuner.tasks import extract_tuning_tasks
@@ -167,9 +251,16 @@ def run_farm(
         database = SqlDatabase(f"sqlite:///{scratch / 'tuning.db'}", target=target)
         runner = TrialRunner(executor, settings=MeasureSettings(**common.MEASURE))
         common.quiet_meta_schedule()
-        with ms.Profiler() as profiler, common.stopwatch() as wall:
+        overlapped_search.last_stats = overlapped_search.LoopStats()
+        with (
+            search_loop(overlap),
+            ms.Profiler() as profiler,
+            common.stopwatch() as wall,
+        ):
             tasks = extract_tuning_tasks(mod, target=target)
             tasks.sort(key=lambda task: order.index(task.name))
+            if first_task_only:
+                tasks = tasks[:1]
             report = tune(
                 tasks,
                 target=target,
@@ -190,8 +281,24 @@ def run_farm(
         if redis_process is not None:
             redis_process.kill()
     table = common.profile_table(profiler)
+    trials_run = max(1, report.trials)
+    split = {
+        "search_in_coordinator": round(
+            sum(v for k, v in table.items() if k.startswith("EvoSearch")), 3
+        ),
+        "cost_model": round(table.get("MeasureCallback/UpdateCostModel", 0.0), 3),
+        "waiting_for_workers": round(table.get("JoinRunnerFutures", 0.0), 3),
+        "queueing_on_workers": round(executor.queue_sec, 3),
+        "build_on_workers": round(executor.build_sec, 3),
+        "run_on_workers": round(executor.measure_sec, 3),
+        "device_wait_on_workers": round(executor.device_wait_sec, 3),
+    }
+    stats = overlapped_search.last_stats
     return {
-        "side": f"farm, {workers} worker(s)",
+        "side": f"farm, {workers} worker(s)"
+        + (", overlapped search" if overlap else ", MetaSchedule's loop")
+        + (", first task only" if first_task_only else ""),
+        "search_loop": "overlapped" if overlap else "metaschedule",
         "workers": workers,
         "concurrency_per_worker": concurrency,
         "chunk_size": chunk_size,
@@ -202,15 +309,13 @@ def run_farm(
         "trials_per_sec": common._rate(report.trials, wall["sec"]),
         "measured_by": dict(runner.measured_by),
         "resent_chunks": farm.resent,
-        "time_split_sec": {
-            "search_in_coordinator": round(
-                sum(v for k, v in table.items() if k.startswith("EvoSearch")), 3
-            ),
-            "cost_model": round(table.get("MeasureCallback/UpdateCostModel", 0.0), 3),
-            "waiting_for_workers": round(table.get("JoinRunnerFutures", 0.0), 3),
-            "build_on_workers": round(executor.build_sec, 3),
-            "run_on_workers": round(executor.measure_sec, 3),
+        "trials_per_task": common.per_task_trials(report),
+        "time_split_sec": split,
+        "time_split_ms_per_trial": {
+            name: round(1000 * sec / trials_run, 1) for name, sec in split.items()
         },
+        "overlapped_batches": stats.overlapped_batches if overlap else None,
+        "batches": stats.batches if overlap else None,
         **common.profile_fields(profiler),
     }
 
@@ -233,6 +338,12 @@ def main(argv: list[str] | None = None) -> int:
         "--stock-builder-timeout", type=float, default=30.0, help="LocalBuilder's timeout (s)"
     )
     parser.add_argument("--skip-fast", action="store_true", help="no FAST_SEARCH row")
+    parser.add_argument(
+        "--overlap-trials",
+        type=int,
+        default=256,
+        help="budget of the overlap rows: the first task alone, 64 per batch (0: no such rows)",
+    )
     args = parser.parse_args(argv)
     if args.broker_url is None and shutil.which("redis-server") is None:
         print("farm_scaling needs redis-server on the PATH", file=sys.stderr)
@@ -254,6 +365,9 @@ def main(argv: list[str] | None = None) -> int:
         order = common.stock_task_order(mod, target)
         setup = common.import_untimed()
         same = SearchSettings(num_trials_per_iter=64)
+        from tuner.settings import Settings
+
+        default_overlap = Settings().search_overlap
         rows: dict[str, Any] = {}
         farm_options = {
             "trials": args.trials,
@@ -290,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
                 workers=workers,
                 settings=same,
                 scratch=scratch / f"farm{workers}",
+                overlap=default_overlap,
                 **farm_options,
             )
         if not args.skip_fast:
@@ -302,16 +417,60 @@ def main(argv: list[str] | None = None) -> int:
                 workers=workers,
                 settings=FAST_SEARCH,
                 scratch=scratch / "farmfast",
+                overlap=default_overlap,
                 **farm_options,
             )
+        if args.overlap_trials > 0:
+            overlap_options = {
+                **farm_options,
+                "trials": args.overlap_trials,
+                "per_task": args.overlap_trials,
+            }
+            if not args.skip_stock:
+                print(f"stock, first task, {args.overlap_trials} trials ...", flush=True)
+                rows["stock_first_task"] = run_stock_first_task(
+                    mod,
+                    target,
+                    trials=args.overlap_trials,
+                    trials_per_iter=64,
+                    seed=args.seed,
+                    order=order,
+                    work_dir=scratch / "stock-first",
+                    builder_timeout=args.stock_builder_timeout,
+                )
+            for workers in args.workers:
+                for overlap in (False, True):
+                    loop = "overlap" if overlap else "serial"
+                    print(f"farm, {workers} worker(s), first task, {loop} ...", flush=True)
+                    name = f"farm_{workers}_first_task_{loop}"
+                    (scratch / name).mkdir()
+                    rows[name] = run_farm(
+                        mod,
+                        target,
+                        workers=workers,
+                        settings=same,
+                        scratch=scratch / name,
+                        overlap=overlap,
+                        first_task_only=True,
+                        **overlap_options,
+                    )
     rate = {name: row["trials_per_sec"] for name, row in rows.items()}
     ratios = {
-        f"{name}_over_stock": common._ratio(value, rate.get("stock"))
+        f"{name}_over_stock": common._ratio(
+            value, rate.get("stock_first_task" if "first_task" in name else "stock")
+        )
         for name, value in rate.items()
-        if name != "stock"
+        if not name.startswith("stock")
     }
-    if "farm_1" in rate and "farm_2" in rate:
-        ratios["farm_2_over_farm_1"] = common._ratio(rate["farm_2"], rate["farm_1"])
+    for suffix in ("", "_first_task_serial", "_first_task_overlap"):
+        if f"farm_1{suffix}" in rate and f"farm_2{suffix}" in rate:
+            ratios[f"farm_2{suffix}_over_farm_1{suffix}"] = common._ratio(
+                rate[f"farm_2{suffix}"], rate[f"farm_1{suffix}"]
+            )
+    for workers in args.workers:
+        serial, overlapped = (f"farm_{workers}_first_task_{loop}" for loop in ("serial", "overlap"))
+        if serial in rate and overlapped in rate:
+            ratios[f"{overlapped}_over_serial"] = common._ratio(rate[overlapped], rate[serial])
     result = {
         "benchmark": "farm_scaling",
         "started_utc": started.isoformat(timespec="seconds"),
@@ -323,6 +482,8 @@ def main(argv: list[str] | None = None) -> int:
             "model": model,
             "measure": common.MEASURE,
             "target": str(target),
+            "overlap_trials": args.overlap_trials,
+            "default_search_loop": "overlapped" if default_overlap else "metaschedule",
         },
         "setup": setup,
         "runs": rows,
@@ -331,14 +492,14 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"farm_scaling-{socket.gethostname()}-{started:%Y%m%dT%H%M%SZ}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\n{'run':<28}{'trials/s':>10}")
+    print(f"\n{'run':<44}{'trials/s':>10}")
     for name, value in rate.items():
-        print(f"{name:<28}{value if value is not None else float('nan'):>10.2f}")
+        print(f"{name:<44}{value if value is not None else float('nan'):>10.2f}")
     for name, value in ratios.items():
-        print(f"{name:<28}{value if value is not None else float('nan'):>10.2f}x")
+        print(f"{name:<44}{value if value is not None else float('nan'):>10.2f}x")
     for name, row in rows.items():
-        if "time_split_sec" in row:
-            print(f"{name}: {row['time_split_sec']}")
+        if "time_split_ms_per_trial" in row:
+            print(f"{name} (ms per trial): {row['time_split_ms_per_trial']}")
     print(f"wrote {path}")
     return 0
 
