@@ -20,18 +20,20 @@ import tvm
 from tvm.target import Target
 
 from tuner import build, latency
+from tuner.coverage_plan import CoveragePlan, plan_coverage
 from tuner.errors import UserInputError
-from tuner.model_validation import ValidatedModel, validate_onnx_model
-from tuner.onnx_import import import_onnx
-from tuner.pipelines import Layout, PipelineOptions, PipelineResult, run_pipeline
+from tuner.model_analysis import analyse_model
+from tuner.model_validation import ValidatedModel
+from tuner.pipelines import Layout, PipelineResult
 from tuner.pool_measure import CandidateWriter, TrialRunner
 from tuner.record_verification import verify_claimed_records
 from tuner.search import FAST_SEARCH, SearchSettings, TuningReport, tune
 from tuner.targets import parse_target
-from tuner.tasks import Coverage, TuningTask, extract_tuning_tasks, look_up_tasks
+from tuner.tasks import TuningTask, look_up_tasks
 from tuner.trial import MeasureSettings
 from tuner.trial_executor import TrialExecutor
 from tuner.warm_pool import WarmPool, default_worker_count
+from tuner.warm_start import WarmStart
 from tuning_db import SqlDatabase
 
 MANIFEST_VERSION = 1
@@ -50,6 +52,8 @@ class CompileOptions:
     cuda_graph: bool | None = None
     """Replay the model as one CUDA graph; ``None`` means on for CUDA targets."""
     seed: int | None = None
+    warm_start: bool = True
+    """Seed the search of a task with no record from the records of similar workloads."""
     workers: int | None = None
     search: SearchSettings = FAST_SEARCH
     measure: MeasureSettings = field(default_factory=MeasureSettings)
@@ -74,6 +78,8 @@ Phase = Literal["importing", "tuning", "building"]
 class CompileObserver(Protocol):
     def stage(self, phase: Phase, message: str) -> None: ...
 
+    def planned(self, plan: CoveragePlan) -> None: ...
+
     def tuning_started(self, total_trials: int, tasks: list[TuningTask]) -> None: ...
 
     def tuning_progress(self, report: TuningReport) -> None: ...
@@ -83,6 +89,9 @@ class CompileObserver(Protocol):
 
 class SilentObserver:
     def stage(self, phase: Phase, message: str) -> None:
+        pass
+
+    def planned(self, plan: CoveragePlan) -> None:
         pass
 
     def tuning_started(self, total_trials: int, tasks: list[TuningTask]) -> None:
@@ -130,29 +139,33 @@ def compile_model(
     started = time.perf_counter()
     target = check_options(options)
 
-    observer.stage("importing", f"validating {options.model_path}")
-    validated = validate_onnx_model(options.model_path, max_bytes=options.max_model_bytes)
-    observer.stage("importing", "importing into Relax")
-    relax_mod = import_onnx(validated)
-    observer.stage("importing", "running the pass pipeline")
-    pipeline = run_pipeline(
-        relax_mod, target=target, options=PipelineOptions(layout=options.layout, fp16=options.fp16)
+    analysed = analyse_model(
+        options.model_path,
+        target=target,
+        layout=options.layout,
+        fp16=options.fp16,
+        max_bytes=options.max_model_bytes,
+        on_step=lambda message: observer.stage("importing", message),
     )
-    tasks = extract_tuning_tasks(pipeline.mod, target=target)
+    validated, pipeline, tasks = analysed.validated, analysed.pipeline, analysed.tasks
 
     # The database is opened only once the input is known to be good.
     database = SqlDatabase(options.database_url, target=target)
-    coverage = look_up_tasks(tasks, database=database, target=target)
+    look_up_tasks(tasks, database=database, target=target)
     # Issue 6 (API): records a team imported count only once a worker has re-measured them.
     if verify_claimed_records(
         tasks, database=database, target=target, executor=executor, settings=options.measure
     ).measured:
-        coverage = look_up_tasks(tasks, database=database, target=target)
-    observer.stage(
-        "tuning",
-        f"{len(tasks)} tasks, {coverage.tasks_covered} already in the database "
-        f"({coverage.flops_percent:.0f}% of FLOPs)",
+        look_up_tasks(tasks, database=database, target=target)
+    plan = plan_coverage(
+        tasks,
+        database=database,
+        trials=options.trials_left,
+        max_trials_per_task=options.max_trials_per_task,
+        resumed_tasks=frozenset(options.prior_trials),
     )
+    observer.planned(plan)
+    observer.stage("tuning", plan.summary())
     # A task an interrupted run had started has records, but its share of the budget is not
     # spent: it is tuned on rather than counted as covered.
     missing = [task for task in tasks if not task.covered or task.name in options.prior_trials]
@@ -197,7 +210,7 @@ def compile_model(
         validated=validated,
         pipeline=pipeline,
         tasks=tasks,
-        coverage=coverage,
+        plan=plan,
         report=report,
         measured_by=measured_by,
         sha256=sha256,
@@ -244,6 +257,7 @@ def _tune_missing(
                 max_trials_per_task=options.max_trials_per_task,
                 settings=options.search,
                 seed=options.seed,
+                warm_start=_warm_start(options, database),
                 work_dir=str(Path(scratch) / "logs"),
                 on_progress=observer.tuning_progress,
                 log_level=logging.INFO if options.verbose else logging.WARNING,
@@ -251,6 +265,12 @@ def _tune_missing(
         finally:
             observer.tuning_finished()
         return report, dict(runner.measured_by)
+
+
+def _warm_start(options: CompileOptions, database: SqlDatabase) -> WarmStart | None:
+    if not options.warm_start:
+        return None
+    return WarmStart(similar_records=lambda task: database.similar_records(task.mod))
 
 
 def _manifest(
@@ -261,7 +281,7 @@ def _manifest(
     validated: ValidatedModel,
     pipeline: PipelineResult,
     tasks: list[TuningTask],
-    coverage: Coverage,
+    plan: CoveragePlan,
     report: TuningReport,
     measured_by: dict[str, int],
     sha256: str,
@@ -271,16 +291,24 @@ def _manifest(
     timings: dict[str, float],
 ) -> dict[str, Any]:
     fingerprint = database.target_fingerprint
-    task_rows = []
+    task_rows: list[dict[str, Any]] = []
+    seeded: list[dict[str, Any]] = []
+    reuse = {task.name: task.reuse for task in plan.tasks}
     for task in tasks:
         progress = report.tasks.get(task.name)
         best_after = database.best_run_sec(task.mod, target)
-        if task.covered:
+        if reuse.get(task.name) == "class":
+            source = f"reused, measured on another {fingerprint.target_class} machine"
+        elif task.covered:
             source = "reused"
         elif progress is not None and progress.trials > 0 and best_after is not None:
             source = "tuned now"
         else:
             source = "default schedule"
+        warm_start = None
+        if progress is not None and progress.warm_start is not None:
+            warm_start = progress.warm_start.as_dict()
+            seeded.append(warm_start)
         task_rows.append(
             {
                 "name": task.name,
@@ -291,6 +319,7 @@ def _manifest(
                 "best_latency_us": round(best_after * 1e6, 3) if best_after is not None else None,
                 "source": source,
                 "workload_key": database.workload_key(task.mod),
+                "warm_start": warm_start,
             }
         )
     return {
@@ -324,8 +353,13 @@ def _manifest(
             "failed_trials": report.failures,
             "seed": options.seed,
             "measured_by": measured_by,
+            "warm_start": {
+                "enabled": options.warm_start,
+                "tasks_seeded": len(seeded),
+                "seeds_measured": sum(figures["measured"] for figures in seeded),
+            },
         },
-        "coverage_before_tuning": coverage.as_dict(),
+        "coverage_before_tuning": plan.as_dict(),
         "tasks": task_rows,
         "latency": {"untuned": untuned.as_dict(), "tuned": tuned.as_dict()},
         "speedup_p50": round(untuned.p50_ms / tuned.p50_ms, 3) if tuned.p50_ms > 0 else None,

@@ -16,6 +16,7 @@ from rich.progress import (
 )
 
 from tuner.compile_job import Phase
+from tuner.coverage_plan import CoveragePlan
 from tuner.search import TuningReport
 from tuner.tasks import TuningTask
 
@@ -31,6 +32,9 @@ class ConsoleObserver:
     def stage(self, phase: Phase, message: str) -> None:
         if self.enabled:
             self.console.print(f"[bold cyan]•[/] {message}")
+
+    def planned(self, plan: CoveragePlan) -> None:
+        pass  # its summary comes as the next stage line
 
     def tuning_started(self, total_trials: int, tasks: list[TuningTask]) -> None:
         if not self.enabled:

@@ -71,6 +71,13 @@ def compile_command(
         int | None, typer.Option(help="Cap per task (default: an even share of --trials).")
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the search.")] = None,
+    warm_start: Annotated[
+        bool,
+        typer.Option(
+            "--warm-start/--no-warm-start",
+            help="Start tasks with no record from the records of similar workloads.",
+        ),
+    ] = True,
     workers: Annotated[
         int | None, typer.Option(help="Warm measuring processes (default: by target).")
     ] = None,
@@ -102,6 +109,7 @@ def compile_command(
             fp16=fp16,
             cuda_graph=cuda_graph,
             seed=seed,
+            warm_start=warm_start,
             workers=workers,
             measure_timeout_sec=settings.measure_timeout_sec,
             max_model_bytes=settings.max_model_bytes,
@@ -129,6 +137,76 @@ def compile_command(
         f"latency p50: untuned {latency['untuned']['p50_ms']:.3f} ms, "
         f"tuned {latency['tuned']['p50_ms']:.3f} ms; "
         f"max |diff| vs ONNX Runtime: {manifest['check_vs_onnxruntime']['max_abs_diff']:.2e}"
+    )
+
+
+@app.command("plan")
+def plan_command(
+    model: Annotated[Path, typer.Argument(help="The ONNX model file.")],
+    target: Annotated[
+        str,
+        typer.Option(help="llvm, cuda, 'cuda -arch=sm_90', or TVM target JSON."),
+    ] = "llvm",
+    trials: Annotated[int, typer.Option(help="The --trials a compile would get.")] = 64,
+    max_trials_per_task: Annotated[
+        int | None, typer.Option(help="The --max-trials-per-task a compile would get.")
+    ] = None,
+    db: Annotated[
+        str | None,
+        typer.Option(help="Database URL (default: SQLite in the data dir; TUNEFARM_DATABASE_URL)."),
+    ] = None,
+    fp16: Annotated[bool, typer.Option(help="Convert to float16 mixed precision.")] = False,
+    layout: Annotated[str, typer.Option(help="NHWC, NCHW or auto.")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+) -> None:
+    """What the database already covers for MODEL on TARGET, and what a compile would tune."""
+    from tuner.coverage_plan import plan_model
+
+    try:
+        plan = plan_model(
+            model,
+            target=target,
+            database_url=_database_url(db),
+            trials=trials,
+            max_trials_per_task=max_trials_per_task,
+            layout=layout,  # type: ignore[arg-type]  # checked in check_options
+            fp16=fp16,
+        )
+    except (UserInputError, DatabaseUrlError) as err:
+        _fail(str(err))
+    except SQLAlchemyError as err:
+        _fail(f"database error: {_first_line(err)}", EXIT_INTERNAL_ERROR)
+    if as_json:
+        print(json.dumps(plan.as_dict(), indent=2))
+        return
+    _print_plan(plan.as_dict())
+
+
+def _print_plan(plan: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title="coverage before tuning", title_justify="left")
+    for column in ("task", "weight", "GFLOP", "reuse", "best µs", "distance"):
+        table.add_column(column, justify="left" if column in ("task", "reuse") else "right")
+    for task in plan["tasks"]:
+        table.add_row(
+            task["name"],
+            str(task["weight"]),
+            f"{task['flops'] / 1e9:.3f}",
+            task["reuse"],
+            "" if task["best_latency_us"] is None else f"{task['best_latency_us']:.2f}",
+            "" if task["distance"] is None else f"{task['distance']:.3f}",
+        )
+    console.print(table)
+    by_reuse = plan["tasks_by_reuse"]
+    console.print(
+        f"covered: {plan['tasks_covered']} of {plan['tasks_total']} tasks "
+        f"({plan['tasks_percent']:.0f}%), {plan['flops_percent']:.0f}% of FLOP-weighted time "
+        f"(exact {by_reuse['exact']}, same target class {by_reuse['class']})\n"
+        f"similar: {by_reuse['similar']} tasks ({plan['flops_similar_percent']:.0f}% of FLOPs) "
+        f"start from their neighbours' records; new: {by_reuse['none']}\n"
+        f"trial budget: {plan['trial_budget']}",
+        highlight=False,
     )
 
 

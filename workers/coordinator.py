@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from tuner.compile_job import CompileOptions, Phase, compile_model
+from tuner.coverage_plan import CoveragePlan
 from tuner.errors import UserInputError
 from tuner.search import TuningReport
 from tuner.targets import parse_target
@@ -104,6 +105,8 @@ class JobObserver:
             "tasks": dict(previous.get("tasks", {})),
             "measured_by": dict(previous.get("measured_by", {})),
         }
+        if "coverage" in previous:
+            self.progress["coverage"] = previous["coverage"]
         self._earlier_trials = {n: int(t["trials"]) for n, t in self.progress["tasks"].items()}
         self._earlier_failures = {
             n: int(t.get("failures", 0)) for n, t in self.progress["tasks"].items()
@@ -118,6 +121,11 @@ class JobObserver:
         job_store.update_job(
             self.engine, self.job_id, self.owner, state=phase, progress=self.progress
         )
+
+    def planned(self, plan: CoveragePlan) -> None:
+        # The first attempt's plan is the coverage before tuning; a resumed attempt finds the
+        # records the first one wrote.
+        self.progress.setdefault("coverage", plan.as_dict())
 
     def tuning_started(self, total_trials: int, tasks: list[TuningTask]) -> None:
         self.progress["trials_total"] = self._earlier_total + total_trials
@@ -192,6 +200,7 @@ def run_job(
             fp16=bool(options.get("fp16", False)),
             cuda_graph=options.get("cuda_graph"),
             seed=options.get("seed"),
+            warm_start=bool(options.get("warm_start", True)),
             # A resumed job goes on with the budget the dead coordinator had not spent.
             prior_trials={
                 name: int(task["trials"])

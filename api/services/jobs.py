@@ -198,6 +198,9 @@ def _coverage(
 ) -> dict[str, Any] | None:
     if job.manifest is not None:
         return dict(job.manifest["coverage_before_tuning"])
+    if "coverage" in job.progress:
+        # The job's own plan, written by its coordinator before the first trial.
+        return dict(job.progress["coverage"])
     if job.model_id is None or job.finished:
         return None
     try:

@@ -1,0 +1,222 @@
+"""What a job will reuse and what it will tune, known before its first trial.
+
+``tunefarm plan`` prints it, a job's manifest keeps it as ``coverage_before_tuning``, and a farm
+job's status shows it while the job runs. For each task:
+
+- ``exact``: a verified record of the same workload on this target fingerprint: built as is.
+- ``class``: a verified record of the same workload measured on another machine of the same
+  target class and TVM version (an H100's record for an H200): built as is, and marked.
+- ``similar``: no such record, but workloads of the same operator family were measured; their
+  records warm-start the search (seeds that our workers measure, and the cost model's first
+  training data). The distance is to the nearest one.
+- ``none``: tuned from scratch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from tvm.ir import IRModule
+
+from tuner.pipelines import Layout
+from tuner.tasks import TuningTask, look_up_tasks
+from tuning_db.similar_records import SimilarRecord
+
+Reuse = Literal["exact", "class", "similar", "none"]
+
+
+class ReuseLookup(Protocol):
+    """What the plan asks the database (``SqlDatabase`` answers it)."""
+
+    def workload_key(self, mod: IRModule) -> str: ...
+
+    def best_record_relation(self, mod: IRModule) -> str | None: ...
+
+    def similar_records(
+        self, mod: IRModule, *, workloads: int = ..., per_workload: int = ...
+    ) -> list[SimilarRecord]: ...
+
+
+@dataclass(frozen=True)
+class TaskCoverage:
+    name: str
+    workload_key: str
+    weight: int
+    flops: float
+    reuse: Reuse
+    best_sec: float | None
+    """The record a build would use (``exact`` and ``class``)."""
+    distance: float | None
+    """``similar``: the distance to the nearest measured workload of the same family."""
+    neighbours: int
+    """``similar``: how many neighbouring workloads have records to seed the search with."""
+
+    @property
+    def covered(self) -> bool:
+        return self.reuse in ("exact", "class")
+
+    @property
+    def weighted_flops(self) -> float:
+        return self.flops * self.weight
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "workload_key": self.workload_key,
+            "weight": self.weight,
+            "flops": self.flops,
+            "reuse": self.reuse,
+            "best_latency_us": round(self.best_sec * 1e6, 3) if self.best_sec is not None else None,
+            "distance": round(self.distance, 4) if self.distance is not None else None,
+            "neighbours": self.neighbours,
+        }
+
+
+@dataclass(frozen=True)
+class CoveragePlan:
+    tasks: tuple[TaskCoverage, ...]
+    trial_budget: int
+    """Trials the job will spend at most: 0 when every task is covered."""
+
+    def _share(self, reuse: tuple[Reuse, ...]) -> tuple[int, float]:
+        chosen = [task for task in self.tasks if task.reuse in reuse]
+        return len(chosen), sum(task.weighted_flops for task in chosen)
+
+    def summary(self) -> str:
+        """One line: what is covered, what is similar, what the tuning will cost."""
+        plan = self.as_dict()
+        by_reuse = plan["tasks_by_reuse"]
+        covered = f"{plan['tasks_covered']} covered"
+        if by_reuse["class"]:
+            covered += f" ({by_reuse['class']} measured on another machine of the target class)"
+        return (
+            f"{plan['tasks_total']} tasks: {covered}, {by_reuse['similar']} similar, "
+            f"{by_reuse['none']} new; {plan['flops_percent']:.0f}% of FLOPs covered; "
+            f"up to {self.trial_budget} trials"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        total_flops = sum(task.weighted_flops for task in self.tasks)
+        total = len(self.tasks)
+
+        def percent(part: float, whole: float) -> float:
+            return round(100.0 * part / whole, 2) if whole else 100.0
+
+        covered, covered_flops = self._share(("exact", "class"))
+        similar, similar_flops = self._share(("similar",))
+        counts = {reuse: sum(t.reuse == reuse for t in self.tasks) for reuse in _REUSE_ORDER}
+        return {
+            # The first six keys are the coverage every manifest has had since the local slice.
+            "tasks_total": total,
+            "tasks_covered": covered,
+            "tasks_percent": percent(covered, total),
+            "flops_total": total_flops,
+            "flops_covered": covered_flops,
+            "flops_percent": percent(covered_flops, total_flops),
+            "tasks_by_reuse": counts,
+            "tasks_similar_percent": percent(similar, total),
+            "flops_similar_percent": percent(similar_flops, total_flops),
+            "trial_budget": self.trial_budget,
+            "tasks": [task.as_dict() for task in self.tasks],
+        }
+
+
+_REUSE_ORDER: tuple[Reuse, ...] = ("exact", "class", "similar", "none")
+
+
+def plan_coverage(
+    tasks: list[TuningTask],
+    *,
+    database: ReuseLookup,
+    trials: int,
+    max_trials_per_task: int | None = None,
+    resumed_tasks: frozenset[str] = frozenset(),
+) -> CoveragePlan:
+    """The plan of ``tasks``, whose ``best_sec_before`` ``look_up_tasks`` has filled.
+
+    ``trials`` is the budget left to the job; ``resumed_tasks`` are tasks an interrupted run
+    had started, which are tuned on even though they have records.
+    """
+    rows = []
+    for task in tasks:
+        reuse: Reuse
+        distance: float | None = None
+        neighbours = 0
+        if task.covered:
+            relation = database.best_record_relation(task.mod)
+            reuse = "class" if relation == "class" else "exact"
+        else:
+            similar = database.similar_records(task.mod, workloads=4, per_workload=1)
+            if similar:
+                reuse = "similar"
+                distance = min(record.distance for record in similar)
+                neighbours = len({record.workload_key for record in similar})
+            else:
+                reuse = "none"
+        rows.append(
+            TaskCoverage(
+                name=task.name,
+                workload_key=database.workload_key(task.mod),
+                weight=task.weight,
+                flops=task.flops,
+                reuse=reuse,
+                best_sec=task.best_sec_before,
+                distance=distance,
+                neighbours=neighbours,
+            )
+        )
+    to_tune = [row for row in rows if not row.covered or row.name in resumed_tasks]
+    return CoveragePlan(
+        tasks=tuple(rows), trial_budget=trial_budget(len(to_tune), trials, max_trials_per_task)
+    )
+
+
+def trial_budget(tasks_to_tune: int, trials: int, max_trials_per_task: int | None) -> int:
+    """The most trials ``tuner.search.tune`` spends on that many tasks: it never passes
+    ``trials``, nor ``max_trials_per_task`` per task."""
+    if tasks_to_tune == 0 or trials <= 0:
+        return 0
+    if max_trials_per_task is None:
+        return trials
+    return min(trials, tasks_to_tune * max_trials_per_task)
+
+
+def plan_model(
+    model_path: Path,
+    *,
+    target: str,
+    database_url: str,
+    trials: int,
+    max_trials_per_task: int | None = None,
+    layout: Layout = "auto",
+    fp16: bool = False,
+) -> CoveragePlan:
+    """``tunefarm plan``: the plan a ``tunefarm compile`` with these options would start with.
+
+    Records a team imported and no worker has measured yet do not count: a job measures them
+    first, and only then may they cover a task.
+    """
+    from tuner.compile_job import CompileOptions, check_options
+    from tuner.model_analysis import analyse_model
+    from tuning_db import SqlDatabase
+
+    parsed = check_options(
+        CompileOptions(
+            model_path=model_path,
+            target=target,
+            out_dir=Path("."),
+            database_url=database_url,
+            trials=trials,
+            max_trials_per_task=max_trials_per_task,
+            layout=layout,
+            fp16=fp16,
+        )
+    )
+    tasks = analyse_model(model_path, target=parsed, layout=layout, fp16=fp16).tasks
+    database = SqlDatabase(database_url, target=parsed)
+    look_up_tasks(tasks, database=database, target=parsed)
+    return plan_coverage(
+        tasks, database=database, trials=trials, max_trials_per_task=max_trials_per_task
+    )
