@@ -21,7 +21,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Literal
 
 import tvm_ffi
@@ -84,7 +86,7 @@ class OperatorSignature:
     """Every block of the function (the anchor's producers and epilogue), in order."""
     version: int = SIGNATURE_VERSION
 
-    @property
+    @cached_property
     def family_key(self) -> str:
         """sha256 of what must match for a trace of one workload to apply to another."""
         family = {
@@ -137,18 +139,30 @@ class OperatorSignature:
 
 def shape_distance(a: OperatorSignature, b: OperatorSignature) -> float:
     """How far apart two workloads are: ``inf`` across families, else see the module doc."""
-    if a.family_key != b.family_key or len(a.shape) != len(b.shape):
+    if a.family_key != b.family_key:
+        return math.inf
+    return distance_in_family(a.shape, a.strides, b.shape, b.strides)
+
+
+def distance_in_family(
+    shape_a: Sequence[int],
+    strides_a: Sequence[int],
+    shape_b: Sequence[int],
+    strides_b: Sequence[int],
+) -> float:
+    """``shape_distance`` of two signatures already known to be of one family."""
+    if len(shape_a) != len(shape_b):
         return math.inf
     squares = 0.0
-    for x, y in zip(a.shape, b.shape, strict=True):
+    for x, y in zip(shape_a, shape_b, strict=True):
         if x == y:
             continue
         if UNKNOWN_EXTENT in (x, y):
             squares += _UNKNOWN_EXTENT_DISTANCE**2
         else:
             squares += math.log2(x / y) ** 2
-    stride_mismatches = sum(1 for x, y in zip(a.strides, b.strides, strict=False) if x != y)
-    stride_mismatches += abs(len(a.strides) - len(b.strides))
+    stride_mismatches = sum(1 for x, y in zip(strides_a, strides_b, strict=False) if x != y)
+    stride_mismatches += abs(len(strides_a) - len(strides_b))
     return math.sqrt(squares) + stride_mismatches
 
 

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import tvm
 import tvm_ffi
-from sqlalchemy import Connection, Engine, func, select, union_all
+from sqlalchemy import ColumnElement, Connection, Engine, Exists, func, select, union_all
 from tvm.ir import IRModule
 from tvm.ir.utils import derived_object
 from tvm.s_tir.meta_schedule.database import PyDatabase, TuningRecord, Workload
@@ -121,6 +121,20 @@ def best_verified_times(
         chosen = own_best if row_target_key == target_key else class_best
         chosen[key] = min(float(best), chosen.get(key, float("inf")))
     return {**class_best, **own_best}
+
+
+def has_valid_records(workload_id: ColumnElement[int], target_keys: list[str]) -> Exists:
+    """EXISTS a valid record of the workload on one of the targets (an index probe of
+    ix_tuning_records_top_k: workload_id, target_key, mean_run_sec)."""
+    return (
+        select(_records.c.id)
+        .where(
+            _records.c.workload_id == workload_id,
+            _records.c.target_key.in_(target_keys),
+            _records.c.mean_run_sec.is_not(None),
+        )
+        .exists()
+    )
 
 
 class WorkloadKeyCache:
@@ -282,7 +296,7 @@ class SqlDatabase(PyDatabase):
                 signature,
                 limit=workloads,
                 exclude=[own_id] if own_id is not None else [],
-                accept=lambda ids: self._with_records(connection, ids, targets),
+                qualify=lambda workload_id: has_valid_records(workload_id, list(targets)),
             )
             distances = {neighbour.workload_id: neighbour.distance for neighbour in neighbours}
             if own_id is not None:
@@ -333,7 +347,7 @@ class SqlDatabase(PyDatabase):
                 signature,
                 limit=limit - len(found),
                 exclude=[own_id] if own_id is not None else [],
-                accept=lambda ids: self._with_records(connection, ids, targets),
+                qualify=lambda workload_id: has_valid_records(workload_id, list(targets)),
             )
             found += [(neighbour.workload_id, neighbour.distance) for neighbour in neighbours]
             if not found:
@@ -595,25 +609,6 @@ class SqlDatabase(PyDatabase):
                 str(row.key), str(row.target_json), str(row.target_class), relation
             )
         return known
-
-    @staticmethod
-    def _with_records(
-        connection: Connection, workload_ids: list[int], targets: dict[str, _KnownTarget]
-    ) -> set[int]:
-        """The workloads that have a valid record on one of ``targets`` (index only)."""
-        if not workload_ids:
-            return set()
-        return set(
-            connection.execute(
-                select(_records.c.workload_id)
-                .where(
-                    _records.c.workload_id.in_(workload_ids),
-                    _records.c.target_key.in_(list(targets)),
-                    _records.c.mean_run_sec.is_not(None),
-                )
-                .distinct()
-            ).scalars()
-        )
 
     @staticmethod
     def _seed_filter(workload_id: int, own_id: int | None, target: _KnownTarget) -> list[Any]:
