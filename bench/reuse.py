@@ -20,6 +20,7 @@ with its defaults (FAST_SEARCH, the budget split evenly over the tasks). It writ
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import multiprocessing
 import sqlite3
@@ -51,6 +52,8 @@ class CurveObserver:
     def __init__(self) -> None:
         self.weights: dict[str, int] = {}
         self.curve: list[dict[str, Any]] = []
+        self.task_curves: dict[str, list[tuple[int, float | None]]] = {}
+        """Per task: (the task's trials, its best run time so far) after each of its batches."""
         self.plan: dict[str, Any] | None = None
 
     def stage(self, phase: str, message: str) -> None:
@@ -67,19 +70,28 @@ class CurveObserver:
         # Defined once every task being tuned has a valid measurement.
         known = all(best.get(name) is not None for name in self.weights)
         estimate = sum(best[name] * w for name, w in self.weights.items()) if known else None
-        self.curve.append(
-            {"trials": report.trials, "estimate_sec": estimate, "tasks_best_sec": best}
-        )
+        self.curve.append({"trials": report.trials, "estimate_sec": estimate})
+        for name, progress in report.tasks.items():
+            points = self.task_curves.setdefault(name, [])
+            if progress.trials and (not points or points[-1][0] != progress.trials):
+                points.append((progress.trials, progress.best_sec))
 
     def tuning_finished(self) -> None:
         pass
 
 
 def compile_once(
-    model_path: str, database_url: str, out_dir: str, trials: int, seed: int, warm_start: bool
+    model_path: str,
+    database_url: str,
+    out_dir: str,
+    trials: int,
+    seed: int,
+    warm_start: bool,
+    trials_per_iter: int | None = None,
 ) -> dict[str, Any]:
     started = time.perf_counter()
     from tuner.compile_job import CompileOptions, compile_model
+    from tuner.search import FAST_SEARCH
 
     import_sec = time.perf_counter() - started
     quiet_meta_schedule()
@@ -92,6 +104,9 @@ def compile_once(
         trials=trials,
         seed=seed,
         warm_start=warm_start,
+        search=FAST_SEARCH
+        if trials_per_iter is None
+        else dataclasses.replace(FAST_SEARCH, num_trials_per_iter=trials_per_iter),
     )
     started = time.perf_counter()
     manifest = compile_model(options, observer=observer).manifest  # type: ignore[arg-type]
@@ -111,6 +126,7 @@ def compile_once(
             for task in manifest["tasks"]
         ],
         "curve": observer.curve,
+        "task_curves": observer.task_curves,
     }
 
 
@@ -131,6 +147,30 @@ def trials_to_reach(curve: list[dict[str, Any]], target_sec: float) -> int | Non
         if point["estimate_sec"] is not None and point["estimate_sec"] <= target_sec:
             return int(point["trials"])
     return None
+
+
+def per_task_trials_to_reach(
+    run: dict[str, Any], reference: dict[str, Any], within: float
+) -> dict[str, Any]:
+    """Trials of each task until its best kernel is within ``within`` of ``reference``'s final
+    best for that task, and their sum. Every task within the factor puts the model's estimated
+    latency within it too, so the sum is the trials the run needed to reach the reference."""
+    tasks: dict[str, int | None] = {}
+    for name, ref_points in reference["task_curves"].items():
+        finals = [best for _, best in ref_points if best is not None]
+        if not finals:
+            continue  # no valid measurement in the reference: nothing to reach
+        goal = min(finals) * within
+        points = run["task_curves"].get(name, [])
+        tasks[name] = next(
+            (trials for trials, best in points if best is not None and best <= goal), None
+        )
+    reached = [trials for trials in tasks.values() if trials is not None]
+    return {
+        "per_task": tasks,
+        "tasks_not_reached": sorted(name for name, trials in tasks.items() if trials is None),
+        "total": sum(reached) if len(reached) == len(tasks) else None,
+    }
 
 
 def final_estimate(curve: list[dict[str, Any]]) -> float | None:
@@ -164,6 +204,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials-a", type=int, default=192, help="budget of A's cold tune")
     parser.add_argument("--trials-b", type=int, default=192, help="budget of each run of B")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--trials-per-iter",
+        type=int,
+        default=8,
+        help="batch size of B's runs: the resolution of the trials-to-reach count",
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
 
@@ -193,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         args.trials_b,
         args.seed,
         False,
+        args.trials_per_iter,
     )
     print("(b) model B warm-started", file=sys.stderr)
     b_warm = run_compile(
@@ -202,12 +249,18 @@ def main(argv: list[str] | None = None) -> int:
         args.trials_b,
         args.seed,
         True,
+        args.trials_per_iter,
     )
 
     scratch_final = final_estimate(b_scratch["curve"])
     goal_sec = scratch_final * WITHIN if scratch_final is not None else None
     reach_scratch = trials_to_reach(b_scratch["curve"], goal_sec) if goal_sec else None
     reach_warm = trials_to_reach(b_warm["curve"], goal_sec) if goal_sec else None
+    per_task = {
+        "scratch": per_task_trials_to_reach(b_scratch, b_scratch, WITHIN),
+        "warm_started": per_task_trials_to_reach(b_warm, b_scratch, WITHIN),
+    }
+    totals = (per_task["scratch"]["total"], per_task["warm_started"]["total"])
     result = {
         "schema_version": SCHEMA_VERSION,
         "benchmark": "reuse",
@@ -220,7 +273,9 @@ def main(argv: list[str] | None = None) -> int:
             "trials_b": args.trials_b,
             "seed": args.seed,
             "within": WITHIN,
-            "search": "compile_model defaults (FAST_SEARCH, even split, up to 4 rounds)",
+            "search": "compile_model defaults (FAST_SEARCH, even split, up to 4 rounds); B's "
+            "runs with FAST_SEARCH's trials per iteration set to trials_per_iter",
+            "trials_per_iter": args.trials_per_iter,
         },
         "models": models,
         "a_warm_recompile": {
@@ -234,6 +289,10 @@ def main(argv: list[str] | None = None) -> int:
             "scratch_final_estimate_ms": scratch_final * 1e3 if scratch_final else None,
             "goal_estimate_ms": goal_sec * 1e3 if goal_sec else None,
             "trials_to_goal": {"scratch": reach_scratch, "warm_started": reach_warm},
+            "per_task_trials_to_goal": per_task,
+            "warm_over_scratch_per_task_trials": round(totals[1] / totals[0], 3)
+            if totals[0] and totals[1] is not None
+            else None,
             "warm_over_scratch_trials": round(reach_warm / reach_scratch, 3)
             if reach_warm is not None and reach_scratch
             else None,
@@ -261,6 +320,13 @@ def print_table(result: dict[str, Any]) -> None:
         f"(b) similar model: from-scratch final estimate {b['scratch_final_estimate_ms']} ms; "
         f"trials to within {WITHIN}x of it: scratch {reach['scratch']}, "
         f"warm-started {reach['warm_started']} (ratio {b['warm_over_scratch_trials']})"
+    )
+    per_task = b["per_task_trials_to_goal"]
+    print(
+        f"    per task (every task within {WITHIN}x of its from-scratch best): scratch "
+        f"{per_task['scratch']['total']}, warm-started {per_task['warm_started']['total']} "
+        f"(ratio {b['warm_over_scratch_per_task_trials']}; not reached: "
+        f"{per_task['warm_started']['tasks_not_reached']})"
     )
     for name in ("scratch", "warm_started"):
         run = b[name]
