@@ -270,7 +270,13 @@ def _tune_missing(
 def _warm_start(options: CompileOptions, database: SqlDatabase) -> WarmStart | None:
     if not options.warm_start:
         return None
-    return WarmStart(similar_records=lambda task: database.similar_records(task.mod))
+    # Up to 4 neighbours x 32 records: the seeds are the best few, and XGBoost needs about a
+    # hundred samples before its predictions are more than noise, so pre-training wants more.
+    return WarmStart(
+        similar_records=lambda task: database.similar_records(
+            task.mod, workloads=4, per_workload=32
+        )
+    )
 
 
 def _manifest(
