@@ -57,6 +57,7 @@ from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 from tvm.s_tir.meta_schedule.database import TuningRecord, Workload
 from tvm.target import Target
 
+from tuning_db import similarity_index
 from tuning_db.operator_signature import OperatorSignature, operator_signature
 from tuning_db.record_json import record_as_json
 from tuning_db.similarity_index import window_statement
@@ -379,7 +380,12 @@ def main() -> None:
         "benchmark": "similarity_index",
         "machine": machine(),
         "tvm": tvm.__version__,
-        "settings": vars(args) | {"out": str(args.out)},
+        "settings": vars(args)
+        | {
+            "out": str(args.out),
+            "first_window": similarity_index.FIRST_WINDOW,
+            "max_window": similarity_index.MAX_WINDOW,
+        },
         "data": (
             f"synthetic: {args.rows} workloads and signature rows, bulk-loaded (COPY on "
             f"PostgreSQL, executemany on SQLite); {args.hot_share:.0%} of the signatures in the "

@@ -33,8 +33,11 @@ from tuning_db.schema import Base, WorkloadSignatureRow
 
 _signatures = Base.metadata.tables[WorkloadSignatureRow.__tablename__]
 
-FIRST_WINDOW = 32
-MAX_WINDOW = 512
+FIRST_WINDOW = 16
+MAX_WINDOW = 128
+"""Qualified rows per side at most. At a million signatures, 300,000 of one family and 1% of
+them measured, a lookup took 0.43 s (SQLite) with 512 and 0.06 s with 128 on 2 cores
+(``bench/similarity_index.py``), for neighbours slightly farther (median 1.24 against 1.04)."""
 
 
 @dataclass(frozen=True)
@@ -146,4 +149,4 @@ def nearest_workloads(
         reach_below = size - below[-1].size_log2 if len(below) == window else math.inf
         if max_size_gap(signature, kth) <= min(reach_above, reach_below) or window >= MAX_WINDOW:
             return found[:limit]
-        window *= 4
+        window = min(window * 4, MAX_WINDOW)
