@@ -339,6 +339,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--skip-fast", action="store_true", help="no FAST_SEARCH row")
     parser.add_argument(
+        "--skip-main", action="store_true", help="only the overlap rows (a call's time is short)"
+    )
+    parser.add_argument(
         "--overlap-trials",
         type=int,
         default=256,
@@ -379,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
             "concurrency": args.concurrency,
             "chunk_size": args.chunk_size,
         }
-        if not args.skip_stock:
+        if not args.skip_stock and not args.skip_main:
             import tvm.s_tir.meta_schedule as ms
 
             print("stock tune_relax, 64 trials/iter ...", flush=True)
@@ -395,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
                 builder=ms.builder.LocalBuilder(timeout_sec=args.stock_builder_timeout),
             )
             rows["stock"]["builder_timeout_sec"] = args.stock_builder_timeout
-        for workers in args.workers:
+        for workers in [] if args.skip_main else args.workers:
             print(f"farm, {workers} worker(s), MetaSchedule search defaults ...", flush=True)
             (scratch / f"farm{workers}").mkdir()
             rows[f"farm_{workers}"] = run_farm(
@@ -407,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
                 overlap=default_overlap,
                 **farm_options,
             )
-        if not args.skip_fast:
+        if not args.skip_fast and not args.skip_main:
             workers = max(args.workers)
             print(f"farm, {workers} worker(s), FAST_SEARCH ...", flush=True)
             (scratch / "farmfast").mkdir()

@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     max_model_bytes: int = 2 * 1024**3
     measure_timeout_sec: float = 60.0
     """Longest a candidate may take to build and run before it counts as failed."""
-    search_overlap: bool = False
+    search_overlap: bool = True
     """Search the next batch while the current one is measured (``tuner/overlapped_search.py``);
     False runs MetaSchedule's own task scheduler loop."""
 
