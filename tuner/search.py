@@ -20,6 +20,7 @@ from tvm.s_tir.meta_schedule.search_strategy import SearchStrategy
 from tvm.s_tir.meta_schedule.utils import fork_seed
 from tvm.target import Target
 
+from tuner.metaschedule_logging import METASCHEDULE_LOGGER, unnamed_handlers_set_aside
 from tuner.schedule_rules import register_pooling_rules
 from tuner.tasks import TuningTask
 from tuner.tensor_intrinsics import load_tensor_intrinsics
@@ -167,7 +168,7 @@ def tune(
         before = {task.name: report.tasks[task.name].trials for task in active}
         # MetaSchedule prints its task table to stdout at INFO, and each time it makes its
         # loggers it leaves them at DEBUG: set the level we want before every round.
-        logging.getLogger("tvm.s_tir.meta_schedule").setLevel(log_level)
+        logging.getLogger(METASCHEDULE_LOGGER).setLevel(log_level)
         strategies: dict[str, SearchStrategy] = {}
         if warm_start is not None:
             strategies = _warm_start_strategies(
@@ -181,13 +182,14 @@ def tune(
                 seed=seed,
             )
             considered.update(task.name for task in active)
-        contexts, weights = _tune_contexts(
-            active,
-            work_dir=work_dir,
-            settings=settings,
-            strategies=strategies,
-            seed=None if seed is None else seed + round_index,
-        )
+        with unnamed_handlers_set_aside():
+            contexts, weights = _tune_contexts(
+                active,
+                work_dir=work_dir,
+                settings=settings,
+                strategies=strategies,
+                seed=None if seed is None else seed + round_index,
+            )
         if cost_model is None:
             cost_model = ms.CostModel.create(
                 "xgb", num_tuning_cores=contexts[0].num_threads, tree_method="auto"

@@ -4,7 +4,6 @@ of another shape. Real TVM, real builds, a real warm pool and a real SQLite data
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,16 +67,6 @@ def _tasks(tmp: Path, *, channels: int, image_size: int) -> dict[str, TuningTask
 
 def _runner_pair(pool: WarmPool, tmp: Path) -> tuple[CandidateWriter, TrialRunner]:
     return CandidateWriter(str(tmp / "candidates")), TrialRunner(pool, settings=FAST)
-
-
-def _let_metaschedule_make_its_loggers() -> None:
-    """pytest 9 hangs its unnamed capture handlers on MetaSchedule's logger while a test runs,
-    and MetaSchedule's ``create_loggers`` fails on a handler without a name: a second ``tune``
-    in one pytest process would fail, warm start or not."""
-    ms_logger = logging.getLogger("tvm.s_tir.meta_schedule")
-    for handler in list(ms_logger.handlers):
-        if handler.get_name() is None:
-            ms_logger.removeHandler(handler)
 
 
 @pytest.fixture(scope="module")
@@ -251,7 +240,6 @@ def _warm_tune(
 ) -> tuple[TuningReport, SqlDatabase]:
     database = SqlDatabase(f"sqlite:///{tmp / 'b.db'}", target=TARGET)
     builder, runner = _runner_pair(pool, tmp)
-    _let_metaschedule_make_its_loggers()
     report = tune(
         [convs.b],
         target=TARGET,
@@ -324,7 +312,6 @@ def test_a_failing_similarity_lookup_leaves_the_task_to_the_plain_search(
 
     database = SqlDatabase(f"sqlite:///{tmp_path / 'b.db'}", target=TARGET)
     builder, runner = _runner_pair(pool, tmp_path)
-    _let_metaschedule_make_its_loggers()
     report = tune(
         [convs.b],
         target=TARGET,
