@@ -122,7 +122,7 @@ def compile_once(
         "tuned_p50_ms": manifest["latency"]["tuned"]["p50_ms"],
         "untuned_p50_ms": manifest["latency"]["untuned"]["p50_ms"],
         "tasks": [
-            {k: task[k] for k in ("name", "trials", "best_latency_us", "source")}
+            {k: task.get(k) for k in ("name", "trials", "best_latency_us", "source", "warm_start")}
             for task in manifest["tasks"]
         ],
         "curve": observer.curve,

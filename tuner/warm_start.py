@@ -64,6 +64,12 @@ class WarmStart:
     """Re-applied traces measured first, at most; they count against the task's trials."""
     max_seed_fraction: float = 0.5
     """Of the task's trials, the most that go to seeds; the search gets the rest."""
+    first_batch: int = 4
+    """Seeds in a task's first batch: the nearest neighbours' fastest schedules. The rest follow
+    in the task's next batch. A small first batch puts a measured kernel on every task after a
+    few trials each, so the whole model has a latency estimate, and a schedule to build, early.
+    (In bench/reuse.py the best seed of 8 of 9 tasks was among the first four; ranking them by
+    the pre-trained cost model instead put it no earlier.)"""
     max_pretrain_records: int = 512
     """Neighbour records the cost model learns from, at most, per task."""
     pretrain_on_unverified: bool = False
@@ -87,6 +93,8 @@ class WarmStartFigures:
     """Seeded candidates that failed to build or run."""
     best_seed_sec: float | None = None
     """Best mean run time among the seeded candidates, as we measured it."""
+    best_seed_rank: int | None = None
+    """Where the best seed stood in the order the seeds were sent (0: first)."""
     pretrained_on: int = 0
     """Neighbour records the cost model was pre-trained on for this task (a neighbour shared
     with a task warm-started before it is learnt only once, there)."""
@@ -100,6 +108,7 @@ class WarmStartFigures:
             "best_seed_latency_us": (
                 round(self.best_seed_sec * 1e6, 3) if self.best_seed_sec is not None else None
             ),
+            "best_seed_rank": self.best_seed_rank,
             "pretrained_on": self.pretrained_on,
         }
 
@@ -351,12 +360,13 @@ def pretrain_cost_model(
 class WarmStartSearch(PySearchStrategy):
     """A search strategy that measures seeds first, then hands over to ``inner``.
 
-    ``pre_tuning`` pre-trains the cost model and re-applies the seeds. The first batch of
-    candidates is the seeds; the task scheduler builds, runs and records them like any batch,
-    counting them as trials of the task. ``inner`` (MetaSchedule's evolutionary search) gets
-    the rest of the task's trials, finds the measured seeds in the database as its initial
-    population, and never sends a seed again (it does not know which records were measured in
-    this run: evolutionary_search.cc keeps a TODO about it).
+    ``pre_tuning`` pre-trains the cost model and re-applies the seeds. The first batches of
+    candidates are the seeds, the most promising few first (``WarmStart.first_batch``); the task
+    scheduler builds, runs and records them like any batch, counting them as trials of the task.
+    ``inner`` (MetaSchedule's evolutionary search) gets the rest of the task's trials, finds the
+    measured seeds in the database as its initial population, and never sends a seed again (it
+    does not know which records were measured in this run: evolutionary_search.cc keeps a TODO
+    about it).
     """
 
     def __init__(
@@ -378,11 +388,12 @@ class WarmStartSearch(PySearchStrategy):
         """Neighbour workloads the shared cost model has already learnt (across tasks)."""
         self.seed = seed
         self._context: TuneContext | None = None
-        self._pending: list[MeasureCandidate] | None = None
+        self._pending: list[list[MeasureCandidate]] = []
         self._seeds = _ModuleSet()
-        self._seed_batch: list[MeasureCandidate] = []
-        """The seeds as sent. Known by identity: the overlapped loop (tuner.overlapped_search)
-        may search and send the next batch before this one's results come back."""
+        self._sent: list[MeasureCandidate] = []
+        """The seeds as sent, in order. Known by identity: the overlapped loop
+        (tuner.overlapped_search) may search and send the next batch before this one's results
+        come back."""
 
     def _initialize_with_tune_context(self, context: TuneContext) -> None:
         self._context = context
@@ -396,10 +407,12 @@ class WarmStartSearch(PySearchStrategy):
         database: Database | None = None,
         cost_model: CostModel | None = None,
     ) -> None:
-        seeds = self._prepare(max_trials, cost_model)
-        self._pending = measure_candidates(seeds) if seeds else None
-        for sch in seeds:
-            self._seeds.add(sch.mod)
+        seeds = measure_candidates(self._prepare(max_trials, cost_model))
+        first = max(1, self.warm_start.first_batch)
+        self._pending = [batch for batch in (seeds[:first], seeds[first:]) if batch]
+        self._sent = []
+        for candidate in seeds:
+            self._seeds.add(candidate.sch.mod)
         self.inner.pre_tuning(
             max_trials - len(seeds), num_trials_per_iter, design_spaces, database, cost_model
         )
@@ -442,13 +455,14 @@ class WarmStartSearch(PySearchStrategy):
         return max(0, min(self.warm_start.max_seeds, max(1, by_fraction), max_trials))
 
     def post_tuning(self) -> None:
-        self._pending = None
+        self._pending = []
         self.inner.post_tuning()
 
     def generate_measure_candidates(self) -> list[MeasureCandidate] | None:
-        if self._pending is not None:
-            self._seed_batch, self._pending = self._pending, None
-            return list(self._seed_batch)
+        if self._pending:
+            batch = self._pending.pop(0)
+            self._sent.extend(batch)
+            return list(batch)
         # The evolutionary search may propose a seed again: it sees the seeds in the database
         # but not among the schedules it measured itself. Skip those (a few tries, since each
         # seed can come back at most once: the search remembers what it proposed).
@@ -467,19 +481,21 @@ class WarmStartSearch(PySearchStrategy):
         self, measure_candidates: list[MeasureCandidate], results: list[RunnerResult]
     ) -> None:
         if self._is_seed_batch(measure_candidates):
-            self._seed_batch = []
-            self._count_seed_results(results)
+            self._count_seed_results(measure_candidates, results)
             return  # the inner search did not propose them: its trial count stays its own
         self.inner.notify_runner_results(measure_candidates, results)
 
-    def _is_seed_batch(self, candidates: list[MeasureCandidate]) -> bool:
-        if not self._seed_batch or len(candidates) == 0:
-            return False
-        # A loop may send only part of a batch (the budget's room): compare the first.
-        return any(candidates[0].same_as(seed) for seed in self._seed_batch)
+    def _seed_rank(self, candidate: MeasureCandidate) -> int | None:
+        return next((i for i, seed in enumerate(self._sent) if candidate.same_as(seed)), None)
 
-    def _count_seed_results(self, results: list[RunnerResult]) -> None:
-        for result in results:
+    def _is_seed_batch(self, candidates: list[MeasureCandidate]) -> bool:
+        # A loop may send only part of a batch (the budget's room): compare the first.
+        return len(candidates) > 0 and self._seed_rank(candidates[0]) is not None
+
+    def _count_seed_results(
+        self, candidates: list[MeasureCandidate], results: list[RunnerResult]
+    ) -> None:
+        for candidate, result in zip(candidates, results, strict=True):
             secs = [float(sec) for sec in result.run_secs] if result.run_secs else []
             if result.error_msg is not None or not secs or max(secs) >= FAILED_RUN_SEC:
                 self.figures.failed += 1
@@ -488,6 +504,7 @@ class WarmStartSearch(PySearchStrategy):
             mean = sum(secs) / len(secs)
             if self.figures.best_seed_sec is None or mean < self.figures.best_seed_sec:
                 self.figures.best_seed_sec = mean
+                self.figures.best_seed_rank = self._seed_rank(candidate)
 
     def clone(self) -> SearchStrategy:
         return WarmStartSearch(

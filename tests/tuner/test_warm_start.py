@@ -4,7 +4,7 @@ of another shape. Real TVM, real builds, a real warm pool and a real SQLite data
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -237,6 +237,8 @@ def _warm_tune(
     *,
     trials: int,
     max_trials_per_task: int | None = None,
+    first_batch: int = 4,
+    on_progress: Callable[[TuningReport], None] | None = None,
 ) -> tuple[TuningReport, SqlDatabase]:
     database = SqlDatabase(f"sqlite:///{tmp / 'b.db'}", target=TARGET)
     builder, runner = _runner_pair(pool, tmp)
@@ -251,7 +253,8 @@ def _warm_tune(
         settings=SMALL_SEARCH,
         seed=2,
         work_dir=str(tmp / "logs"),
-        warm_start=WarmStart(lambda task: similar, max_seeds=4),
+        on_progress=on_progress,
+        warm_start=WarmStart(lambda task: similar, max_seeds=4, first_batch=first_batch),
     )
     return report, database
 
@@ -350,3 +353,29 @@ def test_seeds_are_trials_of_the_task_and_pretraining_happens_first(
     assert database.best_run_sec(convs.b.mod) == pytest.approx(progress.best_sec)
     # No seed was measured twice (one record per trace, one trial per record).
     assert len(database.get_all_tuning_records()) == progress.trials
+
+
+def test_the_most_promising_seeds_go_first_and_the_rest_in_the_next_batch(
+    convs: Convs, pool: WarmPool, tmp_path: Path
+) -> None:
+    batches: list[int] = []
+
+    def batch_done(report: TuningReport) -> None:
+        batches.append(report.trials - sum(batches))
+
+    report, _ = _warm_tune(
+        convs,
+        pool,
+        tmp_path,
+        _similar(convs, convs.records_a),
+        trials=12,
+        max_trials_per_task=12,
+        first_batch=1,
+        on_progress=batch_done,
+    )
+    figures = report.tasks[convs.b.name].warm_start
+    assert figures is not None and figures.applied == 4
+    assert batches[:2] == [1, 3]  # one seed, then the other three; then the search's own
+    assert sum(batches) == report.trials == 12
+    assert figures.measured + figures.failed == 4
+    assert figures.best_seed_rank is not None and 0 <= figures.best_seed_rank < 4
