@@ -394,6 +394,8 @@ class WarmStartSearch(PySearchStrategy):
         """The seeds as sent, in order. Known by identity: the overlapped loop
         (tuner.overlapped_search) may search and send the next batch before this one's results
         come back."""
+        self._inner_room = 0
+        """Trials of the task left to the inner search: its share less the seeds."""
 
     def _initialize_with_tune_context(self, context: TuneContext) -> None:
         self._context = context
@@ -413,8 +415,9 @@ class WarmStartSearch(PySearchStrategy):
         self._sent = []
         for candidate in seeds:
             self._seeds.add(candidate.sch.mod)
+        self._inner_room = max(0, max_trials - len(seeds))
         self.inner.pre_tuning(
-            max_trials - len(seeds), num_trials_per_iter, design_spaces, database, cost_model
+            self._inner_room, num_trials_per_iter, design_spaces, database, cost_model
         )
 
     def _prepare(self, max_trials: int, cost_model: CostModel | None) -> list[Schedule]:
@@ -463,17 +466,25 @@ class WarmStartSearch(PySearchStrategy):
             batch = self._pending.pop(0)
             self._sent.extend(batch)
             return list(batch)
+        if self._inner_room <= 0:
+            return None
         # The evolutionary search may propose a seed again: it sees the seeds in the database
         # but not among the schedules it measured itself. Skip those (a few tries, since each
         # seed can come back at most once: the search remembers what it proposed).
         for _ in range(1 + len(self._seeds)):
             batch = self.inner.generate_measure_candidates()
-            if batch is None or len(self._seeds) == 0:
-                return batch
+            if batch is None:
+                return None
             fresh = [candidate for candidate in batch if candidate.sch.mod not in self._seeds]
             if len(fresh) < len(batch):
                 logger.debug("skipped %d seed(s) proposed again", len(batch) - len(fresh))
             if fresh or len(batch) == 0:
+                # The room is counted here, not left to the inner search: asked again before
+                # any result came back (a retry above, or the overlapped loop), its clamp to
+                # max_trials is already spent and it proposes a whole batch
+                # (evolutionary_search.cc, GenerateMeasureCandidates).
+                fresh = fresh[: self._inner_room]
+                self._inner_room -= len(fresh)
                 return fresh
         return None
 

@@ -14,8 +14,11 @@ import pytest
 import tvm
 import tvm.s_tir.meta_schedule as ms
 from sqlalchemy import select
+from tvm.ir.utils import derived_object
 from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 from tvm.s_tir.meta_schedule.database import TuningRecord
+from tvm.s_tir.meta_schedule.runner import RunnerResult
+from tvm.s_tir.meta_schedule.search_strategy import MeasureCandidate, PySearchStrategy
 
 from tuner.model_analysis import analyse_model
 from tuner.pool_measure import CandidateWriter, TrialRunner
@@ -26,6 +29,8 @@ from tuner.trial import MeasureSettings
 from tuner.warm_pool import WarmPool
 from tuner.warm_start import (
     WarmStart,
+    WarmStartFigures,
+    WarmStartSearch,
     measure_candidates,
     pretrain_cost_model,
     reapply_trace,
@@ -379,3 +384,62 @@ def test_the_most_promising_seeds_go_first_and_the_rest_in_the_next_batch(
     assert sum(batches) == report.trials == 12
     assert figures.measured + figures.failed == 4
     assert figures.best_seed_rank is not None and 0 <= figures.best_seed_rank < 4
+
+
+@derived_object
+class WholeBatchSearch(PySearchStrategy):
+    """Proposes a whole batch whenever it is asked, whatever its budget: what MetaSchedule's
+    evolutionary search does when it is asked again before a result came back (its clamp to
+    max_trials is spent by the first ask)."""
+
+    def __init__(self, schedules: list[tvm.s_tir.Schedule]) -> None:
+        super().__init__()
+        self.schedules = list(schedules)
+        self.per_iter = 0
+
+    def _initialize_with_tune_context(self, context: ms.TuneContext) -> None:
+        pass
+
+    def pre_tuning(self, max_trials, num_trials_per_iter, design_spaces, database, cost_model):  # type: ignore[no-untyped-def]
+        self.per_iter = num_trials_per_iter
+
+    def post_tuning(self) -> None:
+        pass
+
+    def generate_measure_candidates(self) -> list[MeasureCandidate]:
+        repeated = self.schedules * self.per_iter
+        return measure_candidates(repeated[: self.per_iter])
+
+    def notify_runner_results(self, candidates, results) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+    def clone(self) -> WholeBatchSearch:
+        return WholeBatchSearch(self.schedules)
+
+
+def test_the_search_after_the_seeds_never_passes_the_tasks_share(convs: Convs) -> None:
+    # CI once saw 16 trials in a share of 10: a batch of 6 less a seed it proposed again, then
+    # a retry asked the evolutionary search again before any result and got a whole batch.
+    context = ms.TuneContext(
+        convs.b.mod, target=TARGET, space_generator="post-order-apply", task_name=convs.b.name
+    )
+    figures = WarmStartFigures()
+    search = WarmStartSearch(
+        WholeBatchSearch(context.generate_design_space()),
+        _similar(convs, convs.records_a),
+        warm_start=WarmStart(lambda task: [], max_seeds=4),
+        figures=figures,
+        pretrained=set(),
+        seed=2,
+    )
+    search._initialize_with_tune_context(context)
+    search.pre_tuning(10, 8, [], None, None)
+    sent: list[int] = []
+    for _ in range(10):
+        batch = search.generate_measure_candidates()
+        if batch is None:
+            break
+        sent.append(len(batch))
+        search.notify_runner_results(batch, [RunnerResult([1e-3], None) for _ in batch])
+    assert figures.applied == 4 and sent[0] == 4  # the seeds, then the search's own
+    assert sum(sent) == 10, sent
