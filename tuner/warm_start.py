@@ -475,7 +475,7 @@ class WarmStartSearch(PySearchStrategy):
             batch = self.inner.generate_measure_candidates()
             if batch is None:
                 return None
-            fresh = [candidate for candidate in batch if candidate.sch.mod not in self._seeds]
+            fresh = [c for c in batch if len(self._seeds) == 0 or c.sch.mod not in self._seeds]
             if len(fresh) < len(batch):
                 logger.debug("skipped %d seed(s) proposed again", len(batch) - len(fresh))
             if fresh or len(batch) == 0:
