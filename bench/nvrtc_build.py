@@ -106,9 +106,8 @@ class CompileTimer:
 
     def __init__(self) -> None:
         import tvm_ffi
-        from tvm.support import nvcc
 
-        self.nvcc = nvcc
+        self.nvcc = nvcc_module()
         self.target_format = "cubin"
         self.seconds: list[float] = []
         self.sizes: list[int] = []
@@ -247,7 +246,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # recorded, not fatal: TVM reports the real failure on build
         nvrtc_version = f"unknown ({err})"
 
-    variants = {name: dict(VARIANTS[name]) for name in args.variants.split(",")}
+    names = args.variants.split(",")
+    unknown = [name for name in names if name not in VARIANTS]
+    if unknown or "default" not in names:
+        parser.error(f"--variants: include default, and only {', '.join(VARIANTS)}")
+    variants = {name: dict(VARIANTS[name]) for name in names}
     if "cuda-path" in variants:
         try:
             variants["cuda-path"]["CUDA_PATH"] = nvcc_module().find_cuda_path()
