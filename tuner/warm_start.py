@@ -286,6 +286,8 @@ class _ModuleSet:
         return True
 
     def __contains__(self, mod: object) -> bool:
+        if not self._by_hash:  # no seeds: spare the structural hash of every candidate
+            return False
         bucket = self._by_hash.get(tvm_ffi.structural_hash(mod), [])
         return any(tvm_ffi.structural_equal(known, mod) for known in bucket)
 
@@ -475,7 +477,7 @@ class WarmStartSearch(PySearchStrategy):
             batch = self.inner.generate_measure_candidates()
             if batch is None:
                 return None
-            fresh = [c for c in batch if len(self._seeds) == 0 or c.sch.mod not in self._seeds]
+            fresh = [candidate for candidate in batch if candidate.sch.mod not in self._seeds]
             if len(fresh) < len(batch):
                 logger.debug("skipped %d seed(s) proposed again", len(batch) - len(fresh))
             if fresh or len(batch) == 0:
