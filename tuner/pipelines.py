@@ -55,10 +55,17 @@ class PipelineResult:
 
 
 def resolve_layout(layout: Layout, target: Target) -> Literal["NCHW", "NHWC"]:
-    """``auto`` keeps NCHW on CPUs and converts to NHWC on GPUs, where it is the faster one."""
+    """``auto`` is NHWC: channels innermost is what GPU tensor cores and the CPU default
+    schedules (``tuner.cpu_schedule_rules``, which vectorize over channels) both want."""
     if layout == "auto":
-        return "NHWC" if is_gpu(target) else "NCHW"
+        return "NHWC"
     return layout
+
+
+def kernel_layout(target: Target) -> str:
+    """Conv weights to go with NHWC data: output channels innermost on CPUs, so a vector of
+    output channels is one load; OHWI on GPUs, where the tensor-core rules expect it."""
+    return "OHWI" if is_gpu(target) else "HWIO"
 
 
 def default_phases(target: Target, options: PipelineOptions) -> list[Phase]:
@@ -76,7 +83,9 @@ def default_phases(target: Target, options: PipelineOptions) -> list[Phase]:
     ]
     layout_passes: list[tvm.transform.Pass] = []
     if layout == "NHWC":
-        layout_passes.append(relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]}))
+        layout_passes.append(
+            relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", kernel_layout(target)]})
+        )
     if options.fp16:
         layout_passes.append(relax.transform.ToMixedPrecision(out_dtype="float16"))
     if layout_passes:

@@ -18,7 +18,7 @@ def relax_mod(tiny_cnn_path: Path):  # type: ignore[no-untyped-def]
 
 def test_default_pipeline_fuses_conv_bias_relu(relax_mod) -> None:  # type: ignore[no-untyped-def]
     target = parse_target("llvm")
-    result = run_pipeline(relax_mod, target=target, options=PipelineOptions())
+    result = run_pipeline(relax_mod, target=target, options=PipelineOptions(layout="NCHW"))
     assert result.layout == "NCHW"
     assert result.phases == ["inference-cleanup", "legalize", "fuse", "cleanup"]
     fused = {kernel.name: kernel.ops for kernel in result.fused}
@@ -28,13 +28,16 @@ def test_default_pipeline_fuses_conv_bias_relu(relax_mod) -> None:  # type: igno
     assert tasks[0].flops > 0
 
 
-def test_nhwc_layout_converts_convolutions(relax_mod) -> None:  # type: ignore[no-untyped-def]
+def test_auto_layout_is_nhwc_with_output_channels_innermost_on_cpus(relax_mod) -> None:  # type: ignore[no-untyped-def]
     target = parse_target("llvm")
-    result = run_pipeline(relax_mod, target=target, options=PipelineOptions(layout="NHWC"))
+    result = run_pipeline(relax_mod, target=target, options=PipelineOptions())
     assert result.layout == "NHWC"
     assert "layout-and-precision" in result.phases
     conv = next(t for t in extract_tuning_tasks(result.mod, target=target) if "conv2d" in t.name)
-    assert 'T.sblock("conv2d_nhwc")' in conv.mod.script()
+    script = conv.mod.script()
+    assert 'T.sblock("conv2d_nhwc")' in script
+    # HWIO weights: the output channel (the vector axis of the CPU schedules) is innermost.
+    assert "param_0[v_ry, v_rx, v_rc, v_ff]" in script
 
 
 def test_unknown_pipeline(relax_mod) -> None:  # type: ignore[no-untyped-def]
@@ -75,6 +78,6 @@ def test_fp16_on_a_graph_that_tvm_cannot_convert_is_a_clear_user_error(tmp_path:
 
     assert run_pipeline(mod, target=target, options=PipelineOptions()).mod is not None
     with pytest.raises(UserInputError, match="--fp16 is not supported for this model") as error:
-        run_pipeline(mod, target=target, options=PipelineOptions(fp16=True))
+        run_pipeline(mod, target=target, options=PipelineOptions(fp16=True, layout="NCHW"))
     assert "without that option" in str(error.value)
     assert "Expected TensorType" in str(error.value)
