@@ -2,9 +2,9 @@
 
 One row per workload (a TIR function to tune) with its operator signature (the similarity
 index), one row per target fingerprint, and one row per measured schedule of a workload on a
-target. Jobs, and for the HTTP API the teams, their tokens
-and their uploaded models. The migrations in ``tuning_db/migrations`` create exactly these
-tables; a test compares the two.
+target. The untuned baseline latency of each model compiled. Jobs, and for the HTTP API the
+teams, their tokens and their uploaded models. The migrations in ``tuning_db/migrations``
+create exactly these tables; a test compares the two.
 """
 
 from __future__ import annotations
@@ -134,6 +134,35 @@ class TuningRecordRow(Base):
     never used to build and never count as coverage, until a worker has measured them."""
     shared: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     """Promoted by its team: every team of the organisation sees it."""
+
+
+class UntunedBaselineRow(Base):
+    """The latency of a model built without tuning records, measured once and reused.
+
+    A compile reports its speedup over this baseline; timing an untuned build of a large model
+    takes minutes, so it is measured once per model, target fingerprint and pipeline.
+    """
+
+    __tablename__ = "untuned_baselines"
+
+    model_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    """sha256 of the model as imported (external data inlined)."""
+    target_key: Mapped[str] = mapped_column(
+        ForeignKey("targets.key", ondelete="CASCADE"), primary_key=True
+    )
+    pipeline_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    """sha256 of ``pipeline_json``."""
+    pipeline_json: Mapped[str] = mapped_column(Text)
+    """What the untuned build depends on besides the model and target: the pass pipeline's name
+    and phases, layout, fp16, CUDA graph, and the version of tunefarm's untuned build."""
+    p50_ms: Mapped[float] = mapped_column(Float)
+    p90_ms: Mapped[float] = mapped_column(Float)
+    p99_ms: Mapped[float] = mapped_column(Float)
+    samples: Mapped[int] = mapped_column(Integer)
+    calls_per_sample: Mapped[int] = mapped_column(Integer)
+    measured_on: Mapped[str] = mapped_column(String(255))
+    """The host that measured it (another host of the same fingerprint may read it)."""
+    measured_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
 
 
 class TeamRow(Base):

@@ -19,6 +19,7 @@ TABLES = {
     "teams",
     "api_tokens",
     "models",
+    "untuned_baselines",
 }
 
 
