@@ -34,6 +34,7 @@ class StoredBaseline:
     p99_ms: float
     samples: int
     calls_per_sample: int
+    budget_reached: bool
     measured_on: str
     measured_at: datetime
 
@@ -59,6 +60,7 @@ def find_baseline(engine: Engine, key: BaselineKey) -> StoredBaseline | None:
         p99_ms=float(row.p99_ms),
         samples=int(row.samples),
         calls_per_sample=int(row.calls_per_sample),
+        budget_reached=bool(row.budget_reached),
         measured_on=str(row.measured_on),
         measured_at=measured_at,
     )
@@ -82,6 +84,7 @@ def store_baseline(
                 "p99_ms": baseline.p99_ms,
                 "samples": baseline.samples,
                 "calls_per_sample": baseline.calls_per_sample,
+                "budget_reached": baseline.budget_reached,
                 "measured_on": baseline.measured_on,
                 "measured_at": baseline.measured_at,
             },

@@ -160,6 +160,8 @@ class UntunedBaselineRow(Base):
     p99_ms: Mapped[float] = mapped_column(Float)
     samples: Mapped[int] = mapped_column(Integer)
     calls_per_sample: Mapped[int] = mapped_column(Integer)
+    budget_reached: Mapped[bool] = mapped_column(Boolean)
+    """The time box ended the timing (a slow model: few samples)."""
     measured_on: Mapped[str] = mapped_column(String(255))
     """The host that measured it (another host of the same fingerprint may read it)."""
     measured_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)

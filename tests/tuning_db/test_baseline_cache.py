@@ -24,6 +24,7 @@ def _baseline(p50_ms: float, host: str = "box-a") -> StoredBaseline:
         p99_ms=p50_ms * 1.5,
         samples=7,
         calls_per_sample=3,
+        budget_reached=True,
         measured_on=host,
         measured_at=MEASURED_AT,
     )

@@ -26,6 +26,7 @@ def upgrade() -> None:
         sa.Column("p99_ms", sa.Float(), nullable=False),
         sa.Column("samples", sa.Integer(), nullable=False),
         sa.Column("calls_per_sample", sa.Integer(), nullable=False),
+        sa.Column("budget_reached", sa.Boolean(), nullable=False),
         sa.Column("measured_on", sa.String(length=255), nullable=False),
         sa.Column("measured_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
