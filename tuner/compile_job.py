@@ -1,6 +1,7 @@
 """The local job: ONNX model in, tuned ``model.so`` and ``manifest.json`` out.
 
-Steps: validate → import → pass pipeline → tasks → database lookup → tune what is missing →
+Steps: validate → import → pass pipeline → tasks → database lookup → default schedules of the
+CPU tasks with no record → tune where the time is →
 build with the best records → package with a latency report and an output check.
 """
 
@@ -16,12 +17,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-import tvm
 from tvm.target import Target
 
-from tuner import build, latency
+from tuner import build
 from tuner.coverage_plan import CoveragePlan, plan_coverage
+from tuner.cpu_schedule_rules import TUNED, TVM_DEFAULT, schedule_origin
+from tuner.default_schedules import (
+    DefaultScheduleReport,
+    measure_default_schedules,
+    needs_defaults,
+)
 from tuner.errors import UserInputError
+from tuner.latency import TimeBox
+from tuner.library_report import LibraryReport, ReportSettings, report_library
 from tuner.model_analysis import analyse_model
 from tuner.model_validation import ValidatedModel
 from tuner.pipelines import Layout, PipelineResult
@@ -31,6 +39,7 @@ from tuner.search import FAST_SEARCH, SearchSettings, TuningReport, tune
 from tuner.targets import parse_target
 from tuner.tasks import TuningTask, look_up_tasks
 from tuner.trial import MeasureSettings
+from tuner.trial_budget import TaskOutlook
 from tuner.trial_executor import TrialExecutor
 from tuner.warm_pool import WarmPool, default_worker_count
 from tuner.warm_start import WarmStart
@@ -60,6 +69,12 @@ class CompileOptions:
     measure_timeout_sec: float = 60.0
     max_model_bytes: int = 2 * 1024**3
     latency_samples: int = 50
+    """At most this many samples per whole-model timing (each time-boxed, see ``TimeBox``)."""
+    latency_budget_sec: float = 2.0
+    """Time a whole-model timing may take once it has its minimum of samples."""
+    baseline: bool = True
+    """Report the untuned baseline (measured once per model, target and pipeline, then read
+    from the database); ``--no-baseline`` skips it."""
     verbose: bool = False
     """Let MetaSchedule log its task table and every iteration."""
     prior_trials: dict[str, int] = field(default_factory=dict)
@@ -162,25 +177,41 @@ def compile_model(
         database=database,
         trials=options.trials_left,
         max_trials_per_task=options.max_trials_per_task,
-        resumed_tasks=frozenset(options.prior_trials),
     )
     observer.planned(plan)
     observer.stage("tuning", plan.summary())
-    # A task an interrupted run had started has records, but its share of the budget is not
-    # spent: it is tuned on rather than counted as covered.
-    missing = [task for task in tasks if not task.covered or task.name in options.prior_trials]
+    defaults_wanted = [task for task in tasks if needs_defaults(task, target)]
     tuning_started = time.perf_counter()
     report = TuningReport()
+    defaults = DefaultScheduleReport()
     measured_by: dict[str, int] = {}
-    if missing and options.trials_left > 0:
-        report, measured_by = _tune_missing(
-            missing,
-            options=options,
-            target=target,
-            database=database,
-            observer=observer,
-            executor=executor,
-        )
+    # Covered or not, every task may get trials (issue 15, "tune more"): the budget follows
+    # each task's share of the time and its room to improve (tuner.trial_budget).
+    tune_now = bool(tasks) and options.trials_left > 0
+    with contextlib.ExitStack() as stack:
+        if executor is None and (defaults_wanted or tune_now):
+            workers = options.workers or default_worker_count(target.kind.name)
+            executor = stack.enter_context(
+                WarmPool(workers, timeout_sec=options.measure_timeout_sec)
+            )
+        if defaults_wanted and executor is not None:
+            observer.stage("tuning", f"timing default schedules of {len(defaults_wanted)} tasks")
+            defaults = measure_default_schedules(
+                defaults_wanted,
+                database=database,
+                target=target,
+                executor=executor,
+                settings=options.measure,
+            )
+        if tune_now and executor is not None:
+            report, measured_by = _tune(
+                tasks,
+                options=options,
+                target=target,
+                database=database,
+                observer=observer,
+                executor=executor,
+            )
     tuning_sec = time.perf_counter() - tuning_started
 
     observer.stage("building", "building with the best records")
@@ -193,15 +224,27 @@ def compile_model(
     sha256 = build.export_library(tuned, library_path)
 
     observer.stage("building", "measuring latency and checking outputs against ONNX Runtime")
-    inputs = latency.random_inputs(validated.inputs, seed=options.seed or 0)
-    loaded = latency.LoadedModel(tvm.runtime.load_module(str(library_path)), target=target)
-    tuned_latency = loaded.latency(inputs, samples=options.latency_samples)
-    outputs = loaded.run(inputs)
-    untuned = latency.LoadedModel(
-        build.compile_untuned(pipeline.mod, target=target, cuda_graph=cuda_graph), target=target
+    # Issue 15: only the library's own latency can fail the compile; the output check, the
+    # untuned baseline and ONNX Runtime's timing are reports.
+    reports_started = time.perf_counter()
+    library_report = report_library(
+        library_path,
+        validated=validated,
+        pipeline=pipeline,
+        target=target,
+        database=database,
+        settings=ReportSettings(
+            timer=TimeBox(
+                budget_sec=options.latency_budget_sec, max_samples=options.latency_samples
+            ),
+            baseline=options.baseline,
+            seed=options.seed or 0,
+            fp16=options.fp16,
+            cuda_graph=cuda_graph,
+        ),
+        on_step=lambda message: observer.stage("building", message),
     )
-    untuned_latency = untuned.latency(inputs, samples=options.latency_samples)
-    max_diff = latency.max_abs_difference(outputs, latency.onnxruntime_outputs(validated, inputs))
+    reports_sec = time.perf_counter() - reports_started
 
     manifest = _manifest(
         options=options,
@@ -213,12 +256,12 @@ def compile_model(
         plan=plan,
         report=report,
         measured_by=measured_by,
+        defaults=defaults,
         sha256=sha256,
-        untuned=untuned_latency,
-        tuned=tuned_latency,
-        max_diff=max_diff,
+        library_report=library_report,
         timings={
             "tuning_sec": round(tuning_sec, 3),
+            "reports_sec": round(reports_sec, 3),
             "total_sec": round(time.perf_counter() - started, 3),
         },
     )
@@ -227,28 +270,22 @@ def compile_model(
     return CompileResult(library_path=library_path, manifest_path=manifest_path, manifest=manifest)
 
 
-def _tune_missing(
-    missing: list[TuningTask],
+def _tune(
+    tasks: list[TuningTask],
     *,
     options: CompileOptions,
     target: Target,
     database: SqlDatabase,
     observer: CompileObserver,
-    executor: TrialExecutor | None,
+    executor: TrialExecutor,
 ) -> tuple[TuningReport, dict[str, int]]:
-    with contextlib.ExitStack() as stack:
-        if executor is None:
-            workers = options.workers or default_worker_count(target.kind.name)
-            executor = stack.enter_context(
-                WarmPool(workers, timeout_sec=options.measure_timeout_sec)
-            )
-        scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="tunefarm-"))
+    with tempfile.TemporaryDirectory(prefix="tunefarm-") as scratch:
         builder = CandidateWriter(str(Path(scratch) / "candidates"))
         runner = TrialRunner(executor, settings=options.measure)
-        observer.tuning_started(options.trials_left, missing)
+        observer.tuning_started(options.trials_left, tasks)
         try:
             report = tune(
-                missing,
+                tasks,
                 target=target,
                 database=database,
                 builder=builder,
@@ -261,10 +298,31 @@ def _tune_missing(
                 work_dir=str(Path(scratch) / "logs"),
                 on_progress=observer.tuning_progress,
                 log_level=logging.INFO if options.verbose else logging.WARNING,
+                outlook={
+                    task.name: TaskOutlook(
+                        task.name,
+                        task.weight,
+                        task.flops,
+                        database.best_run_sec(task.mod, target),
+                        spent=database.measured_count(task.mod),
+                    )
+                    for task in tasks
+                },
             )
         finally:
             observer.tuning_finished()
         return report, dict(runner.measured_by)
+
+
+def _mean_sec(run_secs: Any) -> float:
+    values = [float(sec) for sec in run_secs]
+    return sum(values) / len(values)
+
+
+def _rounded_us(variants: dict[str, float | None]) -> dict[str, float | None]:
+    return {
+        rule: round(sec * 1e6, 3) if sec is not None else None for rule, sec in variants.items()
+    }
 
 
 def _warm_start(options: CompileOptions, database: SqlDatabase) -> WarmStart | None:
@@ -290,10 +348,9 @@ def _manifest(
     plan: CoveragePlan,
     report: TuningReport,
     measured_by: dict[str, int],
+    defaults: DefaultScheduleReport,
     sha256: str,
-    untuned: latency.LatencyReport,
-    tuned: latency.LatencyReport,
-    max_diff: float,
+    library_report: LibraryReport,
     timings: dict[str, float],
 ) -> dict[str, Any]:
     fingerprint = database.target_fingerprint
@@ -302,13 +359,18 @@ def _manifest(
     reuse = {task.name: task.reuse for task in plan.tasks}
     for task in tasks:
         progress = report.tasks.get(task.name)
-        best_after = database.best_run_sec(task.mod, target)
-        if reuse.get(task.name) == "class":
+        best_record = database.query_tuning_record(task.mod, target, task.name)
+        best_after = _mean_sec(best_record.run_secs) if best_record is not None else None
+        schedule = schedule_origin(best_record.trace) if best_record is not None else TVM_DEFAULT
+        improved = best_after is not None and (
+            task.best_sec_before is None or best_after < task.best_sec_before
+        )
+        if progress is not None and progress.trials > 0 and schedule == TUNED and improved:
+            source = "tuned now"
+        elif reuse.get(task.name) == "class":
             source = f"reused, measured on another {fingerprint.target_class} machine"
         elif task.covered:
             source = "reused"
-        elif progress is not None and progress.trials > 0 and best_after is not None:
-            source = "tuned now"
         else:
             source = "default schedule"
         warm_start = None
@@ -324,6 +386,10 @@ def _manifest(
                 "failed_trials": progress.failures if progress is not None else 0,
                 "best_latency_us": round(best_after * 1e6, 3) if best_after is not None else None,
                 "source": source,
+                "schedule": schedule,
+                "default_schedules": _rounded_us(defaults.tasks[task.name].variants)
+                if task.name in defaults.tasks
+                else None,
                 "workload_key": database.workload_key(task.mod),
                 "warm_start": warm_start,
             }
@@ -359,6 +425,12 @@ def _manifest(
             "failed_trials": report.failures,
             "seed": options.seed,
             "measured_by": measured_by,
+            "default_schedules": {
+                "tasks": len(defaults.tasks),
+                "measured": defaults.measured,
+                "failed": defaults.failed,
+                "seconds": round(defaults.seconds, 3),
+            },
             "warm_start": {
                 "enabled": options.warm_start,
                 "tasks_seeded": len(seeded),
@@ -367,8 +439,6 @@ def _manifest(
         },
         "coverage_before_tuning": plan.as_dict(),
         "tasks": task_rows,
-        "latency": {"untuned": untuned.as_dict(), "tuned": tuned.as_dict()},
-        "speedup_p50": round(untuned.p50_ms / tuned.p50_ms, 3) if tuned.p50_ms > 0 else None,
-        "check_vs_onnxruntime": {"max_abs_diff": max_diff},
+        **library_report.as_manifest(),
         "timings": timings,
     }

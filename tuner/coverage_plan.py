@@ -10,11 +10,16 @@ job's status shows it while the job runs. For each task:
   records warm-start the search (seeds that our workers measure, and the cost model's first
   training data). The distance is to the nearest one.
 - ``none``: tuned from scratch.
+
+Covered or not, every task may get trials: the budget goes where the model's time is and
+where there is room to improve (``tuner.trial_budget``), so ``--trials N`` on a fully covered
+model tunes on. The plan's ``planned_trials`` is that allocation from what the database knows
+before the job starts; the compile allocates again once it has timed the default schedules.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -22,6 +27,7 @@ from tvm.ir import IRModule
 
 from tuner.pipelines import Layout
 from tuner.tasks import TuningTask, look_up_tasks
+from tuner.trial_budget import TaskOutlook, allocate_trials
 from tuning_db.similar_records import SimilarRecord
 
 Reuse = Literal["exact", "class", "similar", "none"]
@@ -33,6 +39,8 @@ class ReuseLookup(Protocol):
     def workload_key(self, mod: IRModule) -> str: ...
 
     def best_record_relation(self, mod: IRModule) -> str | None: ...
+
+    def measured_count(self, mod: IRModule) -> int: ...
 
     def similar_records(
         self, mod: IRModule, *, workloads: int = ..., per_workload: int = ...
@@ -52,6 +60,10 @@ class TaskCoverage:
     """``similar``: the distance to the nearest measured workload of the same family."""
     neighbours: int
     """``similar``: how many neighbouring workloads have records to seed the search with."""
+    measured: int = 0
+    """Schedules of this workload already measured on this target (trials spent before)."""
+    planned_trials: int = 0
+    """Its share of the job's trials."""
 
     @property
     def covered(self) -> bool:
@@ -71,6 +83,8 @@ class TaskCoverage:
             "best_latency_us": round(self.best_sec * 1e6, 3) if self.best_sec is not None else None,
             "distance": round(self.distance, 4) if self.distance is not None else None,
             "neighbours": self.neighbours,
+            "measured": self.measured,
+            "planned_trials": self.planned_trials,
         }
 
 
@@ -78,7 +92,7 @@ class TaskCoverage:
 class CoveragePlan:
     tasks: tuple[TaskCoverage, ...]
     trial_budget: int
-    """Trials the job will spend at most: 0 when every task is covered."""
+    """Trials the job will spend at most: the sum of the tasks' planned trials."""
 
     def _share(self, reuse: tuple[Reuse, ...]) -> tuple[int, float]:
         chosen = [task for task in self.tasks if task.reuse in reuse]
@@ -132,12 +146,10 @@ def plan_coverage(
     database: ReuseLookup,
     trials: int,
     max_trials_per_task: int | None = None,
-    resumed_tasks: frozenset[str] = frozenset(),
 ) -> CoveragePlan:
     """The plan of ``tasks``, whose ``best_sec_before`` ``look_up_tasks`` has filled.
 
-    ``trials`` is the budget left to the job; ``resumed_tasks`` are tasks an interrupted run
-    had started, which are tuned on even though they have records.
+    ``trials`` is the budget left to the job.
     """
     rows = []
     for task in tasks:
@@ -165,22 +177,19 @@ def plan_coverage(
                 best_sec=task.best_sec_before,
                 distance=distance,
                 neighbours=neighbours,
+                measured=database.measured_count(task.mod),
             )
         )
-    to_tune = [row for row in rows if not row.covered or row.name in resumed_tasks]
-    return CoveragePlan(
-        tasks=tuple(rows), trial_budget=trial_budget(len(to_tune), trials, max_trials_per_task)
+    shares = allocate_trials(
+        [
+            TaskOutlook(row.name, row.weight, row.flops, row.best_sec, spent=row.measured)
+            for row in rows
+        ],
+        trials,
+        max_per_task=max_trials_per_task,
     )
-
-
-def trial_budget(tasks_to_tune: int, trials: int, max_trials_per_task: int | None) -> int:
-    """The most trials ``tuner.search.tune`` spends on that many tasks: it never passes
-    ``trials``, nor ``max_trials_per_task`` per task."""
-    if tasks_to_tune == 0 or trials <= 0:
-        return 0
-    if max_trials_per_task is None:
-        return trials
-    return min(trials, tasks_to_tune * max_trials_per_task)
+    rows = [replace(row, planned_trials=shares[row.name]) for row in rows]
+    return CoveragePlan(tasks=tuple(rows), trial_budget=sum(shares.values()))
 
 
 def plan_model(

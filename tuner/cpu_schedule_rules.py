@@ -53,15 +53,24 @@ class TileShape:
     inline_padding: bool = False
     """Read the padding on the fly instead of writing a padded copy first."""
     parallel: bool = True
+    channels_outermost: bool = False
+    """Each thread takes whole slices of output channels: their weights stay in its cache
+    while it walks the rows (deep layers, whose weights outgrow the L2 cache)."""
 
     @property
     def name(self) -> str:
         pad = "-inline-pad" if self.inline_padding else ""
         serial = "" if self.parallel else "-serial"
-        return f"anchor-{self.rows}x{self.vectors}{pad}{serial}"
+        order = "-channels-outer" if self.channels_outermost else ""
+        return f"anchor-{self.rows}x{self.vectors}{pad}{order}{serial}"
 
 
-TILE_SHAPES = (TileShape(8, 2), TileShape(4, 4), TileShape(6, 2, inline_padding=True))
+TILE_SHAPES = (
+    TileShape(8, 2),
+    TileShape(4, 4),
+    TileShape(6, 2, inline_padding=True),
+    TileShape(8, 2, channels_outermost=True),
+)
 """The variants measured for an anchor task, the most often best first (bench/cpu_peers.py)."""
 
 SMALL_ANCHOR_ITERATIONS = 1 << 18
@@ -194,7 +203,10 @@ def _anchor_rule(sch: Schedule, cpu: CpuShape, shape: TileShape) -> None:
             reduction.append(loop)
         elif axis == vector_axis:
             vector_outer, vector_inner = sch.split(loop, [None, vector_width])
-            outer.append(vector_outer)
+            if shape.channels_outermost:
+                outer.insert(0, vector_outer)
+            else:
+                outer.append(vector_outer)
             inner.append(vector_inner)
         elif axis == row_axis:
             rows = _largest_divisor(extents[axis], shape.rows)

@@ -1,7 +1,14 @@
-"""Whole-model latency and the output check against ONNX Runtime."""
+"""Whole-model latency and the output check against ONNX Runtime.
+
+Every whole-model timing goes through one time-boxed timer (``time_calls``): our library and
+ONNX Runtime are timed the same way, and a slow model is timed a few times, not fifty.
+"""
 
 from __future__ import annotations
 
+import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,19 +22,85 @@ from tuner.targets import runtime_device
 
 
 @dataclass(frozen=True)
+class TimeBox:
+    """How long a whole-model timing may take.
+
+    Samples are taken until ``budget_sec`` is spent and there are at least ``min_samples``, or
+    until there are ``max_samples``. A sample averages as many calls as fill ``min_sample_ms``
+    (one call for a slow model), as TVM's ``time_evaluator`` does with ``min_repeat_ms``.
+    """
+
+    budget_sec: float = 2.0
+    min_samples: int = 5
+    max_samples: int = 50
+    min_sample_ms: float = 10.0
+
+
+@dataclass(frozen=True)
 class LatencyReport:
     p50_ms: float
     p90_ms: float
     p99_ms: float
     samples: int
+    calls_per_sample: int = 1
+    budget_reached: bool = False
+    """True when the time box stopped the timing before ``max_samples``."""
 
-    def as_dict(self) -> dict[str, float]:
+    def as_dict(self) -> dict[str, Any]:
         return {
-            "p50_ms": round(self.p50_ms, 4),
-            "p90_ms": round(self.p90_ms, 4),
-            "p99_ms": round(self.p99_ms, 4),
+            "p50_ms": _significant(self.p50_ms),
+            "p90_ms": _significant(self.p90_ms),
+            "p99_ms": _significant(self.p99_ms),
             "samples": self.samples,
+            "calls_per_sample": self.calls_per_sample,
+            "budget_reached": self.budget_reached,
         }
+
+
+def _significant(value: float, digits: int = 4) -> float:
+    """``value`` to ``digits`` significant digits: a model of a few microseconds keeps them."""
+    return float(f"{value:.{digits}g}")
+
+
+def time_calls(
+    call: Callable[[], object],
+    *,
+    box: TimeBox,
+    sync: Callable[[], object] = lambda: None,
+    first_call_sec: float | None = None,
+) -> LatencyReport:
+    """p50/p90/p99 of ``call`` in milliseconds, within the time box.
+
+    ``first_call_sec`` is how long a call that already ran took (it warmed the model up);
+    without it one call runs untimed first. ``sync`` waits for the device at the end of each
+    sample.
+    """
+    if first_call_sec is None:
+        started = time.perf_counter()
+        call()
+        sync()
+        first_call_sec = time.perf_counter() - started
+    calls = max(1, math.ceil(box.min_sample_ms / 1000.0 / max(first_call_sec, 1e-7)))
+    min_samples = min(box.min_samples, box.max_samples)
+    samples: list[float] = []
+    deadline = time.perf_counter() + box.budget_sec
+    while len(samples) < box.max_samples:
+        if len(samples) >= min_samples and time.perf_counter() >= deadline:
+            break
+        started = time.perf_counter()
+        for _ in range(calls):
+            call()
+        sync()
+        samples.append((time.perf_counter() - started) / calls * 1000.0)
+    results = np.array(samples)
+    return LatencyReport(
+        p50_ms=float(np.percentile(results, 50)),
+        p90_ms=float(np.percentile(results, 90)),
+        p99_ms=float(np.percentile(results, 99)),
+        samples=len(samples),
+        calls_per_sample=calls,
+        budget_reached=len(samples) < box.max_samples,
+    )
 
 
 def random_inputs(signatures: list[TensorSignature], *, seed: int = 0) -> list[np.ndarray]:
@@ -56,18 +129,21 @@ class LoadedModel:
         result = self.vm["main"](*args)
         return [_to_numpy(value) for value in _flatten(result)]
 
-    def latency(self, inputs: list[np.ndarray], *, samples: int = 50) -> LatencyReport:
-        """p50/p90/p99 over ``samples`` timed runs, each averaging enough calls for 10 ms."""
+    def latency(
+        self,
+        inputs: list[np.ndarray],
+        *,
+        box: TimeBox | None = None,
+        first_call_sec: float | None = None,
+    ) -> LatencyReport:
+        """p50/p90/p99 of ``main`` on ``inputs``, time-boxed (see ``time_calls``)."""
         args = [tvm.runtime.tensor(array, device=self.device) for array in inputs]
-        evaluator = self.vm.time_evaluator(
-            "main", self.device, number=1, repeat=samples, min_repeat_ms=10
-        )
-        results = np.array(evaluator(*args).results) * 1000.0
-        return LatencyReport(
-            p50_ms=float(np.percentile(results, 50)),
-            p90_ms=float(np.percentile(results, 90)),
-            p99_ms=float(np.percentile(results, 99)),
-            samples=len(results),
+        main = self.vm["main"]
+        return time_calls(
+            lambda: main(*args),
+            box=box or TimeBox(),
+            sync=self.device.sync,
+            first_call_sec=first_call_sec,
         )
 
 

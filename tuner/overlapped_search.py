@@ -80,6 +80,8 @@ last_stats = LoopStats()
 class _Task:
     ctx: TuneContext
     weight: float
+    cap: int
+    """This task's share of the trials."""
     sent: int = 0
     exhausted: bool = False
     """The search has nothing more, or the task's budget is sent."""
@@ -105,7 +107,7 @@ def tune_tasks(
     task_weights: Sequence[float],
     work_dir: str | None = None,
     max_trials_global: int,
-    max_trials_per_task: int | None = None,
+    max_trials_per_task: int | Sequence[int] | None = None,
     num_trials_per_iter: int = 64,
     builder: Builder,
     runner: Runner,
@@ -121,7 +123,15 @@ def tune_tasks(
     ``overlap=None`` follows ``Settings.search_overlap`` (``TUNEFARM_SEARCH_OVERLAP``); with
     False, MetaSchedule's own ``ms.tune_tasks`` runs instead, with the same arguments.
     ``max_in_flight`` is how many batches may be out at once (1: no overlap, this loop).
+    ``max_trials_per_task`` may give each task its own cap; MetaSchedule's loop takes one cap
+    for all, so it gets the largest and its gradient scheduler spreads the trials.
     """
+    if max_trials_per_task is None:
+        caps = [max_trials_global] * len(tasks)
+    elif isinstance(max_trials_per_task, int):
+        caps = [max_trials_per_task] * len(tasks)
+    else:
+        caps = list(max_trials_per_task)
     if overlap is None:
         overlap = Settings().search_overlap
     if not overlap:
@@ -130,7 +140,7 @@ def tune_tasks(
             task_weights=list(task_weights),
             work_dir=work_dir or "",
             max_trials_global=max_trials_global,
-            max_trials_per_task=max_trials_per_task,
+            max_trials_per_task=max(caps, default=max_trials_global),
             num_trials_per_iter=num_trials_per_iter,
             builder=builder,
             runner=runner,
@@ -139,17 +149,15 @@ def tune_tasks(
             measure_callbacks=list(measure_callbacks),
         )
         return
-    if len(tasks) != len(task_weights):
-        raise ValueError("one weight per task")
+    if len(tasks) != len(task_weights) or len(tasks) != len(caps):
+        raise ValueError("one weight and one cap per task")
     if max_in_flight < 1:
         raise ValueError("max_in_flight must be at least 1")
     loop = _OverlappedLoop(
         tasks,
         task_weights,
         max_trials_global=max_trials_global,
-        max_trials_per_task=max_trials_global
-        if max_trials_per_task is None
-        else max_trials_per_task,
+        max_trials_per_task=caps,
         num_trials_per_iter=num_trials_per_iter,
         builder=builder,
         runner=runner,
@@ -171,7 +179,7 @@ class _OverlappedLoop:
         weights: Sequence[float],
         *,
         max_trials_global: int,
-        max_trials_per_task: int,
+        max_trials_per_task: list[int],
         num_trials_per_iter: int,
         builder: Builder,
         runner: Runner,
@@ -182,10 +190,10 @@ class _OverlappedLoop:
         seed: int | None,
     ) -> None:
         self.tasks = [
-            _Task(ctx, float(weight)) for ctx, weight in zip(contexts, weights, strict=True)
+            _Task(ctx, float(weight), cap=cap)
+            for ctx, weight, cap in zip(contexts, weights, max_trials_per_task, strict=True)
         ]
         self.max_trials_global = max_trials_global
-        self.max_trials_per_task = max_trials_per_task
         self.num_trials_per_iter = num_trials_per_iter
         self.builder = builder
         self.runner = runner
@@ -204,7 +212,7 @@ class _OverlappedLoop:
             with ms.Profiler.timeit("InitializeTask"):
                 spaces = task.ctx.generate_design_space()
                 task.ctx.pre_tuning(
-                    self.max_trials_per_task,
+                    task.cap,
                     self.num_trials_per_iter,
                     spaces,
                     self.database,
@@ -240,7 +248,7 @@ class _OverlappedLoop:
         if candidates is None:
             task.exhausted = True
             return
-        room = min(self.max_trials_per_task - task.sent, self.max_trials_global - self.sent)
+        room = min(task.cap - task.sent, self.max_trials_global - self.sent)
         candidates = list(candidates)[:room]
         if not candidates:
             return  # nothing new this time; the search stops itself after a few of these
@@ -254,7 +262,7 @@ class _OverlappedLoop:
         self.in_flight.append(_Batch(task_id, candidates, builder_results, futures))
         task.sent += len(candidates)
         self.sent += len(candidates)
-        if task.sent >= self.max_trials_per_task:
+        if task.sent >= task.cap:
             task.exhausted = True
         self.stats.batches += 1
         self.stats.trials += len(candidates)

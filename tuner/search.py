@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import tvm.s_tir.meta_schedule as ms
@@ -20,10 +20,12 @@ from tvm.s_tir.meta_schedule.search_strategy import SearchStrategy
 from tvm.s_tir.meta_schedule.utils import fork_seed
 from tvm.target import Target
 
+from tuner.cpu_schedule_rules import TUNED, schedule_origin
 from tuner.metaschedule_logging import METASCHEDULE_LOGGER, unnamed_handlers_set_aside
 from tuner.schedule_rules import register_pooling_rules
 from tuner.tasks import TuningTask
 from tuner.tensor_intrinsics import load_tensor_intrinsics
+from tuner.trial_budget import TaskOutlook, allocate_trials
 from tuner.warm_start import WarmStart, WarmStartFigures, WarmStartSearch
 from tuning_db.similar_records import SimilarRecord
 from tuning_db.workload_key import workload_key
@@ -129,13 +131,17 @@ def tune(
     on_progress: ProgressListener | None = None,
     log_level: int = logging.WARNING,
     warm_start: WarmStart | None = None,
+    outlook: Mapping[str, TaskOutlook] | None = None,
 ) -> TuningReport:
     """Tune ``tasks`` with up to ``total_trials`` measurements; records go to ``database``.
 
-    Each task gets an even share. A task whose design space runs out early (a reshape has one
-    schedule) leaves its share unused, so the search runs again, up to ``MAX_ROUNDS`` times,
-    over the tasks that used their whole share, with what is left. Later rounds start from the
-    best records in the database and keep the same cost model.
+    Each task gets a share by its estimated time and its room to improve
+    (``tuner.trial_budget``), from ``outlook`` (best run times and trials already spent; by
+    default the tasks' FLOPs alone). A task whose design space runs out early (a reshape has
+    one schedule) leaves its share unused, so the search runs again, up to ``MAX_ROUNDS``
+    times, over the tasks that used their whole share, with what is left and the best times
+    found so far. Later rounds start from the best records in the database and keep the same
+    cost model.
 
     With ``warm_start``, a task with no record of its own in ``database`` starts from its
     similar records (``tuner.warm_start``): the cost model is pre-trained on them, and their
@@ -157,14 +163,14 @@ def tune(
         remaining = total_trials - report.trials
         if remaining <= 0 or not active:
             break
-        if max_trials_per_task is not None:
-            share = max_trials_per_task
-        else:
-            # Shares that add up to no more than what is left: MetaSchedule checks the global
-            # budget only between batches, so a larger share could overshoot it.
-            share = remaining // len(active)
-            if share == 0:
-                active, share = active[:remaining], 1  # the heaviest tasks come first
+        shares = allocate_trials(
+            [_outlook(task, outlook, report) for task in active],
+            remaining,
+            max_per_task=max_trials_per_task,
+        )
+        active = [task for task in active if shares[task.name] > 0]
+        if not active:
+            break
         before = {task.name: report.tasks[task.name].trials for task in active}
         # MetaSchedule prints its task table to stdout at INFO, and each time it makes its
         # loggers it leaves them at DEBUG: set the level we want before every round.
@@ -205,8 +211,10 @@ def tune(
             task_weights=weights,
             work_dir=work_dir,
             max_trials_global=remaining,
-            max_trials_per_task=share,
-            num_trials_per_iter=max(1, min(settings.num_trials_per_iter, share)),
+            max_trials_per_task=[shares[str(context.task_name)] for context in contexts],
+            num_trials_per_iter=max(
+                1, min(settings.num_trials_per_iter, max(shares[task.name] for task in active))
+            ),
             builder=builder,
             runner=runner,
             database=database,
@@ -216,9 +224,29 @@ def tune(
         if report.trials == sum(before.values()):
             break  # nothing more to find
         active = [
-            task for task in active if report.tasks[task.name].trials - before[task.name] >= share
+            task
+            for task in active
+            if report.tasks[task.name].trials - before[task.name] >= shares[task.name]
         ]
     return report
+
+
+def _outlook(
+    task: TuningTask, outlook: Mapping[str, TaskOutlook] | None, report: TuningReport
+) -> TaskOutlook:
+    """What the allocation knows of ``task`` now: the given outlook, updated by this run."""
+    known = (outlook or {}).get(task.name)
+    best = known.best_sec if known is not None else None
+    found = report.tasks[task.name].best_sec
+    if found is not None and (best is None or found < best):
+        best = found
+    return TaskOutlook(
+        name=task.name,
+        weight=task.weight,
+        flops=task.flops,
+        best_sec=best,
+        spent=(known.spent if known is not None else 0) + report.tasks[task.name].trials,
+    )
 
 
 def _warm_start_strategies(
@@ -259,8 +287,10 @@ def _similar_records(
     task: TuningTask, *, warm_start: WarmStart, database: Database, target: Target
 ) -> list[SimilarRecord]:
     try:
-        if database.query_tuning_record(task.mod, target, task.name) is not None:
-            return []  # its own records seed the search already
+        own = database.query_tuning_record(task.mod, target, task.name)
+        if own is not None and schedule_origin(own.trace) == TUNED:
+            return []  # its own search records seed the search already
+        # A default schedule (tuner.default_schedules) is no search: the neighbours' are better.
         return list(warm_start.similar_records(task))
     except Exception:
         logging.getLogger(__name__).warning(

@@ -81,6 +81,13 @@ def compile_command(
     workers: Annotated[
         int | None, typer.Option(help="Warm measuring processes (default: by target).")
     ] = None,
+    baseline: Annotated[
+        bool,
+        typer.Option(
+            "--baseline/--no-baseline",
+            help="Report the untuned baseline (measured once per model, target and pipeline).",
+        ),
+    ] = True,
     farm: Annotated[
         bool,
         typer.Option(
@@ -111,6 +118,7 @@ def compile_command(
             seed=seed,
             warm_start=warm_start,
             workers=workers,
+            baseline=baseline,
             measure_timeout_sec=settings.measure_timeout_sec,
             max_model_bytes=settings.max_model_bytes,
             verbose=verbose,
@@ -125,7 +133,8 @@ def compile_command(
         _fail(str(err))
     except SQLAlchemyError as err:
         _fail(f"database error: {_first_line(err)}", EXIT_INTERNAL_ERROR)
-    latency = manifest["latency"]
+    from tuner.library_report import LibraryReport
+
     coverage = manifest["coverage_before_tuning"]
     print(f"library:  {library_path}")
     print(f"manifest: {manifest_path}")
@@ -133,11 +142,8 @@ def compile_command(
         f"trials run: {manifest['tuning']['trials_run']}, coverage before tuning: "
         f"{coverage['tasks_percent']:.0f}% of tasks, {coverage['flops_percent']:.0f}% of FLOPs"
     )
-    print(
-        f"latency p50: untuned {latency['untuned']['p50_ms']:.3f} ms, "
-        f"tuned {latency['tuned']['p50_ms']:.3f} ms; "
-        f"max |diff| vs ONNX Runtime: {manifest['check_vs_onnxruntime']['max_abs_diff']:.2e}"
-    )
+    for line in LibraryReport.from_manifest(manifest).summary_lines():
+        print(line)
 
 
 @app.command("plan")
@@ -186,7 +192,7 @@ def _print_plan(plan: dict[str, Any]) -> None:
     from rich.table import Table
 
     table = Table(title="coverage before tuning", title_justify="left")
-    for column in ("task", "weight", "GFLOP", "reuse", "best µs", "distance"):
+    for column in ("task", "weight", "GFLOP", "reuse", "best µs", "distance", "trials"):
         table.add_column(column, justify="left" if column in ("task", "reuse") else "right")
     for task in plan["tasks"]:
         table.add_row(
@@ -196,6 +202,7 @@ def _print_plan(plan: dict[str, Any]) -> None:
             task["reuse"],
             "" if task["best_latency_us"] is None else f"{task['best_latency_us']:.2f}",
             "" if task["distance"] is None else f"{task['distance']:.3f}",
+            str(task["planned_trials"]),
         )
     console.print(table)
     by_reuse = plan["tasks_by_reuse"]
@@ -205,7 +212,8 @@ def _print_plan(plan: dict[str, Any]) -> None:
         f"(exact {by_reuse['exact']}, same target class {by_reuse['class']})\n"
         f"similar: {by_reuse['similar']} tasks ({plan['flops_similar_percent']:.0f}% of FLOPs) "
         f"start from their neighbours' records; new: {by_reuse['none']}\n"
-        f"trial budget: {plan['trial_budget']}",
+        f"trial budget: {plan['trial_budget']}, spread by each task's share of the time "
+        "and its room to improve (column trials)",
         highlight=False,
     )
 

@@ -201,6 +201,7 @@ def run_job(
             cuda_graph=options.get("cuda_graph"),
             seed=options.get("seed"),
             warm_start=bool(options.get("warm_start", True)),
+            baseline=bool(options.get("baseline", True)),
             # A resumed job goes on with the budget the dead coordinator had not spent.
             prior_trials={
                 name: int(task["trials"])

@@ -31,6 +31,7 @@ def submit_compile(options: CompileOptions, *, engine: Engine) -> str:
         "cuda_graph": options.cuda_graph,
         "seed": options.seed,
         "warm_start": options.warm_start,
+        "baseline": options.baseline,
     }
     # The validated model has its external data inlined: the job needs no other file.
     job_id = job_store.create_job(

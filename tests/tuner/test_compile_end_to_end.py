@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime
+import pytest
 import tvm
 from tvm import relax
 
@@ -16,7 +17,7 @@ TUNEFARM = [sys.executable, "-m", "workers.cli"]
 TRIALS = 16
 
 
-def _compile(model: Path, out: Path, db_url: str) -> dict:  # type: ignore[type-arg]
+def _compile(model: Path, out: Path, db_url: str, trials: int = TRIALS) -> dict:  # type: ignore[type-arg]
     result = subprocess.run(
         [
             *TUNEFARM,
@@ -25,7 +26,7 @@ def _compile(model: Path, out: Path, db_url: str) -> dict:  # type: ignore[type-
             "--target",
             "llvm",
             "--trials",
-            str(TRIALS),
+            str(trials),
             "--out",
             str(out),
             "--db",
@@ -40,8 +41,10 @@ def _compile(model: Path, out: Path, db_url: str) -> dict:  # type: ignore[type-
     assert result.returncode == 0, result.stderr
     assert f"library:  {out / 'model.so'}" in result.stdout
     assert f"manifest: {out / 'manifest.json'}" in result.stdout
-    # stdout is a pipe here: no progress bar, no stage lines, just the four-line summary.
-    assert len(result.stdout.strip().splitlines()) == 4, result.stdout
+    # stdout is a pipe here: no progress bar, no stage lines, just the five-line summary.
+    assert len(result.stdout.strip().splitlines()) == 5, result.stdout
+    assert "vs ONNX Runtime" in result.stdout  # the output check, then the peer timing
+    assert "vs onnxruntime" in result.stdout
     return json.loads((out / "manifest.json").read_text())  # type: ignore[no-any-return]
 
 
@@ -56,7 +59,10 @@ def test_compile_tunes_builds_and_then_reuses(
     assert cold["coverage_before_tuning"]["tasks_percent"] == 0
     names = {task["name"] for task in cold["tasks"]}
     assert any("conv2d" in name for name in names)
-    assert any(task["source"] == "tuned now" for task in cold["tasks"])
+    # Each task is built with its fastest measured record: a tuned one, or a default schedule
+    # where the 16 trials found nothing faster.
+    assert {task["source"] for task in cold["tasks"]} <= {"tuned now", "default schedule"}
+    assert sum(task["trials"] for task in cold["tasks"]) == TRIALS
     fused = {kernel["name"]: kernel["ops"] for kernel in cold["pipeline"]["fused"]}
     assert any("conv2d" in ops and "relu" in ops for ops in fused.values())
 
@@ -72,17 +78,29 @@ def test_compile_tunes_builds_and_then_reuses(
     (expected,) = session.run(None, {"image": image})
     np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-4)
     assert cold["check_vs_onnxruntime"]["max_abs_diff"] < 1e-3
-    for kind in ("untuned", "tuned"):
-        latency = cold["latency"][kind]
+    for latency in (cold["latency"]["untuned"], cold["latency"]["tuned"]):
         assert 0 < latency["p50_ms"] <= latency["p90_ms"] <= latency["p99_ms"]
+        assert 5 <= latency["samples"] <= 50
+    assert cold["latency"]["baseline"]["source"] == "measured now"
+    # ONNX Runtime on the same machine, the same inputs, the same timer.
+    peer = cold["vs_onnxruntime"]
+    assert peer["provider"] == "CPUExecutionProvider"
+    assert 0 < peer["latency"]["p50_ms"] <= peer["latency"]["p99_ms"]
+    assert peer["ratio_p99"] == pytest.approx(
+        cold["latency"]["tuned"]["p99_ms"] / peer["latency"]["p99_ms"], rel=0.002, abs=0.001
+    )
+    assert cold["reports_not_run"] == []
     assert cold["inputs"] == [{"name": "image", "shape": [1, 3, 32, 32], "dtype": "float32"}]
     assert cold["target"]["json"]["kind"] == "llvm"
     assert cold["target"]["fingerprint_details"]["tvm_version"] == tvm.__version__
 
-    # Compiling again against the same database: everything is reused, nothing is tuned.
-    warm = _compile(tiny_cnn_path, tmp_path / "warm", db_url)
+    # Compiling again with --trials 0 against the same database: everything is reused.
+    warm = _compile(tiny_cnn_path, tmp_path / "warm", db_url, trials=0)
     assert warm["tuning"]["trials_run"] == 0
     assert warm["coverage_before_tuning"]["tasks_percent"] == 100
     assert warm["coverage_before_tuning"]["flops_percent"] == 100
     assert {task["source"] for task in warm["tasks"]} == {"reused"}
+    # The untuned baseline of the same model, target and pipeline is read, not measured again.
+    assert warm["latency"]["baseline"]["source"] == "cached"
+    assert warm["latency"]["untuned"] == cold["latency"]["untuned"]
     assert warm["timings"]["total_sec"] < cold["timings"]["total_sec"]

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import create_engine, delete, func, select
 
 from tuner.compile_job import CompileOptions, compile_model
-from tuner.coverage_plan import plan_model, trial_budget
+from tuner.coverage_plan import plan_model
 from tuner.sample_models import tiny_cnn
 from tuning_db.schema import TuningRecordRow, WorkloadRow
 
@@ -63,8 +63,10 @@ def test_a_tuned_model_plans_as_covered_with_the_databases_best_times(
             assert task["reuse"] in ("similar", "none"), task
     covered = [task for task in plan["tasks"] if task["reuse"] == "exact"]
     assert plan["tasks_covered"] == len(covered)
-    if plan["tasks_covered"] == plan["tasks_total"]:
-        assert plan["trial_budget"] == 0
+    # Covered or not, the budget is planned: a covered model is tuned on where the time is.
+    assert plan["trial_budget"] == 40
+    assert sum(task["planned_trials"] for task in plan["tasks"]) == 40
+    assert all(task["measured"] >= 1 for task in covered)
 
 
 def test_the_plan_is_exact_on_a_model_partly_in_the_database(
@@ -110,8 +112,12 @@ def test_the_plan_is_exact_on_a_model_partly_in_the_database(
         100 * sum(weighted[t["name"]] for t in still_covered) / total, 2
     )
     assert plan["tasks_by_reuse"]["exact"] == len(still_covered)
-    tasks_to_tune = plan["tasks_total"] - plan["tasks_covered"]
-    assert plan["trial_budget"] == min(40, 16 * tasks_to_tune)
+    planned = [task["planned_trials"] for task in plan["tasks"]]
+    assert plan["trial_budget"] == sum(planned) <= 40
+    assert max(planned) <= 16  # --max-trials-per-task
+    # The conv lost its records: it has the most to gain and is priced by its FLOPs.
+    assert by_name[conv["name"]]["planned_trials"] == 16
+    assert by_name[conv["name"]]["measured"] == 0
 
 
 def test_a_model_of_other_shapes_plans_as_similar(
@@ -175,11 +181,3 @@ def test_the_plan_command_rejects_a_bad_target_and_a_bad_model(tmp_path: Path) -
     )
     assert bad_model.returncode == 2
     assert "garbage.onnx" in bad_model.stderr and "Traceback" not in bad_model.stderr
-
-
-def test_trial_budget_never_passes_the_trials_or_the_cap() -> None:
-    assert trial_budget(0, 64, None) == 0
-    assert trial_budget(3, 0, None) == 0
-    assert trial_budget(3, 64, None) == 64
-    assert trial_budget(3, 64, 10) == 30
-    assert trial_budget(10, 64, 10) == 64

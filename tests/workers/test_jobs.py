@@ -112,12 +112,18 @@ def test_a_job_is_measured_by_two_workers_and_matches_onnxruntime(
     env = _farm_env(broker_url, farm_db_url)
     measure = [start_worker(env=env), start_worker(env=env)]
     start_worker("--jobs", env=env)
-    client = _compile(tiny_cnn_path, tmp_path / "out", env, "--trials", "24", "--seed", "5")
+    client = _compile(
+        tiny_cnn_path, tmp_path / "out", env, "--trials", "24", "--seed", "5", "--no-baseline"
+    )
     stdout, stderr = client.communicate(timeout=600)
     assert client.returncode == 0, stderr
-    assert len(stdout.strip().splitlines()) == 4  # no progress output into a pipe
+    assert len(stdout.strip().splitlines()) == 5  # no progress output into a pipe
+    assert "untuned skipped (--no-baseline)" in stdout
 
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    # --no-baseline travels with the job to the coordinator.
+    assert manifest["latency"]["baseline"]["source"] == "skipped"
+    assert manifest["vs_onnxruntime"]["latency"]["p50_ms"] > 0
     assert manifest["tuning"]["trials_run"] == 24
     measured_by = manifest["tuning"]["measured_by"]
     assert sum(measured_by.values()) == 24
