@@ -516,6 +516,25 @@ class SqlDatabase(PyDatabase):
         # replays the trace on it and keeps the caller's attributes.
         return self._to_record(rows[0], Workload(tvm.ir.load_json(mod_json)), target)
 
+    def measured_count(self, mod: IRModule) -> int:
+        """How many schedules of ``mod`` our workers measured on this target fingerprint,
+        failures included: the trials already spent on the workload, whichever job spent them."""
+        workload_id = self._find_workload_id(self._keys.key(mod))
+        if workload_id is None:
+            return 0
+        with self.engine.connect() as connection:
+            return int(
+                connection.execute(
+                    select(func.count())
+                    .select_from(_records)
+                    .where(
+                        _records.c.workload_id == workload_id,
+                        _records.c.target_key == self._target_fingerprint.key,
+                        _records.c.verified.is_(True),
+                    )
+                ).scalar_one()
+            )
+
     def __len__(self) -> int:
         with self.engine.connect() as connection:
             return int(
