@@ -16,6 +16,8 @@ from tvm import relax
 from tvm.ir import IRModule
 from tvm.target import Target
 
+from tuner.channel_padding import pad_output_channels
+from tuner.cpu_schedule_rules import CpuShape
 from tuner.errors import UserInputError
 from tuner.targets import is_gpu
 
@@ -91,6 +93,9 @@ def default_phases(target: Target, options: PipelineOptions) -> list[Phase]:
     if layout_passes:
         # Layout and precision change op attributes, so they run before legalization.
         layout_passes.append(relax.transform.FoldConstant())
+        if layout == "NHWC" and not is_gpu(target) and not options.fp16:
+            # Whole vector registers for the CPU default schedules (ShuffleNet's 58 channels).
+            layout_passes.append(pad_output_channels(CpuShape.of(target).lanes("float32")))
         phases.append(Phase("layout-and-precision", layout_passes))
     phases += [
         # Every Relax op becomes a TIR PrimFunc with an op pattern that fusion reads.
