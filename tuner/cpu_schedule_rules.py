@@ -426,7 +426,12 @@ def _row_factor(extent: int | None, rows: int, registers_per_row: int) -> int:
     near = _largest_divisor(extent, rows)
     if 2 * near >= rows:
         return near
-    return max(near, _largest_divisor(extent, max(rows, MAX_ACCUMULATORS // registers_per_row)))
+    best = max(near, _largest_divisor(extent, max(rows, MAX_ACCUMULATORS // registers_per_row)))
+    if 2 * best >= rows or not extent or extent <= rows:
+        return best
+    # No divisor near (109, a prime): a split that does not divide, whose last tile is cut
+    # short by a predicate on the row, which leaves the vector loop whole.
+    return rows
 
 
 def _largest_divisor(extent: int | None, cap: int) -> int:

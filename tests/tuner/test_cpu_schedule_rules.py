@@ -92,6 +92,19 @@ def attention_ops(tmp_path: Path) -> Path:
     return _save(tmp_path, "attention_ops", nodes, [x], [y], inits)
 
 
+def prime_conv(tmp_path: Path) -> Path:
+    """A 37x37 output: no divisor near the register tile's rows, so the split leaves a
+    shorter last tile (SqueezeNet's first conv is 109x109)."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["y"]),
+    ]
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 37, 37])
+    return _save(
+        tmp_path, "prime_conv", nodes, [_image("x", 3, 37)], [out], [_weight("w", 32, 3, 3, 3)]
+    )
+
+
 @pytest.fixture(scope="module")
 def target() -> tvm.target.Target:
     return parse_target("llvm")
@@ -118,7 +131,7 @@ def _random_arguments(mod: tvm.IRModule) -> list[np.ndarray]:
     return arrays
 
 
-@pytest.mark.parametrize("model", [cnn_ops, attention_ops])
+@pytest.mark.parametrize("model", [cnn_ops, attention_ops, prime_conv])
 def test_every_task_gets_a_default_schedule_that_computes_the_same(
     model, tmp_path: Path, target: tvm.target.Target
 ) -> None:  # type: ignore[no-untyped-def]
