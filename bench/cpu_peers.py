@@ -126,7 +126,14 @@ def measure_onnxruntime(
 def measure_library(
     library_path: str, feed: dict[str, np.ndarray], settings: TimingSettings
 ) -> dict[str, Any]:
-    """A tunefarm ``model.so`` behind a Relax VM, timed as ONNX Runtime is (spawned process)."""
+    """A tunefarm ``model.so`` behind a Relax VM, timed as ONNX Runtime is (spawned process).
+
+    TVM's thread pool gets every physical core, as tunefarm sets it for its own processes and
+    as the README tells users to (its own default is one thread on a 2-core VM without SMT).
+    """
+    from tuner.cpu_threads import use_physical_cores
+
+    use_physical_cores()
     import tvm
     from tvm import relax
 

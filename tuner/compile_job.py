@@ -22,6 +22,7 @@ from tvm.target import Target
 from tuner import build
 from tuner.coverage_plan import CoveragePlan, plan_coverage
 from tuner.cpu_schedule_rules import TUNED, TVM_DEFAULT, schedule_origin
+from tuner.cpu_threads import use_physical_cores
 from tuner.default_schedules import (
     DefaultScheduleReport,
     measure_default_schedules,
@@ -153,6 +154,7 @@ def compile_model(
     observer = observer or SilentObserver()
     started = time.perf_counter()
     target = check_options(options)
+    use_physical_cores()  # the manifest's timings, and the warm pool spawned below
 
     analysed = analyse_model(
         options.model_path,

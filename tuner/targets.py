@@ -9,13 +9,13 @@ to generate code that is fast here.
 from __future__ import annotations
 
 import json
-import os
 import shlex
 from typing import Any
 
 import tvm
 from tvm.target import Target
 
+from tuner.cpu_threads import physical_cores
 from tuner.errors import TargetError
 
 SUPPORTED_KINDS = ("llvm", "cuda")
@@ -68,7 +68,7 @@ def _with_defaults(config: dict[str, Any]) -> dict[str, Any]:
         from tvm.target import codegen
 
         config.setdefault("mcpu", str(codegen.llvm_get_system_cpu()))
-        config.setdefault("num-cores", _physical_cores())
+        config.setdefault("num-cores", physical_cores())
     elif config["kind"] == "cuda":
         config.setdefault("arch", _local_cuda_arch() or "sm_90")
         config.setdefault("max_threads_per_block", 1024)
@@ -76,19 +76,6 @@ def _with_defaults(config: dict[str, Any]) -> dict[str, Any]:
         config.setdefault("thread_warp_size", 32)
         config.setdefault("host", {"kind": "llvm"})
     return config
-
-
-def _physical_cores() -> int:
-    # MetaSchedule's own default counts physical cores; os.cpu_count() counts hyperthreads too.
-    try:
-        import psutil
-
-        count = psutil.cpu_count(logical=False)
-        if count:
-            return int(count)
-    except ImportError:
-        pass
-    return os.cpu_count() or 1
 
 
 def _local_cuda_arch() -> str | None:

@@ -75,6 +75,9 @@ def warm_up() -> None:
     """Import what every trial needs, once per process."""
     # Not tvm.s_tir.tensor_intrin (11 s to import): candidates arrive already scheduled, so
     # tensorized blocks are plain TIR by now and building them needs no registered intrinsics.
+    from tuner.cpu_threads import use_physical_cores
+
+    use_physical_cores()  # a trial is timed on as many threads as the library will run on
     import tvm  # noqa: F401
     from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock  # noqa: F401
 

@@ -537,6 +537,10 @@ def _first_line(err: BaseException) -> str:
 
 
 def main() -> None:
+    # Before TVM starts its thread pool: libraries, trials and timings use every core.
+    from tuner.cpu_threads import use_physical_cores
+
+    use_physical_cores()
     try:
         app()
     except KeyboardInterrupt:
