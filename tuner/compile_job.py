@@ -45,6 +45,7 @@ from tuner.trial_executor import TrialExecutor
 from tuner.warm_pool import WarmPool, default_worker_count
 from tuner.warm_start import WarmStart
 from tuning_db import SqlDatabase
+from tuning_db.sql_database import mean_run_sec
 
 MANIFEST_VERSION = 1
 
@@ -316,11 +317,6 @@ def _tune(
         return report, dict(runner.measured_by)
 
 
-def _mean_sec(run_secs: Any) -> float:
-    values = [float(sec) for sec in run_secs]
-    return sum(values) / len(values)
-
-
 def _rounded_us(variants: dict[str, float | None]) -> dict[str, float | None]:
     return {
         rule: round(sec * 1e6, 3) if sec is not None else None for rule, sec in variants.items()
@@ -362,7 +358,11 @@ def _manifest(
     for task in tasks:
         progress = report.tasks.get(task.name)
         best_record = database.query_tuning_record(task.mod, target, task.name)
-        best_after = _mean_sec(best_record.run_secs) if best_record is not None else None
+        best_after = (
+            mean_run_sec([float(sec) for sec in best_record.run_secs])
+            if best_record is not None
+            else None
+        )
         schedule = schedule_origin(best_record.trace) if best_record is not None else TVM_DEFAULT
         improved = best_after is not None and (
             task.best_sec_before is None or best_after < task.best_sec_before
