@@ -63,7 +63,7 @@ def verify_claimed_records(
             executor = stack.enter_context(WarmPool(1, timeout_sec=timeout_sec))
         requests = []
         for _task, record in claimed:
-            requests.append(_request(record, target, settings or MeasureSettings()))
+            requests.append(trial_request_for_record(record, target, settings or MeasureSettings()))
         handles = executor.submit([request for request in requests if request is not None])
         results = iter(handle.result() for handle in handles)
         for (task, record), request in zip(claimed, requests, strict=True):
@@ -93,7 +93,7 @@ def verify_claimed_records(
     return report
 
 
-def _request(
+def trial_request_for_record(
     record: TuningRecord, target: Target, settings: MeasureSettings
 ) -> TrialRequest | None:
     """The record's schedule as a trial, or None if its trace does not apply to its workload."""

@@ -29,6 +29,10 @@ class MeasureSettings:
     repeat: int = 1
     min_repeat_ms: int = 20
     enable_cpu_cache_flush: bool = False
+    gpu_cache_flush_bytes: int = 0
+    """Bytes of device memory overwritten before each repeat (TVM's ``cache_flush_bytes``), so
+    a GPU kernel reads its weights and inputs from HBM, as it does in the model, and not from an
+    L2 that the previous repeat left warm. 0: no flush."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,7 @@ def run_trial(request: TrialRequest) -> TrialResult:
             repeat=settings.repeat,
             min_repeat_ms=settings.min_repeat_ms,
             f_preproc="cache_flush_cpu_non_first_arg" if settings.enable_cpu_cache_flush else "",
+            cache_flush_bytes=settings.gpu_cache_flush_bytes if device.device_type != 1 else 0,
         )
         waiting = time.perf_counter()
         with _measure_lock:
