@@ -122,6 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fp16", action="store_true")
     parser.add_argument("--top", type=int, default=10, help="the heaviest tasks to re-measure")
     parser.add_argument("--calls", type=int, default=50, help="model calls under the profiler")
+    parser.add_argument(
+        "--skip-warm-paths",
+        action="store_true",
+        help="import the pack in this process; no plan and no compile",
+    )
     parser.add_argument("--work", type=Path, default=Path("/tmp/gpu-fidelity"))
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
@@ -151,52 +156,57 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     # 1. Warm paths, each in a fresh process as a user runs them.
-    cli = [sys.executable, "-m", "workers.cli"]
-    warm: dict[str, Any] = {}
-    for label, command in (
-        ("records import", [*cli, "records", "import", str(args.pack), "--db", database_url]),
-        (
-            "plan",
-            [*cli, "plan", str(onnx_path), "--target", "cuda", "--db", database_url, "--json"]
-            + (["--fp16"] if args.fp16 else []),
-        ),
-    ):
+    if args.skip_warm_paths:
+        from tuning_db.json_logs import import_json_logs
+
+        import_json_logs(database_url, args.pack)
+    else:
+        cli = [sys.executable, "-m", "workers.cli"]
+        warm: dict[str, Any] = {}
+        for label, command in (
+            ("records import", [*cli, "records", "import", str(args.pack), "--db", database_url]),
+            (
+                "plan",
+                [*cli, "plan", str(onnx_path), "--target", "cuda", "--db", database_url, "--json"]
+                + (["--fp16"] if args.fp16 else []),
+            ),
+        ):
+            begun = time.perf_counter()
+            done = subprocess.run(command, capture_output=True, text=True)
+            warm[label] = {
+                "wall_sec": round(time.perf_counter() - begun, 2),
+                "rc": done.returncode,
+                "tail": (done.stdout + done.stderr)[-600:],
+            }
+            print(f"{label}: {warm[label]['wall_sec']} s (rc {done.returncode})", flush=True)
+        result["warm_paths"] = warm
+        save()
+
+        from tuner.compile_job import CompileOptions, compile_model
+
+        clock = StageClock()
         begun = time.perf_counter()
-        done = subprocess.run(command, capture_output=True, text=True)
-        warm[label] = {
+        compiled = compile_model(
+            CompileOptions(
+                model_path=onnx_path,
+                target="cuda",
+                out_dir=args.work / "out",
+                database_url=database_url,
+                trials=0,
+                fp16=args.fp16,
+                baseline=False,
+                max_model_bytes=4 * 1024**3,
+            ),
+            observer=clock,  # type: ignore[arg-type]
+        )
+        warm["compile, 0 trials, no baseline"] = {
             "wall_sec": round(time.perf_counter() - begun, 2),
-            "rc": done.returncode,
-            "tail": (done.stdout + done.stderr)[-600:],
+            "stages": clock.stages,
+            "manifest_timings": compiled.manifest.get("timings"),
+            "latency": compiled.manifest.get("latency"),
         }
-        print(f"{label}: {warm[label]['wall_sec']} s (rc {done.returncode})", flush=True)
-    result["warm_paths"] = warm
-    save()
-
-    from tuner.compile_job import CompileOptions, compile_model
-
-    clock = StageClock()
-    begun = time.perf_counter()
-    compiled = compile_model(
-        CompileOptions(
-            model_path=onnx_path,
-            target="cuda",
-            out_dir=args.work / "out",
-            database_url=database_url,
-            trials=0,
-            fp16=args.fp16,
-            baseline=False,
-            max_model_bytes=4 * 1024**3,
-        ),
-        observer=clock,  # type: ignore[arg-type]
-    )
-    warm["compile, 0 trials, no baseline"] = {
-        "wall_sec": round(time.perf_counter() - begun, 2),
-        "stages": clock.stages,
-        "manifest_timings": compiled.manifest.get("timings"),
-        "latency": compiled.manifest.get("latency"),
-    }
-    print(f"compile: {warm['compile, 0 trials, no baseline']['wall_sec']} s", flush=True)
-    save()
+        print(f"compile: {warm['compile, 0 trials, no baseline']['wall_sec']} s", flush=True)
+        save()
 
     # 2. In the model.
     import numpy as np
@@ -243,9 +253,9 @@ def main(argv: list[str] | None = None) -> int:
         if not graph:
             # What the manifest's breakdown reads: each kernel timed in place by the VM's
             # instrument (tuner.kernel_profile), to check against CUPTI.
-            profile = profile_kernels(executable, device, inputs, runs=5)
+            profile = profile_kernels(executable, target, device, inputs, runs=5)
             in_model["instrument, no graph"] = {
-                "wait_floor_us": round(profile.wait_floor_us, 3),
+                "launch_floor_us": round(profile.launch_floor_us, 3),
                 "total_us": round(profile.total_us, 2),
                 "kernels": {
                     k.name: {"calls": k.calls, "us_per_run": round(k.us_per_run, 3)}
@@ -299,7 +309,16 @@ def main(argv: list[str] | None = None) -> int:
                 "settings": asdict(settings),
             }
         rows.append(row)
-        print(json.dumps(row)[:400], flush=True)
+        modes = "; ".join(
+            f"{label}: eval {m.get('evaluator_us')} cupti {m.get('cupti_kernel_us')}"
+            f"{' ' + str(m['error'])[:120] if m.get('error') else ''}"
+            for label, m in row["modes"].items()
+        )
+        print(
+            f"{task.name} x{task.weight}: recorded {row['recorded_us']} in-model "
+            f"{row['in_model_us_per_call']} | {modes}",
+            flush=True,
+        )
         result["tasks"] = rows
         save()
     result["gpu_clocks_after"] = nvidia_smi("clocks.sm,clocks.mem,temperature.gpu,power.draw")

@@ -3,8 +3,10 @@
 The Relax VM calls an instrument before and after every call it makes. Here that instrument
 waits for the device before and after each kernel and reads the host clock, so every kernel is
 timed where it runs: on the model's own tensors, after the kernel that ran before it, with the
-caches that kernel left. That is the number a tuning record should predict. The wait costs a
-few microseconds on a GPU; the cost of a bare wait is measured and subtracted.
+caches that kernel left. That is the number a tuning record should predict. Waiting and
+launching cost several microseconds on a GPU: the same sequence around a kernel that does next
+to nothing (one warp, 32 elements) is timed, and that floor is subtracted from every call. What
+is left is within about a microsecond of CUPTI's kernel time (bench/gpu_fidelity.py checks).
 
 TVM 0.27's VM has no profiler of its own, and a library replayed as one CUDA graph shows no
 calls to instrument: profile an executable built without the graph (the kernels are the same).
@@ -18,8 +20,11 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import tvm
-from tvm import relax
+from tvm import relax, te
+from tvm.s_tir import Schedule
+from tvm.target import Target
 
 BUILTIN_PREFIX = "vm.builtin."
 """The VM's own calls (allocation, shape checks): not kernels."""
@@ -44,8 +49,8 @@ class KernelProfile:
     kernels: list[KernelTime]
     """Heaviest first."""
     runs: int
-    wait_floor_us: float
-    """A bare device wait and clock read, subtracted from every call."""
+    launch_floor_us: float
+    """Launching a next-to-empty kernel and waiting for it: subtracted from every call."""
 
     @property
     def total_us(self) -> float:
@@ -56,13 +61,13 @@ class KernelProfile:
 
 
 def profile_kernels(
-    library: Any, device: tvm.runtime.Device, args: list[Any], *, runs: int = 5
+    library: Any, target: Target, device: tvm.runtime.Device, args: list[Any], *, runs: int = 5
 ) -> KernelProfile:
     """Time every kernel of ``main`` in place over ``runs`` runs (after one untimed run)."""
     vm = relax.VirtualMachine(library, device)
     main = vm["main"]
     main(*args)  # loads kernels and allocates the pool outside the timed runs
-    floor = _wait_floor_us(device)
+    floor = _launch_floor_us(target, device)
     per_run: list[dict[str, list[float]]] = []
     current: dict[str, list[float]] = defaultdict(list)
     started: list[float] = []
@@ -100,15 +105,30 @@ def profile_kernels(
     ]
     kernels = [kernel for kernel in kernels if kernel.calls > 0]
     kernels.sort(key=lambda kernel: -kernel.us_per_run)
-    return KernelProfile(kernels=kernels, runs=runs, wait_floor_us=floor)
+    return KernelProfile(kernels=kernels, runs=runs, launch_floor_us=floor)
 
 
-def _wait_floor_us(device: tvm.runtime.Device, samples: int = 50) -> float:
-    """What one device wait plus a clock read costs when there is nothing to wait for."""
+def _launch_floor_us(target: Target, device: tvm.runtime.Device, samples: int = 50) -> float:
+    """What a wait, a launch of a next-to-empty kernel and a wait cost, timed as a call is."""
+    kernel = _empty_kernel(target)
+    data = tvm.runtime.tensor(np.zeros(32, "float32"), device=device)
+    out = tvm.runtime.tensor(np.zeros(32, "float32"), device=device)
+    kernel(data, out)
     times = []
     for _ in range(samples):
         device.sync()
         started = time.perf_counter()
+        kernel(data, out)
         device.sync()
         times.append((time.perf_counter() - started) * 1e6)
     return statistics.median(times)
+
+
+def _empty_kernel(target: Target) -> Any:
+    data = te.placeholder((32,), "float32", name="data")
+    out = te.compute((32,), lambda i: data[i] + 1.0, name="out")
+    schedule = Schedule(te.create_prim_func([data, out]))
+    if target.kind.name != "llvm":
+        (loop,) = schedule.get_loops(schedule.get_sblock("out"))
+        schedule.bind(loop, "threadIdx.x")
+    return tvm.compile(schedule.mod, target=target)["main"]

@@ -120,7 +120,7 @@ def run_trial(request: TrialRequest) -> TrialResult:
             repeat=settings.repeat,
             min_repeat_ms=settings.min_repeat_ms,
             f_preproc="cache_flush_cpu_non_first_arg" if settings.enable_cpu_cache_flush else "",
-            cache_flush_bytes=settings.gpu_cache_flush_bytes if device.device_type != 1 else 0,
+            cache_flush_bytes=settings.gpu_cache_flush_bytes if target.kind.name != "llvm" else 0,
         )
         waiting = time.perf_counter()
         with _measure_lock:
