@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+import tvm
 from tvm.target import Target
 
 from tuner import build
@@ -29,7 +30,9 @@ from tuner.default_schedules import (
     needs_defaults,
 )
 from tuner.errors import UserInputError
-from tuner.latency import TimeBox
+from tuner.kernel_profile import METHOD as KERNEL_PROFILE_METHOD
+from tuner.kernel_profile import KernelProfile, in_model_profile
+from tuner.latency import TimeBox, random_inputs
 from tuner.library_report import LibraryReport, ReportSettings, report_library
 from tuner.model_analysis import analyse_model
 from tuner.model_validation import ValidatedModel
@@ -39,7 +42,7 @@ from tuner.record_verification import verify_claimed_records
 from tuner.search import FAST_SEARCH, SearchSettings, TuningReport, tune
 from tuner.targets import parse_target
 from tuner.tasks import TuningTask, look_up_tasks
-from tuner.trial import MeasureSettings
+from tuner.trial import MeasureSettings, measure_settings_for
 from tuner.trial_budget import TaskOutlook
 from tuner.trial_executor import TrialExecutor
 from tuner.warm_pool import WarmPool, default_worker_count
@@ -67,7 +70,8 @@ class CompileOptions:
     """Seed the search of a task with no record from the records of similar workloads."""
     workers: int | None = None
     search: SearchSettings = FAST_SEARCH
-    measure: MeasureSettings = field(default_factory=MeasureSettings)
+    measure: MeasureSettings | None = None
+    """How candidates are timed; ``None``: the target's default (``measure_settings_for``)."""
     measure_timeout_sec: float = 60.0
     max_model_bytes: int = 2 * 1024**3
     latency_samples: int = 50
@@ -155,6 +159,7 @@ def compile_model(
     observer = observer or SilentObserver()
     started = time.perf_counter()
     target = check_options(options)
+    measure = options.measure or measure_settings_for(target)
     use_physical_cores()  # the manifest's timings, and the warm pool spawned below
 
     analysed = analyse_model(
@@ -172,7 +177,7 @@ def compile_model(
     look_up_tasks(tasks, database=database, target=target)
     # Issue 6 (API): records a team imported count only once a worker has re-measured them.
     if verify_claimed_records(
-        tasks, database=database, target=target, executor=executor, settings=options.measure
+        tasks, database=database, target=target, executor=executor, settings=measure
     ).measured:
         look_up_tasks(tasks, database=database, target=target)
     plan = plan_coverage(
@@ -204,7 +209,7 @@ def compile_model(
                 database=database,
                 target=target,
                 executor=executor,
-                settings=options.measure,
+                settings=measure,
             )
         if tune_now and executor is not None:
             report, measured_by = _tune(
@@ -214,6 +219,7 @@ def compile_model(
                 database=database,
                 observer=observer,
                 executor=executor,
+                measure=measure,
             )
     tuning_sec = time.perf_counter() - tuning_started
 
@@ -247,6 +253,17 @@ def compile_model(
         ),
         on_step=lambda message: observer.stage("building", message),
     )
+    observer.stage("building", "timing each kernel in the model")
+    # A CUDA graph replays as one launch, with nothing to time per kernel; the same kernels
+    # are profiled in a build without the graph.
+    profiled = (
+        build.compile_tuned(pipeline.mod, target=target, database=database, cuda_graph=False)
+        if cuda_graph
+        else tvm.runtime.load_module(str(library_path))
+    )
+    in_model = in_model_profile(
+        profiled, target=target, inputs=random_inputs(validated.inputs, seed=options.seed or 0)
+    )
     reports_sec = time.perf_counter() - reports_started
 
     manifest = _manifest(
@@ -262,6 +279,7 @@ def compile_model(
         defaults=defaults,
         sha256=sha256,
         library_report=library_report,
+        in_model=in_model,
         timings={
             "tuning_sec": round(tuning_sec, 3),
             "reports_sec": round(reports_sec, 3),
@@ -281,10 +299,11 @@ def _tune(
     database: SqlDatabase,
     observer: CompileObserver,
     executor: TrialExecutor,
+    measure: MeasureSettings,
 ) -> tuple[TuningReport, dict[str, int]]:
     with tempfile.TemporaryDirectory(prefix="tunefarm-") as scratch:
         builder = CandidateWriter(str(Path(scratch) / "candidates"))
-        runner = TrialRunner(executor, settings=options.measure)
+        runner = TrialRunner(executor, settings=measure)
         observer.tuning_started(options.trials_left, tasks)
         try:
             report = tune(
@@ -349,12 +368,15 @@ def _manifest(
     defaults: DefaultScheduleReport,
     sha256: str,
     library_report: LibraryReport,
+    in_model: KernelProfile | str,
     timings: dict[str, float],
 ) -> dict[str, Any]:
     fingerprint = database.target_fingerprint
     task_rows: list[dict[str, Any]] = []
     seeded: list[dict[str, Any]] = []
     reuse = {task.name: task.reuse for task in plan.tasks}
+    recorded_us: dict[str, float | None] = {}
+    in_model_kernels = in_model.by_name() if isinstance(in_model, KernelProfile) else {}
     for task in tasks:
         progress = report.tasks.get(task.name)
         best_record = database.query_tuning_record(task.mod, target, task.name)
@@ -363,6 +385,8 @@ def _manifest(
             if best_record is not None
             else None
         )
+        recorded_us[task.name] = best_after * 1e6 if best_after is not None else None
+        kernel = in_model_kernels.get(task.name)
         schedule = schedule_origin(best_record.trace) if best_record is not None else TVM_DEFAULT
         improved = best_after is not None and (
             task.best_sec_before is None or best_after < task.best_sec_before
@@ -387,6 +411,7 @@ def _manifest(
                 "trials": progress.trials if progress is not None else 0,
                 "failed_trials": progress.failures if progress is not None else 0,
                 "best_latency_us": round(best_after * 1e6, 3) if best_after is not None else None,
+                "in_model_us": round(kernel.us_per_call, 3) if kernel is not None else None,
                 "source": source,
                 "schedule": schedule,
                 "default_schedules": _rounded_us(defaults.tasks[task.name].variants)
@@ -442,5 +467,8 @@ def _manifest(
         "coverage_before_tuning": plan.as_dict(),
         "tasks": task_rows,
         **library_report.as_manifest(),
+        "in_model": in_model.as_manifest(recorded_us)
+        if isinstance(in_model, KernelProfile)
+        else {"method": KERNEL_PROFILE_METHOD, "not_run": in_model},
         "timings": timings,
     }

@@ -20,7 +20,7 @@ class MeasureSettingsModel(BaseModel):
     repeat: int = Field(default=1, ge=1, le=1000)
     min_repeat_ms: int = Field(default=20, ge=0, le=60_000)
     enable_cpu_cache_flush: bool = False
-    gpu_cache_flush_bytes: int = Field(default=0, ge=0, le=2**31 - 1)
+    flush_gpu_l2: bool = False
 
 
 class TrialRequestModel(BaseModel):
