@@ -70,6 +70,14 @@ class LoopStats:
     """Database commits, cost-model updates and the callbacks."""
     overlapped_batches: int = 0
     """Batches searched while another was out being measured."""
+    prepare_sec: float = 0.0
+    """Design spaces and search set-up (``pre_tuning``), task by task."""
+    prepared_while_waiting: int = 0
+    """Tasks prepared while a batch was out, instead of waiting for it."""
+    first_batch_sent_sec: float | None = None
+    """From the loop's start to the first batch handed to the runner."""
+    prepared_before_first_batch: int = 0
+    """Tasks prepared when the first batch left (1: only its own)."""
 
 
 last_stats = LoopStats()
@@ -83,6 +91,8 @@ class _Task:
     cap: int
     """This task's share of the trials."""
     sent: int = 0
+    prepared: bool = False
+    """Its design space is generated and its search started (``pre_tuning``)."""
     exhausted: bool = False
     """The search has nothing more, or the task's budget is sent."""
     best_ms: list[float] = field(default_factory=list)
@@ -205,42 +215,67 @@ class _OverlappedLoop:
         self.picks = 0
         self.in_flight: list[_Batch] = []
         self.stats = LoopStats()
+        self.started = time.perf_counter()
         self._record_steps = [self._recording_step(callback) for callback in measure_callbacks]
 
     def run(self) -> None:
-        for task in self.tasks:
-            with ms.Profiler.timeit("InitializeTask"):
-                spaces = task.ctx.generate_design_space()
-                task.ctx.pre_tuning(
-                    task.cap,
-                    self.num_trials_per_iter,
-                    spaces,
-                    self.database,
-                    self.cost_model,
-                )
+        self.started = time.perf_counter()
         try:
             self._loop()
         finally:
             for task in self.tasks:
-                task.ctx.post_tuning()
+                if task.prepared:
+                    task.ctx.post_tuning()
 
     def _loop(self) -> None:
         while True:
             for batch in [batch for batch in self.in_flight if batch.done()]:
                 self._join(batch)
             if len(self.in_flight) >= self.max_in_flight:
-                self._join(self.in_flight[0])
+                self._wait_for(self.in_flight[0])
                 continue
             task_id = self._next_task() if self.sent < self.max_trials_global else None
             if task_id is None:
                 if not self.in_flight:
                     return
-                self._join(self.in_flight[0])
+                self._wait_for(self.in_flight[0])
                 continue
             self._search_and_send(task_id)
 
+    def _wait_for(self, batch: _Batch) -> None:
+        """Join ``batch``; while it is out, prepare a task that has not been (issue 16).
+
+        Preparing every task before the first batch went out kept a 30-task GPU model from
+        measuring anything for 1.5-2 minutes. A task is now prepared when it is first picked,
+        or while the loop would only wait, so the first batch leaves after one task's
+        preparation and search.
+        """
+        if not batch.done():
+            waiting = next((task for task in self.tasks if not task.prepared), None)
+            if waiting is not None:
+                self._prepare(waiting)
+                self.stats.prepared_while_waiting += 1
+                return
+        self._join(batch)
+
+    def _prepare(self, task: _Task) -> None:
+        started = time.perf_counter()
+        with ms.Profiler.timeit("InitializeTask"):
+            spaces = task.ctx.generate_design_space()
+            task.ctx.pre_tuning(
+                task.cap,
+                self.num_trials_per_iter,
+                spaces,
+                self.database,
+                self.cost_model,
+            )
+        task.prepared = True
+        self.stats.prepare_sec += time.perf_counter() - started
+
     def _search_and_send(self, task_id: int) -> None:
         task = self.tasks[task_id]
+        if not task.prepared:
+            self._prepare(task)
         overlapped = bool(self.in_flight)
         started = time.perf_counter()
         candidates = task.ctx.generate_measure_candidates()
@@ -265,6 +300,9 @@ class _OverlappedLoop:
         if task.sent >= task.cap:
             task.exhausted = True
         self.stats.batches += 1
+        if self.stats.first_batch_sent_sec is None:
+            self.stats.first_batch_sent_sec = time.perf_counter() - self.started
+            self.stats.prepared_before_first_batch = sum(t.prepared for t in self.tasks)
         self.stats.trials += len(candidates)
         self.stats.overlapped_batches += overlapped
 

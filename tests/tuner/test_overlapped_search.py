@@ -113,3 +113,21 @@ def test_a_callback_that_raises_ends_the_loop_and_drops_batches_still_out(
     assert report_trials <= 8
     database = SqlDatabase(f"sqlite:///{tmp_path / 'tuning.db'}", target=TARGET)
     assert len(_records(database)) == 4
+
+
+def test_the_first_batch_leaves_before_the_other_tasks_are_prepared(
+    pool: WarmPool, tmp_path: Path
+) -> None:
+    report, database = _tune(pool, tmp_path, sizes=[32, 48, 64], total=24, per_task=8, per_iter=8)
+    stats = overlapped_search.last_stats
+    # Issue 16: only the first task's design space and search were made before its batch
+    # went out; the others were prepared later, while batches were out or when picked.
+    assert stats.prepared_before_first_batch == 1
+    assert stats.first_batch_sent_sec is not None
+    assert stats.prepare_sec > 0
+    assert {name: task.trials for name, task in report.tasks.items()} == {
+        "matmul_32": 8,
+        "matmul_48": 8,
+        "matmul_64": 8,
+    }
+    assert len(_records(database)) == 24
