@@ -36,15 +36,14 @@ L2_FLUSH_BYTES = 256 * 1024**2
 
 
 def measure_modes() -> dict[str, Any]:
-    from tuner.trial import MeasureSettings
+    from tuner.trial import GPU_MEASURE, MeasureSettings
 
     return {
-        # What the runner did until now: the L2 stays warm between the ~hundreds of calls.
-        "warm (number=3, min_repeat_ms=20)": MeasureSettings(),
-        "one call per repeat, no flush": MeasureSettings(number=1, repeat=30, min_repeat_ms=0),
-        "one call per repeat, L2 flushed": MeasureSettings(
-            number=1, repeat=30, min_repeat_ms=0, gpu_cache_flush_bytes=L2_FLUSH_BYTES
-        ),
+        # How GPU candidates were timed before issue 16: ~hundreds of calls back to back, so
+        # every call after the first finds its weights in L2.
+        "before: warm (number=3, min_repeat_ms=20)": MeasureSettings(),
+        # The runner now: one call per repeat after a flush of twice the L2, less the floor.
+        "after: cold L2, launch floor subtracted": GPU_MEASURE,
     }
 
 
@@ -321,6 +320,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         result["tasks"] = rows
         save()
+    from tuner import launch_floor
+
+    result["evaluator_floors_us"] = {
+        str(key): round(value * 1e6, 3) for key, value in launch_floor._floors.items()
+    }
     result["gpu_clocks_after"] = nvidia_smi("clocks.sm,clocks.mem,temperature.gpu,power.draw")
     torch.cuda.synchronize()
     save()

@@ -61,11 +61,17 @@ def tune_one(
     started = time.monotonic()
     job_id = submit_compile(options, engine=engine)
     cancelled_at = None
+    first_trial_at = None
+    tuning_started_at = None
     last_print = 0.0
     while True:
         job = job_store.get_job(engine, job_id)
         assert job is not None
         now = time.monotonic()
+        if tuning_started_at is None and job.state == "tuning":
+            tuning_started_at = now
+        if first_trial_at is None and int(job.progress.get("trials", 0)) > 0:
+            first_trial_at = now
         if now - last_print > 30:
             last_print = now
             tasks = job.progress.get("tasks", {})
@@ -78,8 +84,18 @@ def tune_one(
             cancelled_at = now
         time.sleep(1.0)
     tasks = job.progress.get("tasks", {})
+    trials = sum(int(task.get("trials", 0)) for task in tasks.values())
+    tuning_end = cancelled_at or time.monotonic()
     return {
         "job": job_id,
+        "first_trial_back_sec": _since(started, first_trial_at),
+        "tuning_state_sec": _since(started, tuning_started_at),
+        "trials_per_sec": round(trials / max(1e-9, tuning_end - started), 3),
+        "trials_per_sec_after_first": round(trials / max(1e-9, tuning_end - first_trial_at), 3)
+        if first_trial_at is not None
+        else None,
+        "time_split": job.progress.get("time_split"),
+        "tasks_without_trials": sum(1 for task in tasks.values() if not task.get("trials")),
         "state": job.state,
         "error": job.error,
         "wall_sec": round(time.monotonic() - started, 1),
@@ -93,6 +109,42 @@ def tune_one(
     }
 
 
+def run_stock(model_path: Path, *, fp16: bool, trials: int, work: Path) -> dict[str, Any]:
+    """Stock ``tune_relax`` (LocalBuilder with a 120 s timeout, LocalRunner) on the same tasks."""
+    import local_tuning as common
+    import tvm.s_tir.meta_schedule as ms
+
+    from tuner.model_validation import validate_onnx_model
+    from tuner.onnx_import import import_onnx
+    from tuner.pipelines import PipelineOptions, run_pipeline
+    from tuner.targets import parse_target
+
+    target = parse_target("cuda")
+    validated = validate_onnx_model(model_path, max_bytes=4 * 1024**3)
+    mod = run_pipeline(
+        import_onnx(validated), target=target, options=PipelineOptions(fp16=fp16)
+    ).mod
+    started = time.monotonic()
+    row = common.run_stock(
+        mod,
+        target,
+        trials=trials,
+        per_task=trials,
+        trials_per_iter=64,
+        seed=1,
+        order=common.stock_task_order(mod, target),
+        work_dir=work,
+        builder=ms.builder.LocalBuilder(timeout_sec=120),
+    )
+    row["wall_sec_with_task_extraction"] = round(time.monotonic() - started, 1)
+    return row
+
+
+def _since(start: float, moment: float | None) -> float | None:
+    """Seconds from ``start`` to ``moment`` (polled once a second), if it came."""
+    return round(moment - start, 1) if moment is not None else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="resnet50")
@@ -104,6 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records-out", type=Path, required=True)
     parser.add_argument("--work", type=Path, default=Path("/tmp/gpu-tune"))
     parser.add_argument("--broker-url", default="redis://127.0.0.1:6379/4")
+    parser.add_argument(
+        "--stock-trials",
+        type=int,
+        default=0,
+        help="after the farm runs, stock tune_relax on the first model for this many trials",
+    )
     args = parser.parse_args(argv)
 
     args.work.mkdir(parents=True, exist_ok=True)
@@ -156,6 +214,16 @@ def main(argv: list[str] | None = None) -> int:
                     f"  {run['state']} after {run['wall_sec']} s with {run['trials']} trials",
                     flush=True,
                 )
+        if args.stock_trials > 0:
+            name, precision = args.models.split(",")[0], args.precisions.split(",")[0]
+            print(f"stock tune_relax on {name} {precision}, {args.stock_trials} trials", flush=True)
+            log["stock"] = run_stock(
+                args.work / "models" / f"{name}.onnx",
+                fp16=precision == "fp16",
+                trials=args.stock_trials,
+                work=args.work / "stock",
+            )
+            print(f"  stock: {log['stock'].get('trials_per_sec')} trials/s", flush=True)
     finally:
         for worker in workers:
             worker.terminate()

@@ -144,7 +144,9 @@ def tune_tasks(
         caps = list(max_trials_per_task)
     if overlap is None:
         overlap = Settings().search_overlap
+    global last_stats
     if not overlap:
+        last_stats = LoopStats()  # MetaSchedule's loop keeps no stats of ours
         ms.tune_tasks(
             tasks=tasks,
             task_weights=list(task_weights),
@@ -177,7 +179,6 @@ def tune_tasks(
         max_in_flight=max_in_flight,
         seed=seed,
     )
-    global last_stats
     last_stats = loop.stats
     loop.run()
 

@@ -19,12 +19,14 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from tuner import overlapped_search
 from tuner.compile_job import CompileOptions, Phase, compile_model
 from tuner.coverage_plan import CoveragePlan
 from tuner.errors import UserInputError
 from tuner.search import TuningReport
 from tuner.targets import parse_target
 from tuner.tasks import TuningTask
+from tuner.time_split import time_split
 from tuning_db import job_store
 from workers.farm_executor import CeleryTrialExecutor
 
@@ -149,6 +151,10 @@ class JobObserver:
                 entry["best_us"] = best_us
         self.progress["measured_by"] = dict(
             self._earlier_measured_by + Counter(self.executor.measured_by)
+        )
+        # This attempt's split (a resumed job starts it again).
+        self.progress["time_split"] = time_split(
+            overlapped_search.last_stats, self.executor.trial_times
         )
         self._write()
         if self.executor.stopped is not None:

@@ -22,6 +22,7 @@ from celery.result import AsyncResult
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
+from tuner.time_split import TrialTimes
 from tuner.trial import TrialRequest, TrialResult
 from tuner.trial_executor import TrialHandle
 from workers.measure_tasks import MEASURE_TASK, batch_payload
@@ -60,6 +61,8 @@ class CeleryTrialExecutor:
         presumed lost with its worker and sent again."""
         self.resent = 0
         self.measured_by: Counter[str] = Counter()
+        self.trial_times = TrialTimes()
+        """Queueing, build, run and device wait, summed over the trials that came back."""
         self.stopped: str | None = None
         """Set by ``stop``: no more sends, and waiting trials come back with this error."""
 
@@ -147,6 +150,7 @@ class _Chunk:
 
     def _send(self) -> None:
         self.sent_at = time.monotonic()
+        self.sent_unix = time.time()
         self.started_at: float | None = None
         self.async_result: AsyncResult | None = None
         self.send_error: str | None = None
@@ -245,6 +249,8 @@ class _Chunk:
             replies: list[dict[str, Any]] = result.result
             trials = [TrialResult(**reply) for reply in replies]
             self.executor.measured_by.update(trial.worker or "unknown" for trial in trials)
+            for trial in trials:
+                self.executor.trial_times.add(trial, sent_unix=self.sent_unix)
             return trials
         finally:
             self._forget()
