@@ -16,12 +16,14 @@ from typing import Any
 import numpy as np
 import tvm
 from tvm import te
+from tvm.driver import build as tvm_build
 from tvm.s_tir import Schedule
 from tvm.target import Target
 
 FLOOR_REPEATS = 50
 DEFAULT_L2_BYTES = 64 * 1024**2
-"""When the driver does not say (TVM reports 0): larger than any GPU's L2 up to the H200's."""
+"""When the device does not say (a CPU, or a driver that reports 0): larger than any GPU's L2
+up to the H200's, and than most CPUs' last-level cache."""
 
 _floors: dict[tuple[str, int, int], float] = {}
 
@@ -34,7 +36,7 @@ def empty_kernel(target: Target) -> Any:
     if target.kind.name != "llvm":
         (loop,) = schedule.get_loops(schedule.get_sblock("out"))
         schedule.bind(loop, "threadIdx.x")
-    return tvm.compile(schedule.mod, target=target)
+    return tvm_build(schedule.mod, target=target)
 
 
 def empty_kernel_args(device: tvm.runtime.Device) -> list[Any]:

@@ -33,16 +33,16 @@ class MeasureSettings:
     repeat: int = 1
     min_repeat_ms: int = 20
     enable_cpu_cache_flush: bool = False
-    flush_gpu_l2: bool = False
-    """On a GPU, time one call per repeat (``number`` and ``min_repeat_ms`` are not used), with
-    twice the L2 overwritten before each, and subtract the launch floor (``tuner.launch_floor``).
+    cold_cache: bool = False
+    """Time one call per repeat (``number`` and ``min_repeat_ms`` are not used), with twice the
+    L2 overwritten before each, and subtract the launch floor (``tuner.launch_floor``).
 
     Issue 16: timed back to back, a kernel reads its weights from the L2 the last call left
     warm, and ResNet-50's convs then ran 1.5-1.7x faster than in the model, where each kernel's
     weights come from HBM. Flushed, the time is what the model sees (bench/gpu_fidelity.py)."""
 
 
-GPU_MEASURE = MeasureSettings(repeat=30, flush_gpu_l2=True)
+GPU_MEASURE = MeasureSettings(repeat=30, cold_cache=True)
 """How GPU candidates are timed: cold L2, 30 single calls."""
 
 
@@ -129,7 +129,7 @@ def run_trial(request: TrialRequest) -> TrialResult:
         device = runtime_device(target, request.device_id)
         args = [_random_argument(tvm, info, device) for info in request.args_info]
         settings = request.settings
-        cold = settings.flush_gpu_l2 and target.kind.name != "llvm"
+        cold = settings.cold_cache
         flush_bytes = l2_flush_bytes(device) if cold else 0
         evaluator = rt_mod.time_evaluator(
             rt_mod.entry_name,

@@ -20,7 +20,7 @@ class MeasureSettingsModel(BaseModel):
     repeat: int = Field(default=1, ge=1, le=1000)
     min_repeat_ms: int = Field(default=20, ge=0, le=60_000)
     enable_cpu_cache_flush: bool = False
-    flush_gpu_l2: bool = False
+    cold_cache: bool = False
 
 
 class TrialRequestModel(BaseModel):
