@@ -90,6 +90,7 @@ def test_compile_tunes_builds_and_then_reuses(
         cold["latency"]["tuned"]["p99_ms"] / peer["latency"]["p99_ms"], rel=0.002, abs=0.001
     )
     assert cold["reports_not_run"] == []
+    _check_in_model_breakdown(cold)
     assert cold["inputs"] == [{"name": "image", "shape": [1, 3, 32, 32], "dtype": "float32"}]
     assert cold["target"]["json"]["kind"] == "llvm"
     assert cold["target"]["fingerprint_details"]["tvm_version"] == tvm.__version__
@@ -104,3 +105,29 @@ def test_compile_tunes_builds_and_then_reuses(
     assert warm["latency"]["baseline"]["source"] == "cached"
     assert warm["latency"]["untuned"] == cold["latency"]["untuned"]
     assert warm["timings"]["total_sec"] < cold["timings"]["total_sec"]
+
+
+def _check_in_model_breakdown(manifest: dict) -> None:  # type: ignore[type-arg]
+    """Issue 16: each task's kernel, timed in place in the model, beside its record."""
+    section = manifest["in_model"]
+    assert "not_run" not in section, section
+    assert section["runs"] >= 1 and section["launch_floor_us"] > 0
+    kernels = {kernel["name"]: kernel for kernel in section["kernels"]}
+    tasks = {task["name"]: task for task in manifest["tasks"]}
+    assert set(tasks) <= set(kernels)  # every tuned task ran as a kernel of its own name
+    assert sum(kernel["share"] for kernel in kernels.values()) == pytest.approx(1.0, abs=0.01)
+    assert section["kernels_us_per_run"] == pytest.approx(
+        sum(kernel["us_per_call"] * kernel["calls"] for kernel in kernels.values()), rel=0.01
+    )
+    for name, task in tasks.items():
+        kernel = kernels[name]
+        assert task["in_model_us"] == kernel["us_per_call"]
+        assert kernel["recorded_us"] == task["best_latency_us"]
+        if kernel["recorded_us"]:
+            assert kernel["in_model_over_recorded"] == pytest.approx(
+                kernel["us_per_call"] / kernel["recorded_us"], rel=0.01, abs=0.002
+            )
+    # The heaviest conv takes real time in the model, and at most the whole model's p50.
+    heaviest = max(kernels.values(), key=lambda kernel: kernel["us_per_call"])
+    assert "conv2d" in heaviest["name"]
+    assert 0 < heaviest["us_per_call"] <= manifest["latency"]["tuned"]["p50_ms"] * 1000 * 3
