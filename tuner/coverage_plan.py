@@ -28,7 +28,6 @@ from tvm.ir import IRModule
 from tuner.pipelines import Layout
 from tuner.tasks import TuningTask, look_up_tasks
 from tuner.trial_budget import TaskOutlook, allocate_trials
-from tuning_db.similar_records import SimilarRecord
 
 Reuse = Literal["exact", "class", "similar", "none"]
 
@@ -42,9 +41,7 @@ class ReuseLookup(Protocol):
 
     def measured_count(self, mod: IRModule) -> int: ...
 
-    def similar_records(
-        self, mod: IRModule, *, workloads: int = ..., per_workload: int = ...
-    ) -> list[SimilarRecord]: ...
+    def seed_workloads(self, mod: IRModule, *, workloads: int = ...) -> dict[str, float]: ...
 
 
 @dataclass(frozen=True)
@@ -160,11 +157,13 @@ def plan_coverage(
             relation = database.best_record_relation(task.mod)
             reuse = "class" if relation == "class" else "exact"
         else:
-            similar = database.similar_records(task.mod, workloads=4, per_workload=1)
-            if similar:
+            # The workloads a warm start takes seeds from, not their records: reading a record
+            # replays its trace, and a tensor-core trace needs TVM's tensor intrinsics.
+            seeds = database.seed_workloads(task.mod, workloads=4)
+            if seeds:
                 reuse = "similar"
-                distance = min(record.distance for record in similar)
-                neighbours = len({record.workload_key for record in similar})
+                distance = min(seeds.values())
+                neighbours = len(seeds)
             else:
                 reuse = "none"
         rows.append(

@@ -10,18 +10,23 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import tvm
-from sqlalchemy import Engine, select
-from tvm.s_tir.meta_schedule.database import JSONDatabase, Workload
+from sqlalchemy import Connection, Engine, select
+from tvm.s_tir.meta_schedule.database import Workload
 from tvm.target import Target
 
-from tuning_db.record_json import register_intrinsics_for
-from tuning_db.schema import TargetRow, TuningRecordRow, WorkloadRow
-from tuning_db.sql_database import SqlDatabase, open_engine
+from tuning_db.schema import Base, TargetRow, TuningRecordRow, WorkloadRow
+from tuning_db.sql_database import file_target, file_workload, open_engine, record_values
+from tuning_db.target_fingerprint import fingerprint
+from tuning_db.upsert import insert_measured_records
+from tuning_db.workload_key import workload_key
 
 WORKLOAD_FILE = "database_workload.json"
 RECORD_FILE = "database_tuning_record.json"
+
+_records = Base.metadata.tables[TuningRecordRow.__tablename__]
 
 
 @dataclass(frozen=True)
@@ -69,28 +74,79 @@ def export_json_logs(url_or_engine: str | Engine, directory: Path) -> TransferCo
 
 
 def import_json_logs(url_or_engine: str | Engine, directory: Path) -> TransferCounts:
-    """Read MetaSchedule's JSON files; records already in the database are skipped."""
+    """Read MetaSchedule's JSON files; records already in the database are skipped.
+
+    The records are filed as the files hold them, all in one transaction. Their traces are not
+    replayed (MetaSchedule's ``JSONDatabase`` replays each one on its workload): replaying a
+    tensor-core trace needs TVM's tensor intrinsics, an import of 10 s to minutes, and a
+    replayed trace serializes to the same JSON as the file's. A record the files do not hold
+    in MetaSchedule's layout is refused with its line, before anything is written.
+    """
     directory = Path(directory)
     for name in (WORKLOAD_FILE, RECORD_FILE):
         if not (directory / name).is_file():
             raise ValueError(f"{directory} has no {name}; is it a MetaSchedule work_dir?")
+    workload_lines = _json_lines(directory / WORKLOAD_FILE)
+    records = [
+        _checked_record(line, number, len(workload_lines))
+        for number, line in enumerate(_json_lines(directory / RECORD_FILE), start=1)
+    ]
+    modules = {
+        index: Workload.from_json(workload_lines[index]).mod
+        for index in sorted({index for index, _ in records})
+    }
+    # A key costs a print of the module: once per workload, not per record.
+    keys = {index: workload_key(mod) for index, mod in modules.items()}
     engine = open_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
-    register_intrinsics_for((directory / RECORD_FILE).read_text())
-    source = JSONDatabase(
-        path_workload=str(directory / WORKLOAD_FILE),
-        path_tuning_record=str(directory / RECORD_FILE),
-        allow_missing=False,
+    with engine.begin() as connection:
+        workload_ids = {
+            index: file_workload(connection, mod, key=keys[index]) for index, mod in modules.items()
+        }
+        target_keys = _file_targets(connection, [record[2] for _, record in records])
+        rows = [
+            record_values(workload_ids[index], target_keys[_target_text(record[2])], record)
+            for index, record in records
+        ]
+        insert_measured_records(connection, _records, rows)
+    return TransferCounts(workloads=len(set(keys.values())), records=len(records))
+
+
+def _json_lines(path: Path) -> list[Any]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _checked_record(line: Any, number: int, workloads: int) -> tuple[int, list[Any]]:
+    """``(workload index, [trace, run_secs, target, args_info])`` of a record line."""
+    valid = (
+        isinstance(line, list)
+        and len(line) == 2
+        and isinstance(line[0], int)
+        and 0 <= line[0] < workloads
+        and isinstance(line[1], list)
+        and len(line[1]) == 4
+        and isinstance(line[1][0], list)
+        and (line[1][1] is None or isinstance(line[1][1], list))
+        and (line[1][2] is None or isinstance(line[1][2], dict))
     )
-    databases: dict[str, SqlDatabase] = {}
-    workloads_seen: set[str] = set()
-    count = 0
-    for record in source.get_all_tuning_records():
-        target = record.target if record.target is not None else Target("llvm")
-        database = databases.get(str(target))
-        if database is None:
-            database = databases[str(target)] = SqlDatabase(engine, target=target)
-        workloads_seen.add(database.workload_key(record.workload.mod))
-        database.commit_workload(record.workload.mod)
-        database.commit_tuning_record(record)
-        count += 1
-    return TransferCounts(workloads=len(workloads_seen), records=count)
+    if not valid:
+        raise ValueError(f"line {number} of {RECORD_FILE} is not a MetaSchedule tuning record")
+    return line[0], line[1]
+
+
+def _target_text(target_json: dict[str, Any] | None) -> str:
+    return json.dumps(target_json, sort_keys=True)
+
+
+def _file_targets(
+    connection: Connection, targets_json: list[dict[str, Any] | None]
+) -> dict[str, str]:
+    """Target JSON text → fingerprint key, each target filed; a record without a target is
+    an ``llvm`` one, as MetaSchedule reads it."""
+    keys = {}
+    for target_json in targets_json:
+        text = _target_text(target_json)
+        if text not in keys:
+            fp = fingerprint(Target(target_json if target_json is not None else "llvm"))
+            file_target(connection, fp)
+            keys[text] = fp.key
+    return keys

@@ -47,7 +47,7 @@ from tuning_db.schema import (
 from tuning_db.similar_records import SimilarRecord, TargetRelation
 from tuning_db.similarity_index import nearest_workloads, signature_values
 from tuning_db.target_fingerprint import TargetFingerprint, fingerprint
-from tuning_db.upsert import insert_ignoring_duplicates, insert_measured_record
+from tuning_db.upsert import insert_ignoring_duplicates, insert_measured_records
 from tuning_db.workload_key import workload_key
 
 # MetaSchedule writes this run time for a candidate that failed to build or run.
@@ -121,6 +121,55 @@ def best_verified_times(
         chosen = own_best if row_target_key == target_key else class_best
         chosen[key] = min(float(best), chosen.get(key, float("inf")))
     return {**class_best, **own_best}
+
+
+def file_target(connection: Connection, fp: TargetFingerprint) -> None:
+    """Insert the target's row unless it is there."""
+    insert_ignoring_duplicates(
+        connection,
+        _targets,
+        {
+            "key": fp.key,
+            "target_json": fp.target_json,
+            "fingerprint_json": fp.fingerprint_json,
+            "target_class": fp.target_class,
+            "tvm_version": fp.tvm_version,
+        },
+    )
+
+
+def file_workload(connection: Connection, mod: IRModule, *, key: str) -> int:
+    """The id of the workload ``key``; a new one is filed with its operator signature."""
+    found = connection.execute(select(_workloads.c.id).where(_workloads.c.key == key)).scalar()
+    if found is not None:
+        return int(found)
+    insert_ignoring_duplicates(
+        connection, _workloads, {"key": key, "mod_json": tvm.ir.save_json(mod)}
+    )
+    workload_id = int(
+        connection.execute(select(_workloads.c.id).where(_workloads.c.key == key)).scalar_one()
+    )
+    insert_ignoring_duplicates(
+        connection, _signatures, signature_values(workload_id, mod, workload_key=key)
+    )
+    return workload_id
+
+
+def record_values(workload_id: int, target_key: str, record_json: list[Any]) -> dict[str, Any]:
+    """The ``tuning_records`` row of a record in its JSON form ``[trace, run_secs, target,
+    args_info]`` (``record_as_json``, or a line of MetaSchedule's JSON database)."""
+    trace_json, run_secs, _target_json, args_info = record_json
+    trace_text = json.dumps(trace_json, separators=(",", ":"))
+    run_secs = [float(sec) for sec in run_secs] if run_secs is not None else None
+    return {
+        "workload_id": workload_id,
+        "target_key": target_key,
+        "trace_hash": trace_hash(trace_text),
+        "trace_json": trace_text,
+        "run_secs_json": json.dumps(run_secs if run_secs is not None else [FAILED_RUN_SEC]),
+        "mean_run_sec": mean_run_sec(run_secs),
+        "args_info_json": json.dumps(args_info) if args_info is not None else None,
+    }
 
 
 def has_valid_records(workload_id: ColumnElement[int], target_keys: list[str]) -> Exists:
@@ -212,17 +261,7 @@ class SqlDatabase(PyDatabase):
         fp = fingerprint(target)
         if fp.key not in self._known_targets:
             with self.engine.begin() as connection:
-                insert_ignoring_duplicates(
-                    connection,
-                    _targets,
-                    {
-                        "key": fp.key,
-                        "target_json": fp.target_json,
-                        "fingerprint_json": fp.fingerprint_json,
-                        "target_class": fp.target_class,
-                        "tvm_version": fp.tvm_version,
-                    },
-                )
+                file_target(connection, fp)
             self._known_targets.add(fp.key)
         return fp
 
@@ -291,14 +330,7 @@ class SqlDatabase(PyDatabase):
             targets = self._targets_of_kind(connection)
             if not targets:
                 return []
-            neighbours = nearest_workloads(
-                connection,
-                signature,
-                limit=workloads,
-                exclude=[own_id] if own_id is not None else [],
-                qualify=lambda workload_id: has_valid_records(workload_id, list(targets)),
-            )
-            distances = {neighbour.workload_id: neighbour.distance for neighbour in neighbours}
+            distances = self._neighbour_distances(connection, signature, own_id, targets, workloads)
             if own_id is not None:
                 distances[own_id] = 0.0
             if not distances:
@@ -327,6 +359,26 @@ class SqlDatabase(PyDatabase):
             key=lambda s: (s.distance, _RELATION_ORDER[s.target_relation], s.mean_run_sec),
         )
 
+    def seed_workloads(self, mod: IRModule, *, workloads: int = 4) -> dict[str, float]:
+        """Workload key → distance of the workloads whose records ``similar_records`` (with
+        ``per_workload`` of 1 or more) would offer as seeds, without reading a record.
+
+        A record is built by replaying its trace, and a tensor-core trace needs TVM's tensor
+        intrinsics registered (an import of 10 s to minutes); a plan needs only how many
+        workloads there are and how near.
+        """
+        own_id = self._find_workload_id(self._keys.key(mod))
+        signature = self.signature(mod)
+        with self.engine.connect() as connection:
+            targets = self._targets_of_kind(connection)
+            if not targets:
+                return {}
+            distances = self._neighbour_distances(connection, signature, own_id, targets, workloads)
+            if own_id is not None and self._has_seed_records(connection, own_id, targets):
+                distances[own_id] = 0.0
+            keys = self._workload_keys(connection, list(distances))
+        return {keys[workload_id]: distance for workload_id, distance in distances.items()}
+
     def nearest_workloads(self, mod: IRModule, *, limit: int = 3) -> list[NearestWorkload]:
         """The workloads whose records could seed a search of ``mod``, nearest first.
 
@@ -342,22 +394,14 @@ class SqlDatabase(PyDatabase):
             found: list[tuple[int, float]] = []
             if own_id is not None and self._has_seed_records(connection, own_id, targets):
                 found.append((own_id, 0.0))
-            neighbours = nearest_workloads(
-                connection,
-                signature,
-                limit=limit - len(found),
-                exclude=[own_id] if own_id is not None else [],
-                qualify=lambda workload_id: has_valid_records(workload_id, list(targets)),
+            neighbours = self._neighbour_distances(
+                connection, signature, own_id, targets, limit - len(found)
             )
-            found += [(neighbour.workload_id, neighbour.distance) for neighbour in neighbours]
+            found += neighbours.items()
             if not found:
                 return []
             ids = [workload_id for workload_id, _ in found]
-            keys = dict(
-                connection.execute(
-                    select(_workloads.c.id, _workloads.c.key).where(_workloads.c.id.in_(ids))
-                ).all()
-            )
+            keys = self._workload_keys(connection, ids)
             exact_keys = [key for key, t in targets.items() if t.relation != "other"]
             best = dict(
                 connection.execute(
@@ -392,16 +436,7 @@ class SqlDatabase(PyDatabase):
         key = self._keys.key(mod)
         if self._find_workload_id(key) is None:
             with self.engine.begin() as connection:
-                insert_ignoring_duplicates(
-                    connection, _workloads, {"key": key, "mod_json": tvm.ir.save_json(mod)}
-                )
-                workload_id = connection.execute(
-                    select(_workloads.c.id).where(_workloads.c.key == key)
-                ).scalar_one()
-                insert_ignoring_duplicates(
-                    connection, _signatures, signature_values(workload_id, mod, workload_key=key)
-                )
-            self._find_workload_id(key)
+                self._workload_ids[key] = file_workload(connection, mod, key=key)
         return Workload(mod)
 
     def commit_tuning_record(self, record: TuningRecord) -> None:
@@ -411,7 +446,7 @@ class SqlDatabase(PyDatabase):
         replaces the claim and the record becomes verified.
         """
         with self.engine.begin() as connection:
-            insert_measured_record(connection, _records, self._record_values(record))
+            insert_measured_records(connection, _records, [self._record_values(record)])
 
     def commit_claimed_record(self, record: TuningRecord, *, team_id: int) -> bool:
         """File a record whose run time only ``team_id`` vouches for (an API import).
@@ -458,18 +493,7 @@ class SqlDatabase(PyDatabase):
         workload_id = self._require_workload_id(record.workload.mod)
         target = record.target if record.target is not None else self.target
         target_key = self.register_target(target).key
-        trace_json, run_secs, _target_json, args_info = record_as_json(record)
-        trace_text = json.dumps(trace_json, separators=(",", ":"))
-        run_secs = [float(sec) for sec in run_secs] if run_secs is not None else None
-        return {
-            "workload_id": workload_id,
-            "target_key": target_key,
-            "trace_hash": trace_hash(trace_text),
-            "trace_json": trace_text,
-            "run_secs_json": json.dumps(run_secs if run_secs is not None else [FAILED_RUN_SEC]),
-            "mean_run_sec": mean_run_sec(run_secs),
-            "args_info_json": json.dumps(args_info) if args_info is not None else None,
-        }
+        return record_values(workload_id, target_key, record_as_json(record))
 
     def get_top_k(self, workload: Workload, top_k: int) -> list[TuningRecord]:
         if top_k < 0:
@@ -628,6 +652,34 @@ class SqlDatabase(PyDatabase):
                 str(row.key), str(row.target_json), str(row.target_class), relation
             )
         return known
+
+    @staticmethod
+    def _neighbour_distances(
+        connection: Connection,
+        signature: OperatorSignature,
+        own_id: int | None,
+        targets: dict[str, _KnownTarget],
+        limit: int,
+    ) -> dict[int, float]:
+        """Workload id → distance of the ``limit`` nearest other workloads of the family with
+        valid records on one of ``targets``, nearest first."""
+        neighbours = nearest_workloads(
+            connection,
+            signature,
+            limit=limit,
+            exclude=[own_id] if own_id is not None else [],
+            qualify=lambda workload_id: has_valid_records(workload_id, list(targets)),
+        )
+        return {neighbour.workload_id: neighbour.distance for neighbour in neighbours}
+
+    @staticmethod
+    def _workload_keys(connection: Connection, workload_ids: list[int]) -> dict[int, str]:
+        if not workload_ids:
+            return {}
+        rows = connection.execute(
+            select(_workloads.c.id, _workloads.c.key).where(_workloads.c.id.in_(workload_ids))
+        ).all()
+        return {int(row.id): str(row.key) for row in rows}
 
     @staticmethod
     def _seed_filter(workload_id: int, own_id: int | None, target: _KnownTarget) -> list[Any]:

@@ -22,14 +22,18 @@ def insert_ignoring_duplicates(
     connection.execute(statement)
 
 
-def insert_measured_record(connection: Connection, table: Table, values: dict[str, Any]) -> None:
-    """Insert a worker's measurement of a schedule, verified.
+def insert_measured_records(
+    connection: Connection, table: Table, rows: list[dict[str, Any]]
+) -> None:
+    """Insert measurements of schedules (a worker's, or an operator's import), verified.
 
     A redelivered measurement of a verified record adds nothing. An unverified record of the
     same schedule (a client's claim) takes the measured run time and becomes verified: the
-    claim is discarded.
+    claim is discarded. All rows go in one statement, executed for each row.
     """
-    values = {**values, "verified": True}
+    if not rows:
+        return
+    rows = [{**values, "verified": True} for values in rows]
     dialect = connection.dialect.name
     insert: Any
     if dialect == "postgresql":
@@ -38,7 +42,7 @@ def insert_measured_record(connection: Connection, table: Table, values: dict[st
         insert = sqlite.insert(table)
     else:
         raise NotImplementedError(f"tunefarm's tuning database does not support {dialect!r}")
-    statement = insert.values(**values).on_conflict_do_update(
+    statement = insert.on_conflict_do_update(
         index_elements=["workload_id", "target_key", "trace_hash"],
         set_={
             "run_secs_json": insert.excluded.run_secs_json,
@@ -48,4 +52,4 @@ def insert_measured_record(connection: Connection, table: Table, values: dict[st
         },
         where=table.c.verified.is_(False),
     )
-    connection.execute(statement)
+    connection.execute(statement, rows)

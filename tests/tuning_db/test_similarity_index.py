@@ -139,6 +139,26 @@ def test_nearest_workloads_for_a_coverage_report(db_url: str) -> None:
     ]
 
 
+def _seeds_of(similar: list[Any]) -> dict[str, float]:
+    return {s.workload_key: s.distance for s in similar}
+
+
+def test_seed_workloads_are_the_workloads_similar_records_offer(db_url: str) -> None:
+    database = SqlDatabase(db_url, target=LLVM)
+    assert database.seed_workloads(QUERY) == {}
+    _fill_cpu_neighbours(database)
+    for workloads in (0, 1, 2, 4):
+        similar = database.similar_records(QUERY, workloads=workloads, per_workload=1)
+        assert database.seed_workloads(QUERY, workloads=workloads) == _seeds_of(similar)
+    # The workload's own exact hit is no seed; its record on another CPU is, at distance 0.
+    _commit(database, QUERY, LLVM, {2: 1e-3})
+    assert database.workload_key(QUERY) not in database.seed_workloads(QUERY)
+    _commit(database, QUERY, OTHER_CPU, {4: 2e-3})
+    seeds = database.seed_workloads(QUERY, workloads=4)
+    assert seeds[database.workload_key(QUERY)] == 0.0
+    assert seeds == _seeds_of(database.similar_records(QUERY, workloads=4, per_workload=1))
+
+
 def test_the_lookup_widens_its_window_until_no_unread_row_can_be_nearer(
     db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
