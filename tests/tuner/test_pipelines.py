@@ -1,9 +1,14 @@
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
+import tvm
+import tvm_ffi
+from tvm.ir import IRModule
 
+import tuner.pipelines
 from tuner.model_validation import validate_onnx_model
 from tuner.onnx_import import import_onnx
 from tuner.pipelines import PipelineOptions, run_pipeline
@@ -38,6 +43,69 @@ def test_auto_layout_is_nhwc_with_output_channels_innermost_on_cpus(relax_mod) -
     assert 'T.sblock("conv2d_nhwc")' in script
     # HWIO weights: the output channel (the vector axis of the CPU schedules) is innermost.
     assert "param_0[v_ry, v_rx, v_rc, v_ff]" in script
+
+
+def _two_alike_convs(tmp_path: Path) -> IRModule:
+    """Two convs with weights of one shape: their layout and fp16 casts fold alike."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    initializers = [
+        numpy_helper.from_array(rng.standard_normal((4, 4, 3, 3)).astype(np.float32), name)
+        for name in ("w1", "w2")
+    ]
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", ["c1"], ["r1"]),
+            helper.make_node("Conv", ["r1", "w2"], ["y"], pads=[1, 1, 1, 1]),
+        ],
+        "two_convs",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
+        initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "two_convs.onnx"
+    onnx.save(model, str(path))
+    return import_onnx(validate_onnx_model(path))
+
+
+def test_constant_folding_builds_each_function_once_with_the_same_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mod = _two_alike_convs(tmp_path)
+    target = parse_target("cuda -arch=sm_90")
+    options = PipelineOptions(fp16=True)
+    build = tvm.get_global_func("tirx.build")
+    builds: list[object] = []
+
+    def counted_build(*args: object) -> object:
+        builds.append(args[0])
+        return build(*args)
+
+    tvm.register_global_func("tirx.build", counted_build, override=True)
+    registered = tvm.get_global_func("tirx.build")
+    try:
+        cached = run_pipeline(mod, target=target, options=options)
+        assert tvm.get_global_func("tirx.build").same_as(registered)  # put back as it was
+        cached_builds = list(builds)
+        builds.clear()
+        # TVM's own FoldConstant builds every folded call anew.
+        monkeypatch.setattr(tuner.pipelines, "_constant_builds_cached", contextlib.nullcontext)
+        uncached = run_pipeline(mod, target=target, options=options)
+    finally:
+        tvm.register_global_func("tirx.build", build, override=True)
+    assert tvm_ffi.structural_equal(cached.mod, uncached.mod)
+    distinct = [
+        f
+        for i, f in enumerate(builds)
+        if not any(tvm_ffi.structural_equal(f, g) for g in builds[:i])
+    ]
+    assert len(cached_builds) == len(distinct) < len(builds)
 
 
 def test_unknown_pipeline(relax_mod) -> None:  # type: ignore[no-untyped-def]
