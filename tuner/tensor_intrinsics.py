@@ -9,11 +9,15 @@ other submodules (``tvm.s_tir.tensor_intrin.cuda``) still work through the packa
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import inspect
 import os
 import platform
 import sys
 import types
+from collections.abc import Iterator
+from typing import Any
 
 from tvm.target import Target
 
@@ -50,8 +54,37 @@ def load_tensor_intrinsics(target: Target) -> None:
         package.__package__ = PACKAGE
         package.__dict__["_tunefarm_partial"] = True
         sys.modules[PACKAGE] = package
-    for name in wanted:
-        importlib.import_module(f"{PACKAGE}.{name}")
+    with _getmodule_remembers_misses():
+        for name in wanted:
+            importlib.import_module(f"{PACKAGE}.{name}")
+
+
+@contextlib.contextmanager
+def _getmodule_remembers_misses() -> Iterator[None]:
+    """Make ``inspect.getmodule`` remember the files it found no module for, while we import.
+
+    TVMScript's parser calls ``inspect.stack()`` for each of CUDA's 180 intrinsics. For every
+    frame of the import machinery (``<frozen importlib._bootstrap>``, a file of no module),
+    ``inspect.getmodule`` scans all of ``sys.modules``: some 2,000 once torch is loaded,
+    16,000 times over. That was 60-140 s of the first GPU tuning batch's start (issue 16). A
+    miss is remembered until ``sys.modules`` grows, so the answers are the same.
+    """
+    original = inspect.getmodule
+    misses: dict[str, int] = {}
+
+    def getmodule(object: Any, _filename: str | None = None) -> Any:
+        if _filename is not None and misses.get(_filename) == len(sys.modules):
+            return None
+        module = original(object, _filename)
+        if module is None and _filename is not None:
+            misses[_filename] = len(sys.modules)
+        return module
+
+    inspect.getmodule = getmodule  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        inspect.getmodule = original
 
 
 def _is_partial(module: types.ModuleType) -> bool:
