@@ -1,25 +1,24 @@
 """Register only the tensor intrinsics the target can use.
 
 ``TuneContext`` imports ``tvm.s_tir.tensor_intrin``, whose ``__init__`` parses the TVMScript of
-every intrinsic of every backend: 12-14 s on a 2-core machine, paid by every compile. The x86
-intrinsics alone take 0.13 s, CUDA's about 5 s. So before the first ``TuneContext`` we put an
-empty package in ``sys.modules`` and import only the target's own module; later imports of
-other submodules (``tvm.s_tir.tensor_intrin.cuda``) still work through the package's path.
+every intrinsic of every backend, paid by every compile. The x86 intrinsics alone take 0.13 s,
+CUDA's 11 s on a 2-core machine (68 s before ``tuning_db.tvmscript_import``). So before the
+first ``TuneContext`` we put an empty package in ``sys.modules`` and import only the target's
+own module; later imports of other submodules (``tvm.s_tir.tensor_intrin.cuda``) still work
+through the package's path.
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib
-import inspect
 import os
 import platform
 import sys
 import types
-from collections.abc import Iterator
-from typing import Any
 
 from tvm.target import Target
+
+from tuning_db.tvmscript_import import getmodule_remembers_misses
 
 PACKAGE = "tvm.s_tir.tensor_intrin"
 
@@ -54,37 +53,9 @@ def load_tensor_intrinsics(target: Target) -> None:
         package.__package__ = PACKAGE
         package.__dict__["_tunefarm_partial"] = True
         sys.modules[PACKAGE] = package
-    with _getmodule_remembers_misses():
+    with getmodule_remembers_misses():
         for name in wanted:
             importlib.import_module(f"{PACKAGE}.{name}")
-
-
-@contextlib.contextmanager
-def _getmodule_remembers_misses() -> Iterator[None]:
-    """Make ``inspect.getmodule`` remember the files it found no module for, while we import.
-
-    TVMScript's parser calls ``inspect.stack()`` for each of CUDA's 180 intrinsics. For every
-    frame of the import machinery (``<frozen importlib._bootstrap>``, a file of no module),
-    ``inspect.getmodule`` scans all of ``sys.modules``: some 2,000 once torch is loaded,
-    16,000 times over. That was 60-140 s of the first GPU tuning batch's start (issue 16). A
-    miss is remembered until ``sys.modules`` grows, so the answers are the same.
-    """
-    original = inspect.getmodule
-    misses: dict[str, int] = {}
-
-    def getmodule(object: Any, _filename: str | None = None) -> Any:
-        if _filename is not None and misses.get(_filename) == len(sys.modules):
-            return None
-        module = original(object, _filename)
-        if module is None and _filename is not None:
-            misses[_filename] = len(sys.modules)
-        return module
-
-    inspect.getmodule = getmodule  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        inspect.getmodule = original
 
 
 def _is_partial(module: types.ModuleType) -> bool:

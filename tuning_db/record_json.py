@@ -16,6 +16,8 @@ from tvm.s_tir.meta_schedule import _ffi_api
 from tvm.s_tir.meta_schedule.database import TuningRecord
 from tvm.tirx import FloatImm, IntImm
 
+from tuning_db.tvmscript_import import getmodule_remembers_misses
+
 
 def record_as_json(record: TuningRecord) -> list[Any]:
     """``[trace, run_secs, target, args_info]`` as Python lists, dicts, numbers and strings."""
@@ -42,4 +44,5 @@ def register_intrinsics_for(trace_text: str) -> None:
     The import takes seconds, so it happens only once a record needs it.
     """
     if "Tensorize" in trace_text:
-        import tvm.s_tir.tensor_intrin  # noqa: F401
+        with getmodule_remembers_misses():
+            import tvm.s_tir.tensor_intrin  # noqa: F401
