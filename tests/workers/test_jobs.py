@@ -134,6 +134,13 @@ def test_a_job_is_measured_by_two_workers_and_matches_onnxruntime(
     assert job is not None and job.state == "succeeded" and job.attempts == 1
     assert job.progress["trials"] == 24
     assert any(task["curve"] for task in job.progress["tasks"].values())
+    # Where the time went (issue 16): the search loop's part and the workers' part.
+    split = job.progress["time_split"]
+    assert split["coordinator"]["search_sec"] > 0
+    assert split["coordinator"]["first_batch_sent_sec"] is not None
+    # The workers also timed the default schedules before the search.
+    assert split["workers"]["trials"] >= 24
+    assert split["workers"]["build_sec"] > 0 and split["workers"]["run_sec"] > 0
 
     vm = relax.VirtualMachine(
         tvm.runtime.load_module(str(tmp_path / "out" / "model.so")), tvm.cpu()
