@@ -26,6 +26,20 @@ DEFAULT_L2_BYTES = 64 * 1024**2
 up to the H200's, and than most CPUs' last-level cache."""
 
 _floors: dict[tuple[str, int, int], float] = {}
+_built: dict[str, Any] = {}
+
+
+def built_empty_kernel(target: Target) -> Any:
+    """``empty_kernel(target)``, built once per process.
+
+    Call it before taking the device: NVRTC takes about a second, and on the H200 host 15
+    processes each building it while holding the device lock kept the first batch's
+    candidates waiting 1.6 s each (issue 16's first ``time_split``).
+    """
+    key = str(target)
+    if key not in _built:
+        _built[key] = empty_kernel(target)
+    return _built[key]
 
 
 def empty_kernel(target: Target) -> Any:
@@ -49,10 +63,13 @@ def l2_flush_bytes(device: tvm.runtime.Device) -> int:
 
 
 def evaluator_floor_sec(target: Target, device: tvm.runtime.Device, flush_bytes: int) -> float:
-    """The median time of the empty kernel, one call per repeat after a flush (cached)."""
+    """The median time of the empty kernel, one call per repeat after a flush (cached).
+
+    Time it with the device to itself (under the measure lock), but build it before.
+    """
     key = (str(target), device.index, flush_bytes)
     if key not in _floors:
-        module = empty_kernel(target)
+        module = built_empty_kernel(target)
         evaluator = module.time_evaluator(
             module.entry_name,
             device,

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from tuner.launch_floor import evaluator_floor_sec, l2_flush_bytes
+from tuner.launch_floor import built_empty_kernel, evaluator_floor_sec, l2_flush_bytes
 from tuner.targets import runtime_device
 
 MIN_RUN_SEC = 1e-7
@@ -140,6 +140,8 @@ def run_trial(request: TrialRequest) -> TrialResult:
             f_preproc="cache_flush_cpu_non_first_arg" if settings.enable_cpu_cache_flush else "",
             cache_flush_bytes=flush_bytes,
         )
+        if cold:
+            built_empty_kernel(target)  # NVRTC, once per process: not while holding the device
         waiting = time.perf_counter()
         with _measure_lock:
             waited = time.perf_counter() - waiting
