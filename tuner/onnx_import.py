@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tvm.ir import IRModule
 
+from tuner.clip_rewrites import clip_converter
 from tuner.errors import ModelValidationError, UnsupportedOperatorError
 from tuner.model_validation import ValidatedModel
 
@@ -33,9 +34,10 @@ def import_onnx(validated: ValidatedModel) -> IRModule:
     shapes = {signature.name: signature.shape for signature in validated.inputs}
     dtypes = {signature.name: signature.dtype for signature in validated.inputs}
     try:
-        return from_onnx(
-            validated.model, shape_dict=shapes, dtype_dict=dtypes, opset=validated.opset
-        )
+        with clip_converter():
+            return from_onnx(
+                validated.model, shape_dict=shapes, dtype_dict=dtypes, opset=validated.opset
+            )
     except Exception as err:
         text = str(err).strip()
         reason = text.splitlines()[-1] if text else type(err).__name__
