@@ -20,6 +20,7 @@ import logging
 import statistics
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -192,16 +193,17 @@ def _floor_model(target: Target) -> Any:
 
 
 def in_model_profile(
-    library: Any, *, target: Target, inputs: list[np.ndarray]
+    load: Callable[[], Any], *, target: Target, inputs: list[np.ndarray]
 ) -> KernelProfile | str:
-    """The kernel profile of a built model, or why it could not be taken (never raises).
+    """The kernel profile of the library ``load()`` gives, or why it could not be taken.
 
-    Like the other reports after a build, it never fails a compile.
+    Like the other reports after a build, it never fails a compile: nothing here raises, the
+    loading or building of the profiled library included.
     """
     try:
         device = runtime_device(target)
         args = [tvm.runtime.tensor(array, device=device) for array in inputs]
-        return profile_kernels(library, target, device, args)
+        return profile_kernels(load(), target, device, args)
     except Exception as err:
         logger.warning("the in-model kernel profile failed", exc_info=True)
         return (
