@@ -220,7 +220,6 @@ class _OverlappedLoop:
         self._record_steps = [self._recording_step(callback) for callback in measure_callbacks]
 
     def run(self) -> None:
-        self.started = time.perf_counter()
         try:
             self._loop()
         finally:
