@@ -7,6 +7,16 @@ so that the next call goes on where this one stopped.
 
     python3 bench/gpu_tune.py --models resnet50 --precisions fp16 --seconds 420 \\
         --records-in prev/records --records-out $OUT/records
+
+``--variants`` runs the same jobs once per farm layout, side by side in one call, each on a
+fresh database with workers of its own (issue 16's trials/s ideas):
+
+    --variants "base:concurrency=15;b64:concurrency=15,batch=64;
+                pinned:concurrency=12,coordinator_cores=4,batch=64"
+
+Keys: ``concurrency`` (build processes of the measure worker), ``batch`` and ``in_flight``
+(``TUNEFARM_SEARCH_BATCH`` and ``TUNEFARM_SEARCH_IN_FLIGHT``), ``coordinator_cores`` (the
+coordinator pinned to the last N cores, the measure worker to the others).
 """
 
 from __future__ import annotations
@@ -17,6 +27,8 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +36,51 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import gpu_models
+from local_tuning import machine_info
 
 
-def start_worker(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+@dataclass(frozen=True)
+class Variant:
+    """One farm layout: how many build processes, the search's batches, which cores."""
+
+    name: str
+    concurrency: int
+    batch: int | None = None
+    in_flight: int | None = None
+    coordinator_cores: int | None = None
+
+    def cores(self) -> tuple[set[int] | None, set[int] | None]:
+        """CPUs of the measure worker and of the coordinator (None: not pinned)."""
+        if not self.coordinator_cores:
+            return None, None
+        every = sorted(os.sched_getaffinity(0))
+        split = len(every) - self.coordinator_cores
+        return set(every[:split]), set(every[split:])
+
+
+def parse_variants(text: str, default_concurrency: int) -> list[Variant]:
+    variants = []
+    for part in filter(None, (piece.strip() for piece in text.split(";"))):
+        name, _, spec = part.partition(":")
+        fields: dict[str, int] = {}
+        for item in filter(None, spec.split(",")):
+            key, _, value = item.partition("=")
+            fields[key.strip()] = int(value)
+        fields.setdefault("concurrency", default_concurrency)
+        variants.append(Variant(name=name.strip(), **fields))
+    return variants
+
+
+def start_worker(
+    args: list[str], log: Path, env: dict[str, str], cpus: set[int] | None = None
+) -> subprocess.Popen[str]:
     process = subprocess.Popen(
         [sys.executable, "-m", "workers.cli", "worker", *args],
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
         env=env,
         text=True,
+        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
     )
     deadline = time.monotonic() + 180
     while " ready." not in log.read_text() and time.monotonic() < deadline:
@@ -91,8 +139,9 @@ def tune_one(
         "first_trial_back_sec": _since(started, first_trial_at),
         "tuning_state_sec": _since(started, tuning_started_at),
         "trials_per_sec": round(trials / max(1e-9, tuning_end - started), 3),
-        "trials_per_sec_after_first": round(trials / max(1e-9, tuning_end - first_trial_at), 3)
-        if first_trial_at is not None
+        # Polled once a second: a window under 5 s says nothing.
+        "trials_per_sec_after_first": round(trials / (tuning_end - first_trial_at), 3)
+        if first_trial_at is not None and tuning_end - first_trial_at > 5
         else None,
         "time_split": job.progress.get("time_split"),
         "tasks_without_trials": sum(1 for task in tasks.values() if not task.get("trials")),
@@ -106,6 +155,24 @@ def tune_one(
             for name, task in tasks.items()
         },
         "manifest": job.manifest,
+    }
+
+
+def busy_shares(run: dict[str, Any], concurrency: int) -> dict[str, Any]:
+    """Per trial seconds and how busy the build pool and the GPU's timer were over the window."""
+    workers = (run.get("time_split") or {}).get("workers") or {}
+    trials = int(workers.get("trials") or 0)
+    window = run.get("cancelled_after_sec") or run.get("wall_sec") or 0.0
+    if not trials or not window:
+        return {}
+    held = sum(float(workers.get(key, 0.0)) for key in ("build_sec", "run_sec", "device_wait_sec"))
+    return {
+        "per_trial_sec": {
+            key.removesuffix("_sec"): round(float(workers.get(key, 0.0)) / trials, 3)
+            for key in ("queue_sec", "build_sec", "run_sec", "device_wait_sec", "device_sec")
+        },
+        "build_pool_busy_share": round(held / (window * concurrency), 3),
+        "gpu_timer_busy_share": round(float(workers.get("device_sec", 0.0)) / window, 3),
     }
 
 
@@ -140,6 +207,35 @@ def run_stock(model_path: Path, *, fp16: bool, trials: int, work: Path) -> dict[
     return row
 
 
+def _stop(workers: list[subprocess.Popen[str]]) -> None:
+    for worker in workers:
+        worker.terminate()
+    for worker in workers:
+        try:
+            worker.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+
+
+def _lscpu() -> str:
+    try:
+        return subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _gpu_name() -> str:
+    try:
+        return subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
 def _since(start: float, moment: float | None) -> float | None:
     """Seconds from ``start`` to ``moment`` (polled once a second), if it came."""
     return round(moment - start, 1) if moment is not None else None
@@ -162,80 +258,118 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="after the farm runs, stock tune_relax on the first model for this many trials",
     )
+    parser.add_argument(
+        "--variants",
+        default="",
+        help='farm layouts to compare, "name:key=value,...;..." (see the module doc)',
+    )
+    parser.add_argument("--out", type=Path, default=None, help="also write the log here")
+    parser.add_argument("--tag", default="gpu", help="the machine's short name in the file name")
     args = parser.parse_args(argv)
 
     args.work.mkdir(parents=True, exist_ok=True)
-    database_url = f"sqlite:///{args.work / 'tuning.db'}"
-    env = {
-        **os.environ,
-        "TUNEFARM_DATABASE_URL": database_url,
-        "TUNEFARM_BROKER_URL": args.broker_url,
-    }
-    os.environ.update(env)
     import redis
-
-    redis.Redis.from_url(args.broker_url).flushdb()
 
     from tuning_db.json_logs import export_json_logs, import_json_logs
     from tuning_db.sql_database import open_engine
 
-    engine = open_engine(database_url)
-    if args.records_in is not None and args.records_in.is_dir():
-        counts = import_json_logs(engine, args.records_in)
-        print(f"imported {counts.records} records of {counts.workloads} workloads", flush=True)
-
-    workers = [
-        start_worker(
-            ["--target", "cuda", "--concurrency", str(args.concurrency)],
-            args.work / "measure.log",
-            env,
-        ),
-        start_worker(["--jobs"], args.work / "coordinator.log", env),
+    variants = parse_variants(args.variants, args.concurrency) or [
+        Variant(name="default", concurrency=args.concurrency)
     ]
-    log: dict[str, Any] = {"runs": []}
+    log: dict[str, Any] = {
+        "benchmark": "gpu_tune",
+        "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "lscpu": _lscpu(),
+        "gpu": _gpu_name(),
+        "runs": [],
+    }
+    models: dict[str, Path] = {}
+    for name in args.models.split(","):
+        models[name] = gpu_models.export_onnx(
+            gpu_models.build(name), args.work / "models" / f"{name}.onnx"
+        )
     try:
-        for name in args.models.split(","):
-            model_path = gpu_models.export_onnx(
-                gpu_models.build(name), args.work / "models" / f"{name}.onnx"
-            )
-            for precision in args.precisions.split(","):
-                print(f"tuning {name} {precision} for {args.seconds:.0f} s", flush=True)
-                run = tune_one(
-                    engine,
-                    model_path,
-                    fp16=precision == "fp16",
-                    trials=args.trials,
-                    seconds=args.seconds,
-                    out=args.work / "out" / f"{name}-{precision}",
-                )
-                run.update(model=name, precision=precision)
-                log["runs"].append(run)
-                print(
-                    f"  {run['state']} after {run['wall_sec']} s with {run['trials']} trials",
-                    flush=True,
-                )
+        for variant in variants:
+            # A fresh database per variant: no variant starts from another's records.
+            work = args.work / variant.name if len(variants) > 1 else args.work
+            work.mkdir(parents=True, exist_ok=True)
+            database_url = f"sqlite:///{work / 'tuning.db'}"
+            env = {
+                **os.environ,
+                "TUNEFARM_DATABASE_URL": database_url,
+                "TUNEFARM_BROKER_URL": args.broker_url,
+            }
+            os.environ.update(env)
+            redis.Redis.from_url(args.broker_url).flushdb()
+            engine = open_engine(database_url)
+            if args.records_in is not None and args.records_in.is_dir():
+                counts = import_json_logs(engine, args.records_in)
+                print(f"imported {counts.records} records of {counts.workloads} workloads")
+            measure_cpus, coordinator_cpus = variant.cores()
+            coordinator_env = dict(env)
+            if variant.batch is not None:
+                coordinator_env["TUNEFARM_SEARCH_BATCH"] = str(variant.batch)
+            if variant.in_flight is not None:
+                coordinator_env["TUNEFARM_SEARCH_IN_FLIGHT"] = str(variant.in_flight)
+            print(f"variant {variant}", flush=True)
+            workers = [
+                start_worker(
+                    ["--target", "cuda", "--concurrency", str(variant.concurrency)],
+                    work / "measure.log",
+                    env,
+                    measure_cpus,
+                ),
+                start_worker(
+                    ["--jobs"], work / "coordinator.log", coordinator_env, coordinator_cpus
+                ),
+            ]
+            try:
+                for name, model_path in models.items():
+                    for precision in args.precisions.split(","):
+                        print(f"tuning {name} {precision} for {args.seconds:.0f} s", flush=True)
+                        run = tune_one(
+                            engine,
+                            model_path,
+                            fp16=precision == "fp16",
+                            trials=args.trials,
+                            seconds=args.seconds,
+                            out=work / "out" / f"{name}-{precision}",
+                        )
+                        run.update(model=name, precision=precision, variant=asdict(variant))
+                        run.update(busy_shares(run, variant.concurrency))
+                        if len(variants) > 1:
+                            run.pop("manifest", None)  # the layouts' comparison needs no library
+                        log["runs"].append(run)
+                        print(
+                            f"  {run['state']} after {run['wall_sec']} s with {run['trials']} "
+                            f"trials; {run['trials_per_sec_after_first']} trials/s after the "
+                            f"first, first back at {run['first_trial_back_sec']} s",
+                            flush=True,
+                        )
+            finally:
+                _stop(workers)
+            if variant is variants[0]:
+                counts = export_json_logs(engine, args.records_out)
+                print(f"exported {counts.records} records of {counts.workloads} workloads")
         if args.stock_trials > 0:
             name, precision = args.models.split(",")[0], args.precisions.split(",")[0]
             print(f"stock tune_relax on {name} {precision}, {args.stock_trials} trials", flush=True)
             log["stock"] = run_stock(
-                args.work / "models" / f"{name}.onnx",
+                models[name],
                 fp16=precision == "fp16",
                 trials=args.stock_trials,
                 work=args.work / "stock",
             )
             print(f"  stock: {log['stock'].get('trials_per_sec')} trials/s", flush=True)
     finally:
-        for worker in workers:
-            worker.terminate()
-        for worker in workers:
-            try:
-                worker.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-        counts = export_json_logs(engine, args.records_out)
-        print(f"exported {counts.records} records of {counts.workloads} workloads", flush=True)
         args.records_out.mkdir(parents=True, exist_ok=True)
-        (args.records_out.parent / "gpu_tune_log.json").write_text(json.dumps(log, indent=1))
+        text = json.dumps(log, indent=1)
+        (args.records_out.parent / "gpu_tune_log.json").write_text(text)
+        if args.out is not None:
+            args.out.mkdir(parents=True, exist_ok=True)
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+            (args.out / f"gpu_tune-{args.tag}-{stamp}.json").write_text(text)
     return 0
 
 

@@ -39,7 +39,7 @@ from tuner.model_validation import ValidatedModel
 from tuner.pipelines import Layout, PipelineResult
 from tuner.pool_measure import CandidateWriter, TrialRunner
 from tuner.record_verification import verify_claimed_records
-from tuner.search import FAST_SEARCH, SearchSettings, TuningReport, tune
+from tuner.search import SearchSettings, TuningReport, configured_search, tune
 from tuner.targets import parse_target
 from tuner.tasks import TuningTask, look_up_tasks
 from tuner.trial import MeasureSettings, measure_settings_for
@@ -69,7 +69,8 @@ class CompileOptions:
     warm_start: bool = True
     """Seed the search of a task with no record from the records of similar workloads."""
     workers: int | None = None
-    search: SearchSettings = FAST_SEARCH
+    search: SearchSettings = field(default_factory=configured_search)
+    """The search's knobs; by default ``FAST_SEARCH`` as ``Settings`` adjusts it."""
     measure: MeasureSettings | None = None
     """How candidates are timed; ``None``: the target's default (``measure_settings_for``)."""
     measure_timeout_sec: float = 60.0

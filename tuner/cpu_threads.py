@@ -28,6 +28,19 @@ def physical_cores() -> int:
     return os.cpu_count() or 1
 
 
+def search_threads() -> int:
+    """Threads for the search and the cost model: the physical cores this process may run on.
+
+    A coordinator pinned to a few cores (``taskset``) beside its measure workers searches on
+    those, instead of spreading as many threads as the host has over them.
+    """
+    try:
+        allowed = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return physical_cores()
+    return max(1, min(physical_cores(), allowed))
+
+
 def use_physical_cores() -> int:
     """Size TVM's thread pool to the physical cores, unless the user chose; return the size."""
     chosen = os.environ.get(THREADS_VARIABLE)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import tvm.s_tir.meta_schedule as ms
 from tvm.ir.utils import derived_object
@@ -21,8 +21,10 @@ from tvm.s_tir.meta_schedule.utils import fork_seed
 from tvm.target import Target
 
 from tuner.cpu_schedule_rules import TUNED, schedule_origin
+from tuner.cpu_threads import search_threads
 from tuner.metaschedule_logging import METASCHEDULE_LOGGER, unnamed_handlers_set_aside
 from tuner.schedule_rules import register_pooling_rules
+from tuner.settings import Settings
 from tuner.tasks import TuningTask
 from tuner.tensor_intrinsics import load_tensor_intrinsics
 from tuner.trial_budget import TaskOutlook, allocate_trials
@@ -44,6 +46,8 @@ class SearchSettings:
     genetic_mutate_prob: float = 0.85
     eps_greedy: float = 0.05
     num_trials_per_iter: int = 64
+    batches_in_flight: int = 2
+    """Batches out to the measure workers at once (our loop; 1: search only while idle)."""
 
     def strategy(self) -> ms.search_strategy.EvolutionarySearch:
         return ms.search_strategy.EvolutionarySearch(
@@ -61,6 +65,17 @@ class SearchSettings:
 FAST_SEARCH = SearchSettings(
     population_size=128, init_min_unmeasured=32, genetic_num_iters=2, num_trials_per_iter=32
 )
+
+
+def configured_search() -> SearchSettings:
+    """``FAST_SEARCH`` with the batch size and batches in flight of ``Settings``, where set."""
+    settings = Settings()
+    search = FAST_SEARCH
+    if settings.search_batch is not None:
+        search = replace(search, num_trials_per_iter=settings.search_batch)
+    if settings.search_in_flight is not None:
+        search = replace(search, batches_in_flight=settings.search_in_flight)
+    return search
 
 
 @dataclass
@@ -220,6 +235,7 @@ def tune(
             database=database,
             cost_model=cost_model,
             measure_callbacks=[*ms.MeasureCallback.create("default"), progress],
+            max_in_flight=settings.batches_in_flight,
         )
         if report.trials == sum(before.values()):
             break  # nothing more to find
@@ -333,7 +349,7 @@ def _tune_contexts(
                 task_name=task.extracted.task_name,
                 logger=logger,
                 rand_state=rand_state,
-                num_threads="physical",
+                num_threads=search_threads(),
             ).clone()
         )
         weights.append(task.extracted.weight)

@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     search_overlap: bool = True
     """Search the next batch while the current one is measured (``tuner/overlapped_search.py``);
     False runs MetaSchedule's own task scheduler loop."""
+    search_batch: int | None = Field(default=None, ge=1, le=1024)
+    """Candidates per search batch; default: ``FAST_SEARCH``'s 32."""
+    search_in_flight: int | None = Field(default=None, ge=1, le=16)
+    """Batches out to the measure workers at once; default 2."""
 
     # -- the HTTP API (``tunefarm serve``) --
     api_host: str = "127.0.0.1"

@@ -25,6 +25,8 @@ class TrialTimes:
     """Arguments, module load and timing."""
     device_wait_sec: float = 0.0
     """Waiting for the device while another process timed its candidate."""
+    device_sec: float = 0.0
+    """Holding the device to time (part of ``run_sec``): the GPU timer's busy time."""
 
     def add(self, result: TrialResult, *, sent_unix: float) -> None:
         self.trials += 1
@@ -33,6 +35,7 @@ class TrialTimes:
         self.build_sec += result.build_sec
         self.run_sec += result.measure_sec
         self.device_wait_sec += result.device_wait_sec
+        self.device_sec += result.device_sec
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -41,6 +44,7 @@ class TrialTimes:
             "build_sec": round(self.build_sec, 2),
             "run_sec": round(self.run_sec, 2),
             "device_wait_sec": round(self.device_wait_sec, 2),
+            "device_sec": round(self.device_sec, 2),
         }
 
 

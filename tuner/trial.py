@@ -75,6 +75,9 @@ class TrialResult:
     """When a measuring process took it up (``time.time()``): the queueing ends there."""
     device_wait_sec: float = 0.0
     """Waiting for the device while other processes timed their candidates on it."""
+    device_sec: float = 0.0
+    """Holding the device (the measure lock): the timing itself, what the GPU's timer is busy
+    with. Its sum over the wall time is the timer's busy share."""
 
 
 def this_worker() -> str:
@@ -125,6 +128,7 @@ def run_trial(request: TrialRequest) -> TrialResult:
         )
     built = time.perf_counter()
     waited = 0.0
+    held = 0.0
     try:
         device = runtime_device(target, request.device_id)
         args = [_random_argument(tvm, info, device) for info in request.args_info]
@@ -144,10 +148,12 @@ def run_trial(request: TrialRequest) -> TrialResult:
             built_empty_kernel(target)  # NVRTC, once per process: not while holding the device
         waiting = time.perf_counter()
         with _measure_lock:
-            waited = time.perf_counter() - waiting
+            locked = time.perf_counter()
+            waited = locked - waiting
             floor = evaluator_floor_sec(target, device, flush_bytes) if cold else 0.0
             device.sync()
             run_secs = [max(float(sec) - floor, MIN_RUN_SEC) for sec in evaluator(*args).results]
+            held = time.perf_counter() - locked
     except Exception as err:
         return TrialResult(
             None,
@@ -157,6 +163,7 @@ def run_trial(request: TrialRequest) -> TrialResult:
             worker=this_worker(),
             started_unix=started_unix,
             device_wait_sec=waited,
+            device_sec=held,
         )
     return TrialResult(
         run_secs,
@@ -166,6 +173,7 @@ def run_trial(request: TrialRequest) -> TrialResult:
         worker=this_worker(),
         started_unix=started_unix,
         device_wait_sec=waited,
+        device_sec=held,
     )
 
 

@@ -29,3 +29,17 @@ def test_the_pool_gets_the_physical_cores() -> None:
 
 def test_a_users_choice_stays() -> None:
     assert _threads({**os.environ, "TVM_NUM_THREADS": "1"}) == 1
+
+
+def test_a_pinned_process_searches_on_its_own_cores() -> None:
+    probe = "from tuner.cpu_threads import search_threads; print(search_threads())"
+    pinned = subprocess.run(
+        ["taskset", "-c", "0", sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert pinned.returncode == 0, pinned.stderr
+    assert int(pinned.stdout.strip()) == 1
+    free = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert int(free.stdout.strip()) == min(physical_cores(), len(os.sched_getaffinity(0)))

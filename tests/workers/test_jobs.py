@@ -141,6 +141,8 @@ def test_a_job_is_measured_by_two_workers_and_matches_onnxruntime(
     # The workers also timed the default schedules before the search.
     assert split["workers"]["trials"] >= 24
     assert split["workers"]["build_sec"] > 0 and split["workers"]["run_sec"] > 0
+    # Holding the device is part of the run.
+    assert 0 < split["workers"]["device_sec"] <= split["workers"]["run_sec"]
 
     vm = relax.VirtualMachine(
         tvm.runtime.load_module(str(tmp_path / "out" / "model.so")), tvm.cpu()
