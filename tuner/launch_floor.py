@@ -4,8 +4,8 @@ TVM's ``time_evaluator`` waits for the device before it records its start event,
 repeat of one call also times the launch: 7-14 µs on the H200 (``bench/gpu_fidelity.py``), as
 much as a small kernel runs. A cold-L2 measurement has to time one call per repeat (the flush
 goes between repeats), so the floor is measured once per process and device, with a
-next-to-empty kernel timed exactly as a candidate is, less the empty kernel's own time per call
-(timed back to back), and subtracted.
+next-to-empty kernel timed exactly as a candidate is, and subtracted. The empty kernel's own
+microsecond or two goes with it, so a kernel reads at most that much fast.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from tvm.s_tir import Schedule
 from tvm.target import Target
 
 FLOOR_REPEATS = 50
-BACK_TO_BACK_CALLS = 200
 DEFAULT_L2_BYTES = 64 * 1024**2
 """When the device does not say (a CPU, or a driver that reports 0): larger than any GPU's L2
 up to the H200's, and than most CPUs' last-level cache."""
@@ -64,19 +63,14 @@ def l2_flush_bytes(device: tvm.runtime.Device) -> int:
 
 
 def evaluator_floor_sec(target: Target, device: tvm.runtime.Device, flush_bytes: int) -> float:
-    """What a cold single call adds to a kernel's own time (cached per process and device).
+    """The median time of the empty kernel, one call per repeat after a flush (cached).
 
-    The empty kernel timed one call per repeat after a flush, less its time per call back to
-    back: that share is a kernel's own start-up (about 2 µs on the H200), which CUPTI counts in
-    every kernel's time; subtracting it too made small kernels read 1.5-2 µs fast against the
-    model (bench/gpu_fidelity.py). Time it with the device to itself (under the measure lock),
-    but build it before.
+    Time it with the device to itself (under the measure lock), but build it before.
     """
     key = (str(target), device.index, flush_bytes)
     if key not in _floors:
         module = built_empty_kernel(target)
-        args = empty_kernel_args(device)
-        single = module.time_evaluator(
+        evaluator = module.time_evaluator(
             module.entry_name,
             device,
             number=1,
@@ -84,9 +78,5 @@ def evaluator_floor_sec(target: Target, device: tvm.runtime.Device, flush_bytes:
             min_repeat_ms=0,
             cache_flush_bytes=flush_bytes,
         )
-        back_to_back = module.time_evaluator(
-            module.entry_name, device, number=BACK_TO_BACK_CALLS, repeat=5, min_repeat_ms=0
-        )
-        own = statistics.median(back_to_back(*args).results)
-        _floors[key] = max(0.0, statistics.median(single(*args).results) - own)
+        _floors[key] = statistics.median(evaluator(*empty_kernel_args(device)).results)
     return _floors[key]
