@@ -110,6 +110,8 @@ def tune_one(
     job_id = submit_compile(options, engine=engine)
     cancelled_at = None
     first_trial_at = None
+    first_trials = 0
+    trials_at_cancel = 0
     tuning_started_at = None
     last_print = 0.0
     while True:
@@ -118,8 +120,11 @@ def tune_one(
         now = time.monotonic()
         if tuning_started_at is None and job.state == "tuning":
             tuning_started_at = now
-        if first_trial_at is None and int(job.progress.get("trials", 0)) > 0:
-            first_trial_at = now
+        seen = int(job.progress.get("trials", 0))
+        if first_trial_at is None and seen > 0:
+            first_trial_at, first_trials = now, seen
+        if cancelled_at is None:
+            trials_at_cancel = seen
         if now - last_print > 30:
             last_print = now
             tasks = job.progress.get("tasks", {})
@@ -139,10 +144,15 @@ def tune_one(
         "first_trial_back_sec": _since(started, first_trial_at),
         "tuning_state_sec": _since(started, tuning_started_at),
         "trials_per_sec": round(trials / max(1e-9, tuning_end - started), 3),
-        # Polled once a second: a window under 5 s says nothing.
-        "trials_per_sec_after_first": round(trials / (tuning_end - first_trial_at), 3)
+        # Results come back a whole batch at a time, so the first count seen is a batch: the
+        # steady rate counts only what came after it, up to the cancel.
+        "trials_per_sec_after_first": round(
+            (trials_at_cancel - first_trials) / (tuning_end - first_trial_at), 3
+        )
         if first_trial_at is not None and tuning_end - first_trial_at > 5
         else None,
+        "trials_at_first": first_trials,
+        "trials_at_cancel": trials_at_cancel,
         "time_split": job.progress.get("time_split"),
         "tasks_without_trials": sum(1 for task in tasks.values() if not task.get("trials")),
         "state": job.state,
