@@ -19,10 +19,14 @@ unchanged: its evolutionary search (``generate_measure_candidates`` /
   (a cancelled job) ends the loop, and batches still out are dropped unrecorded.
 - Tasks are picked as MetaSchedule's ``GradientBased`` scheduler picks them: one round robin,
   then by the weighted gradient of each task's best latency.
+- A task whose design space or search raises (a tensor-core rule's random tiling can hit a
+  ``ScheduleError``) is tried again, then dropped with its error in ``LoopStats.failed_tasks``;
+  the other tasks go on. MetaSchedule's loop would end the whole job there.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 import statistics
 import time
@@ -49,6 +53,10 @@ from tvm.s_tir.meta_schedule.utils import remove_build_dir
 
 from tuner.settings import Settings
 
+logger = logging.getLogger(__name__)
+
+PREPARE_ATTEMPTS = 3
+"""Design-space generation samples at random: a failed one is tried again this often."""
 FAILED_RUN_SEC = 1e10
 """What ``AddToDatabase`` records as the run time of a candidate that failed."""
 GRADIENT_ALPHA = 0.2
@@ -78,6 +86,8 @@ class LoopStats:
     """From the loop's start to the first batch handed to the runner."""
     prepared_before_first_batch: int = 0
     """Tasks prepared when the first batch left (1: only its own)."""
+    failed_tasks: dict[str, str] = field(default_factory=dict)
+    """Tasks dropped because their design space or search raised: name -> the error."""
 
 
 last_stats = LoopStats()
@@ -251,35 +261,64 @@ class _OverlappedLoop:
         preparation and search.
         """
         if not batch.done():
-            waiting = next((task for task in self.tasks if not task.prepared), None)
+            waiting = next(
+                (task for task in self.tasks if not task.prepared and not task.exhausted), None
+            )
             if waiting is not None:
                 self._prepare(waiting)
                 self.stats.prepared_while_waiting += 1
                 return
         self._join(batch)
 
-    def _prepare(self, task: _Task) -> None:
+    def _prepare(self, task: _Task) -> bool:
+        """Generate the task's design space and start its search; False if it was dropped."""
         started = time.perf_counter()
-        with ms.Profiler.timeit("InitializeTask"):
-            spaces = task.ctx.generate_design_space()
-            task.ctx.pre_tuning(
-                task.cap,
-                self.num_trials_per_iter,
-                spaces,
-                self.database,
-                self.cost_model,
-            )
-        task.prepared = True
+        for attempt in range(1, PREPARE_ATTEMPTS + 1):
+            try:
+                with ms.Profiler.timeit("InitializeTask"):
+                    spaces = task.ctx.generate_design_space()
+                    task.ctx.pre_tuning(
+                        task.cap,
+                        self.num_trials_per_iter,
+                        spaces,
+                        self.database,
+                        self.cost_model,
+                    )
+            except Exception as err:  # a ScheduleError from a rule, most often
+                if attempt == PREPARE_ATTEMPTS:
+                    self._drop(task, err)
+            else:
+                task.prepared = True
+                break
         self.stats.prepare_sec += time.perf_counter() - started
+        return task.prepared
+
+    def _drop(self, task: _Task, err: Exception) -> None:
+        """Give up on ``task``: it keeps the trials it has; the loop goes on with the others."""
+        task.exhausted = True
+        name = str(task.ctx.task_name)
+        lines = [line for line in str(err).splitlines() if line.strip()]
+        # TVM's ScheduleError prints the whole module, then the message at the end.
+        reason = f"{type(err).__name__}: {lines[-1] if lines else ''}".strip()
+        message = next((line for line in lines if line.startswith("Error message:")), None)
+        if message is not None:
+            reason = f"{type(err).__name__}: {message.removeprefix('Error message:').strip()}"
+        self.stats.failed_tasks[name] = reason
+        logger.warning("task %s dropped from the search: %s", name, reason)
 
     def _search_and_send(self, task_id: int) -> None:
         task = self.tasks[task_id]
-        if not task.prepared:
-            self._prepare(task)
+        if not task.prepared and not self._prepare(task):
+            return
         overlapped = bool(self.in_flight)
         started = time.perf_counter()
-        candidates = task.ctx.generate_measure_candidates()
-        self.stats.search_sec += time.perf_counter() - started
+        try:
+            candidates = task.ctx.generate_measure_candidates()
+        except Exception as err:
+            self._drop(task, err)
+            return
+        finally:
+            self.stats.search_sec += time.perf_counter() - started
         if candidates is None:
             task.exhausted = True
             return

@@ -59,6 +59,7 @@ def time_split(loop: Any, workers: TrialTimes) -> dict[str, Any]:
             "first_batch_sent_sec": round(loop.first_batch_sent_sec, 2)
             if loop.first_batch_sent_sec is not None
             else None,
+            "failed_tasks": dict(loop.failed_tasks),
         },
         "workers": workers.as_dict(),
     }

@@ -8,6 +8,10 @@ from pathlib import Path
 import pytest
 import tvm
 import tvm.s_tir.meta_schedule as ms
+from tvm.ir import IRModule
+from tvm.ir.utils import derived_object
+from tvm.s_tir import Schedule
+from tvm.s_tir.meta_schedule.space_generator import PySpaceGenerator
 
 from tests.tuning_db.workloads import matmul
 from tuner import overlapped_search
@@ -27,11 +31,31 @@ def pool() -> Iterator[WarmPool]:
         yield warm
 
 
-def _context(n: int, seed: int) -> ms.TuneContext:
+@derived_object
+class _BrokenSpace(PySpaceGenerator):
+    """A design space that always raises, as a tensor-core rule's tiling sometimes does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sch_rules: list[ms.ScheduleRule] = []
+        self.postprocs: list[ms.Postproc] = []
+        self.mutator_probs: dict[ms.Mutator, float] = {}
+
+    def _initialize_with_tune_context(self, context: ms.TuneContext) -> None:
+        pass
+
+    def generate_design_space(self, mod: IRModule) -> list[Schedule]:
+        raise ValueError("ScheduleError\nError message: The scope root is not a stage pipeline.")
+
+    def clone(self) -> _BrokenSpace:
+        return _BrokenSpace()
+
+
+def _context(n: int, seed: int, *, broken: bool = False) -> ms.TuneContext:
     return ms.TuneContext(
         matmul(n),
         target=TARGET,
-        space_generator="post-order-apply",
+        space_generator=_BrokenSpace() if broken else "post-order-apply",
         search_strategy=ms.search_strategy.EvolutionarySearch(
             population_size=16, init_min_unmeasured=4, genetic_num_iters=1
         ),
@@ -50,9 +74,10 @@ def _tune(
     per_task: int,
     per_iter: int,
     stop_after: int | None = None,
+    broken: frozenset[int] = frozenset(),
 ) -> tuple[TuningReport, SqlDatabase]:
     database = SqlDatabase(f"sqlite:///{tmp_path / 'tuning.db'}", target=TARGET)
-    contexts = [_context(n, seed=i + 1) for i, n in enumerate(sizes)]
+    contexts = [_context(n, seed=i + 1, broken=n in broken) for i, n in enumerate(sizes)]
     names = [str(ctx.task_name) for ctx in contexts]
     report = TuningReport(tasks={name: TaskProgress(name) for name in names})
 
@@ -131,3 +156,23 @@ def test_the_first_batch_leaves_before_the_other_tasks_are_prepared(
         "matmul_64": 8,
     }
     assert len(_records(database)) == 24
+
+
+def test_a_task_whose_design_space_raises_is_dropped_and_the_others_go_on(
+    pool: WarmPool, tmp_path: Path
+) -> None:
+    # Seen on the H200: one ResNet-50 task's tensor-core tiling raised a ScheduleError, and
+    # the whole farm job failed with an internal error.
+    report, database = _tune(
+        pool, tmp_path, sizes=[32, 40, 48], total=16, per_task=8, per_iter=8, broken=frozenset({40})
+    )
+    stats = overlapped_search.last_stats
+    assert stats.failed_tasks == {
+        "matmul_40": "ValueError: The scope root is not a stage pipeline."
+    }
+    assert {name: task.trials for name, task in report.tasks.items()} == {
+        "matmul_32": 8,
+        "matmul_40": 0,
+        "matmul_48": 8,
+    }
+    assert len(_records(database)) == 16
