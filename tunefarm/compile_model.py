@@ -1,0 +1,138 @@
+"""``tunefarm.compile``: the CLI's compile, from Python, with the CLI's options."""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+from tunefarm.compiled_model import CompiledModel
+from tunefarm.errors import TunefarmError
+from tuner.errors import UserInputError
+
+
+def compile(
+    model: str | Path | Any,
+    example_inputs: tuple[Any, ...] | None = None,
+    *,
+    target: str = "llvm",
+    trials: int = 64,
+    database: str | None = None,
+    out_dir: str | Path | None = None,
+    fp16: bool = False,
+    layout: str = "auto",
+    farm: bool = False,
+    progress: bool = True,
+    seed: int | None = None,
+    baseline: bool = True,
+) -> CompiledModel:
+    """Tune and compile ``model`` for ``target``; return it as a callable.
+
+    ``model`` is an ONNX file, or a ``torch.nn.Module`` with ``example_inputs`` (exported to
+    ONNX at those shapes). ``database`` is a SQLAlchemy URL (default: ``Settings``'s, as the
+    CLI). ``out_dir`` keeps ``model.so`` and ``manifest.json`` (default: a new temporary
+    folder). ``farm`` runs the job on the farm's workers. Every failure the caller can fix is a
+    ``TunefarmError`` with a one-line message.
+    """
+    from tuner.compile_job import CompileOptions
+    from tuner.settings import Settings
+
+    out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="tunefarm-"))
+    settings = Settings()
+    try:
+        model_path = _model_file(model, example_inputs, out)
+        options = CompileOptions(
+            model_path=model_path,
+            target=target,
+            out_dir=out,
+            database_url=database or settings.resolved_database_url(),
+            trials=trials,
+            # Checked by compile_model, which names the valid ones.
+            layout=layout.upper() if layout.lower() in ("nchw", "nhwc") else layout,  # type: ignore[arg-type]
+            fp16=fp16,
+            seed=seed,
+            baseline=baseline,
+            measure_timeout_sec=settings.measure_timeout_sec,
+            max_model_bytes=settings.max_model_bytes,
+        )
+        if farm:
+            _compile_on_farm(options)
+        else:
+            _compile_here(options, progress=progress)
+    except TunefarmError:
+        raise
+    except UserInputError as err:
+        raise TunefarmError(str(err)) from None
+    return CompiledModel(out)
+
+
+def _compile_here(options: Any, *, progress: bool) -> None:
+    from tuner.compile_job import SilentObserver, compile_model
+
+    if progress:
+        from rich.console import Console
+
+        from tuner.console_progress import ConsoleObserver
+
+        compile_model(options, observer=ConsoleObserver(Console(stderr=True)))
+    else:
+        compile_model(options, observer=SilentObserver())
+
+
+def _compile_on_farm(options: Any) -> None:
+    from tuning_db.sql_database import open_engine
+    from workers.farm_client import download, follow, submit_compile
+
+    engine = open_engine(options.database_url)
+    job_id = submit_compile(options, engine=engine)
+    job = follow(engine, job_id, on_update=lambda job: None)
+    if job.state != "succeeded":
+        raise TunefarmError(f"farm job {job_id} {job.state}: {job.error or 'no library'}")
+    download(engine, job, options.out_dir)
+
+
+def _model_file(model: Any, example_inputs: tuple[Any, ...] | None, out: Path) -> Path:
+    if isinstance(model, (str, Path)):
+        path = Path(model)
+        if not path.is_file():
+            raise TunefarmError(f"{path}: no such model file")
+        return path
+    module = type(model).__module__
+    if module.startswith("torch"):
+        return _exported_to_onnx(model, example_inputs, out / "model.onnx")
+    raise TunefarmError(
+        f"cannot compile a {type(model).__name__}: give an ONNX file or a torch.nn.Module"
+    )
+
+
+def _exported_to_onnx(model: Any, example_inputs: tuple[Any, ...] | None, path: Path) -> Path:
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        raise TunefarmError(
+            f"cannot compile a {type(model).__name__} yet: give a torch.nn.Module or an ONNX file"
+        )
+    if example_inputs is None:
+        raise TunefarmError("a torch.nn.Module needs example_inputs (a tuple of tensors)")
+    if not isinstance(example_inputs, tuple):
+        example_inputs = (example_inputs,)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    names = [f"input{i}" for i in range(len(example_inputs))]
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
+            # The TorchScript exporter: the dynamo one needs onnxscript.
+            torch.onnx.export(
+                model.eval(),
+                example_inputs,
+                str(path),
+                input_names=names,
+                opset_version=17,
+                dynamo=False,
+            )
+    except Exception as err:
+        lines = [line for line in str(err).splitlines() if line.strip()]
+        reason = lines[-1] if lines else type(err).__name__
+        raise TunefarmError(f"torch could not export the module to ONNX: {reason}") from None
+    return path
