@@ -119,6 +119,9 @@ class TimedExecutor:
         sent = time.time()
         return [_TimedHandle(self, handle, sent) for handle in self.inner.submit(requests)]
 
+    def parallel_trials(self) -> int | None:
+        return self.inner.parallel_trials()  # type: ignore[no-any-return]
+
 
 class _TimedHandle:
     def __init__(self, owner: TimedExecutor, handle: Any, sent: float) -> None:

@@ -322,6 +322,9 @@ def _tune(
                 work_dir=str(Path(scratch) / "logs"),
                 on_progress=observer.tuning_progress,
                 log_level=logging.INFO if options.verbose else logging.WARNING,
+                # GPU candidates build in parallel for seconds each (issue 16); a CPU's are
+                # cheap and timed one at a time, so their first batch stays whole.
+                first_batch=executor.parallel_trials() if target.kind.name != "llvm" else None,
                 outlook={
                     task.name: TaskOutlook(
                         task.name,

@@ -137,12 +137,15 @@ def tune_tasks(
     overlap: bool | None = None,
     max_in_flight: int = 2,
     seed: int | None = None,
+    first_batch: int | None = None,
 ) -> None:
     """Tune ``tasks`` like ``ms.tune_tasks``, searching ahead while batches are measured.
 
     ``overlap=None`` follows ``Settings.search_overlap`` (``TUNEFARM_SEARCH_OVERLAP``); with
     False, MetaSchedule's own ``ms.tune_tasks`` runs instead, with the same arguments.
     ``max_in_flight`` is how many batches may be out at once (1: no overlap, this loop).
+    ``first_batch`` cuts the loop's first batch in two, the first part of that size (the
+    executor's processes): its results come back after one round of builds, not several.
     ``max_trials_per_task`` may give each task its own cap; MetaSchedule's loop takes one cap
     for all, so it gets the largest and its gradient scheduler spreads the trials.
     """
@@ -188,6 +191,7 @@ def tune_tasks(
         measure_callbacks=measure_callbacks,
         max_in_flight=max_in_flight,
         seed=seed,
+        first_batch=first_batch,
     )
     last_stats = loop.stats
     loop.run()
@@ -209,7 +213,9 @@ class _OverlappedLoop:
         measure_callbacks: Sequence[MeasureCallback],
         max_in_flight: int,
         seed: int | None,
+        first_batch: int | None = None,
     ) -> None:
+        self.first_batch = first_batch
         self.tasks = [
             _Task(ctx, float(weight), cap=cap)
             for ctx, weight, cap in zip(contexts, weights, max_trials_per_task, strict=True)
@@ -326,6 +332,17 @@ class _OverlappedLoop:
         candidates = list(candidates)[:room]
         if not candidates:
             return  # nothing new this time; the search stops itself after a few of these
+        parts = [candidates]
+        if self.stats.batches == 0 and self.first_batch and 0 < self.first_batch < len(candidates):
+            # Issue 16: 32 candidates on 15 processes came back after two or three rounds of
+            # builds; the first part comes back after one.
+            parts = [candidates[: self.first_batch], candidates[self.first_batch :]]
+        for part in parts:
+            self._send(task_id, task, part, overlapped=overlapped or part is not parts[0])
+
+    def _send(
+        self, task_id: int, task: _Task, candidates: list[MeasureCandidate], *, overlapped: bool
+    ) -> None:
         target = task.ctx.target
         with ms.Profiler.timeit("SendToBuilder"):
             builder_results = self.builder.build(

@@ -147,6 +147,7 @@ def tune(
     log_level: int = logging.WARNING,
     warm_start: WarmStart | None = None,
     outlook: Mapping[str, TaskOutlook] | None = None,
+    first_batch: int | None = None,
 ) -> TuningReport:
     """Tune ``tasks`` with up to ``total_trials`` measurements; records go to ``database``.
 
@@ -161,6 +162,9 @@ def tune(
     With ``warm_start``, a task with no record of its own in ``database`` starts from its
     similar records (``tuner.warm_start``): the cost model is pre-trained on them, and their
     re-applied traces are the task's first candidates, measured here and counted in its share.
+
+    ``first_batch`` (the executor's parallel trials) sends the job's first batch in two parts,
+    the first of that size, so the first results come back after one round of builds.
     """
     report = TuningReport(tasks={task.name: TaskProgress(task.name) for task in tasks})
     if not tasks or total_trials <= 0:
@@ -236,6 +240,7 @@ def tune(
             cost_model=cost_model,
             measure_callbacks=[*ms.MeasureCallback.create("default"), progress],
             max_in_flight=settings.batches_in_flight,
+            first_batch=first_batch if round_index == 0 else None,
         )
         if report.trials == sum(before.values()):
             break  # nothing more to find

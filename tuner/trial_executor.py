@@ -26,3 +26,7 @@ class TrialExecutor(Protocol):
     def submit(self, requests: list[TrialRequest]) -> list[TrialHandle]:
         """Start every trial of a batch; one handle per request, in order."""
         ...
+
+    def parallel_trials(self) -> int | None:
+        """How many trials it builds at once (its processes), or None if it cannot say."""
+        ...

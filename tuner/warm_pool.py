@@ -99,6 +99,9 @@ class WarmPool:
     def submit(self, requests: list[TrialRequest]) -> list[TrialHandle]:
         return [_LocalTrial(self, request) for request in requests]
 
+    def parallel_trials(self) -> int | None:
+        return self.workers
+
     def restart(self, generation: int | None = None) -> None:
         """Kill every worker (one hangs or died) and start afresh on the next submit.
 

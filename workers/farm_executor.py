@@ -70,6 +70,10 @@ class CeleryTrialExecutor:
         """Stop sending and waiting (the job was cancelled or lost its lease)."""
         self.stopped = reason
 
+    def parallel_trials(self) -> int | None:
+        """The pool processes of the queue's live measure workers, as they advertise them."""
+        return sum(self._capacity.capacities()) or None
+
     def submit(self, requests: list[TrialRequest]) -> list[TrialHandle]:
         handles: list[TrialHandle] = []
         size = self.chunk_size or self._capacity.chunk_size(len(requests), fallback=4)

@@ -75,6 +75,8 @@ def _tune(
     per_iter: int,
     stop_after: int | None = None,
     broken: frozenset[int] = frozenset(),
+    first_batch: int | None = None,
+    counts: list[int] | None = None,
 ) -> tuple[TuningReport, SqlDatabase]:
     database = SqlDatabase(f"sqlite:///{tmp_path / 'tuning.db'}", target=TARGET)
     contexts = [_context(n, seed=i + 1, broken=n in broken) for i, n in enumerate(sizes)]
@@ -82,6 +84,8 @@ def _tune(
     report = TuningReport(tasks={name: TaskProgress(name) for name in names})
 
     def listener(progress: TuningReport) -> None:
+        if counts is not None:
+            counts.append(progress.trials)
         if stop_after is not None and progress.trials >= stop_after:
             raise RuntimeError("stopped")
 
@@ -101,6 +105,7 @@ def _tune(
         ],
         overlap=True,
         seed=1,
+        first_batch=first_batch,
     )
     return report, database
 
@@ -176,3 +181,18 @@ def test_a_task_whose_design_space_raises_is_dropped_and_the_others_go_on(
         "matmul_48": 8,
     }
     assert len(_records(database)) == 16
+
+
+def test_the_first_batch_goes_out_in_two_parts_the_first_one_pools_worth(
+    pool: WarmPool, tmp_path: Path
+) -> None:
+    counts: list[int] = []
+    report, database = _tune(
+        pool, tmp_path, sizes=[32], total=12, per_task=12, per_iter=8, first_batch=3, counts=counts
+    )
+    stats = overlapped_search.last_stats
+    # 8 candidates searched: 3 (one round of the pool's builds), then 5; then the last 4.
+    assert stats.batches == 3
+    assert report.trials == stats.trials == 12
+    assert len(set(_records(database))) == 12
+    assert counts[0] == 3  # the first results reported are the first part's
