@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +28,13 @@ def compile(
 ) -> CompiledModel:
     """Tune and compile ``model`` for ``target``; return it as a callable.
 
-    ``model`` is an ONNX file, or a ``torch.nn.Module`` with ``example_inputs`` (exported to
-    ONNX at those shapes). ``database`` is a SQLAlchemy URL (default: ``Settings``'s, as the
-    CLI). ``out_dir`` keeps ``model.so`` and ``manifest.json`` (default: a new temporary
-    folder). ``farm`` runs the job on the farm's workers. Every failure the caller can fix is a
-    ``TunefarmError`` with a one-line message.
+    ``model`` is an ONNX file, a ``torch.export`` program (a ``.pt2`` file or an
+    ``ExportedProgram``), or a ``torch.nn.Module`` with ``example_inputs`` (exported with
+    ``torch.export`` at those shapes; export fp32 and let ``fp16`` convert). ``database`` is a
+    SQLAlchemy URL (default: ``Settings``'s, as the CLI). ``out_dir`` keeps ``model.so`` and
+    ``manifest.json`` (default: a new temporary folder). ``farm`` runs the job on the farm's
+    workers (ONNX files only). Every failure the caller can fix is a ``TunefarmError`` with a
+    one-line message.
     """
     from tuner.compile_job import CompileOptions
     from tuner.settings import Settings
@@ -98,41 +99,35 @@ def _model_file(model: Any, example_inputs: tuple[Any, ...] | None, out: Path) -
         if not path.is_file():
             raise TunefarmError(f"{path}: no such model file")
         return path
-    module = type(model).__module__
-    if module.startswith("torch"):
-        return _exported_to_onnx(model, example_inputs, out / "model.onnx")
+    if type(model).__module__.startswith("torch"):
+        return _exported(model, example_inputs, out / "model.pt2")
     raise TunefarmError(
-        f"cannot compile a {type(model).__name__}: give an ONNX file or a torch.nn.Module"
+        f"cannot compile a {type(model).__name__}: give an ONNX file, a .pt2 program, "
+        "a torch.nn.Module or a torch.export.ExportedProgram"
     )
 
 
-def _exported_to_onnx(model: Any, example_inputs: tuple[Any, ...] | None, path: Path) -> Path:
+def _exported(model: Any, example_inputs: tuple[Any, ...] | None, path: Path) -> Path:
+    """``model`` as a ``torch.export`` program saved at ``path`` (fp32, as exported)."""
     import torch
 
-    if not isinstance(model, torch.nn.Module):
+    if isinstance(model, torch.nn.Module):
+        if example_inputs is None:
+            raise TunefarmError("a torch.nn.Module needs example_inputs (a tuple of tensors)")
+        if not isinstance(example_inputs, tuple):
+            example_inputs = (example_inputs,)
+        try:
+            program = torch.export.export(model.eval(), example_inputs)
+        except Exception as err:
+            lines = [line for line in str(err).splitlines() if line.strip()]
+            reason = lines[0] if lines else type(err).__name__
+            raise TunefarmError(f"torch.export could not export the module: {reason}") from None
+    elif isinstance(model, torch.export.ExportedProgram):
+        program = model
+    else:
         raise TunefarmError(
-            f"cannot compile a {type(model).__name__} yet: give a torch.nn.Module or an ONNX file"
+            f"cannot compile a {type(model).__name__}: give a torch.nn.Module or an ExportedProgram"
         )
-    if example_inputs is None:
-        raise TunefarmError("a torch.nn.Module needs example_inputs (a tuple of tensors)")
-    if not isinstance(example_inputs, tuple):
-        example_inputs = (example_inputs,)
     path.parent.mkdir(parents=True, exist_ok=True)
-    names = [f"input{i}" for i in range(len(example_inputs))]
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
-            # The TorchScript exporter: the dynamo one needs onnxscript.
-            torch.onnx.export(
-                model.eval(),
-                example_inputs,
-                str(path),
-                input_names=names,
-                opset_version=17,
-                dynamo=False,
-            )
-    except Exception as err:
-        lines = [line for line in str(err).splitlines() if line.strip()]
-        reason = lines[-1] if lines else type(err).__name__
-        raise TunefarmError(f"torch could not export the module to ONNX: {reason}") from None
+    torch.export.save(program, str(path))
     return path

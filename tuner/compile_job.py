@@ -428,7 +428,11 @@ def _manifest(
         )
     return {
         "manifest_version": MANIFEST_VERSION,
-        "model": {"path": str(validated.path), "opset": validated.opset},
+        "model": {
+            "path": str(validated.path),
+            "format": "onnx" if validated.model is not None else "torch.export",
+            "opset": validated.opset if validated.model is not None else None,
+        },
         "target": {
             "requested": options.target,
             "json": json.loads(fingerprint.target_json),

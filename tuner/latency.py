@@ -151,7 +151,7 @@ def onnxruntime_outputs(validated: ValidatedModel, inputs: list[np.ndarray]) -> 
     import onnxruntime
 
     session = onnxruntime.InferenceSession(
-        validated.model.SerializeToString(), providers=["CPUExecutionProvider"]
+        validated.onnx().SerializeToString(), providers=["CPUExecutionProvider"]
     )
     feed = {
         signature.name: array for signature, array in zip(validated.inputs, inputs, strict=True)

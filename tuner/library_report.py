@@ -209,18 +209,24 @@ def report_library(
     started = time.perf_counter()
     outputs = loaded.run(inputs)  # also the warm-up of the timing
     tuned = loaded.latency(inputs, box=settings.timer, first_call_sec=time.perf_counter() - started)
-    model_bytes = _serialized(validated)
-
-    on_step("checking outputs against ONNX Runtime and timing it on the same inputs")
-    check, peer = _against_onnxruntime(
-        model_bytes or str(validated.path),
-        validated,
-        inputs,
-        outputs,
-        target=target,
-        ours=tuned,
-        box=settings.timer,
-    )
+    if validated.model is None:
+        # A PyTorch program: ONNX Runtime has nothing to run, and the file names the model.
+        model_bytes: bytes | None = validated.path.read_bytes()
+        reason = "the model is a PyTorch program (.pt2), not ONNX"
+        check = OutputCheck(None, not_checked=reason)
+        peer = PeerTiming("onnxruntime", None, not_measured=reason)
+    else:
+        model_bytes = _serialized(validated)
+        on_step("checking outputs against ONNX Runtime and timing it on the same inputs")
+        check, peer = _against_onnxruntime(
+            model_bytes or str(validated.path),
+            validated,
+            inputs,
+            outputs,
+            target=target,
+            ours=tuned,
+            box=settings.timer,
+        )
 
     on_step("untuned baseline" if settings.baseline else "untuned baseline skipped")
     untuned, baseline = _untuned_baseline(
@@ -440,7 +446,7 @@ def _serialized(validated: ValidatedModel) -> bytes | None:
     """The model as bytes, its external data inlined; None past protobuf's 2 GB limit (ONNX
     Runtime then reads the file itself)."""
     try:
-        return validated.model.SerializeToString()  # type: ignore[no-any-return]
+        return validated.onnx().SerializeToString()  # type: ignore[no-any-return]
     except Exception as err:  # ValueError: exceeds maximum protobuf size of 2GB
         _log_skipped("serializing the model", err)
         return None

@@ -1,6 +1,6 @@
-"""From an ONNX file to MetaSchedule's tasks: validate, import into Relax, run the pass
-pipeline, extract the tasks. A job does it before tuning; ``tunefarm plan`` and the API's
-coverage do only this."""
+"""From an ONNX file (or a ``torch.export`` program, ``.pt2``) to MetaSchedule's tasks: validate,
+import into Relax, run the pass pipeline, extract the tasks. A job does it before tuning;
+``tunefarm plan`` and the API's coverage do only this."""
 
 from __future__ import annotations
 
@@ -14,6 +14,11 @@ from tuner.model_validation import DEFAULT_MAX_MODEL_BYTES, ValidatedModel, vali
 from tuner.onnx_import import import_onnx
 from tuner.pipelines import Layout, PipelineOptions, PipelineResult, run_pipeline
 from tuner.tasks import TuningTask, extract_tuning_tasks
+from tuner.torch_import import (
+    import_exported_program,
+    is_exported_program,
+    validate_exported_program,
+)
 
 
 @dataclass
@@ -36,9 +41,14 @@ def analyse_model(
     """The model's tasks for ``target``; raises ``UserInputError`` for a bad model."""
     step = on_step or (lambda message: None)
     step(f"validating {path}")
-    validated = validate_onnx_model(path, max_bytes=max_bytes)
-    step("importing into Relax")
-    relax_mod = import_onnx(validated)
+    if is_exported_program(path):
+        validated = validate_exported_program(path, max_bytes=max_bytes)
+        step("importing into Relax")
+        relax_mod = import_exported_program(validated)
+    else:
+        validated = validate_onnx_model(path, max_bytes=max_bytes)
+        step("importing into Relax")
+        relax_mod = import_onnx(validated)
     step("running the pass pipeline")
     pipeline = run_pipeline(
         relax_mod, target=target, options=PipelineOptions(layout=layout, fp16=fp16)

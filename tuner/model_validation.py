@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import onnx
 from google.protobuf.message import DecodeError
@@ -33,10 +34,19 @@ class TensorSignature:
 @dataclass(frozen=True)
 class ValidatedModel:
     path: Path
-    model: onnx.ModelProto
+    model: onnx.ModelProto | None
+    """The ONNX model; None for a PyTorch program (``exported``)."""
     opset: int
     inputs: list[TensorSignature]
     outputs: list[TensorSignature]
+    exported: Any = None
+    """A ``torch.export`` program (``tuner/torch_import.py``), for a ``.pt2`` file."""
+
+    def onnx(self) -> onnx.ModelProto:
+        """The ONNX model; a user error for a PyTorch program where only ONNX will do."""
+        if self.model is None:
+            raise ModelValidationError(f"{self.path}: this needs an ONNX model, not a .pt2 program")
+        return self.model
 
 
 def validate_onnx_model(path: Path, *, max_bytes: int = DEFAULT_MAX_MODEL_BYTES) -> ValidatedModel:

@@ -17,7 +17,7 @@ def check_supported_operators(validated: ValidatedModel) -> None:
     from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
 
     supported = set(_get_convert_map()) | _HANDLED_DIRECTLY
-    for node in validated.model.graph.node:
+    for node in validated.onnx().graph.node:
         if node.domain not in ("", "ai.onnx") or node.op_type not in supported:
             domain = f"{node.domain}." if node.domain not in ("", "ai.onnx") else ""
             raise UnsupportedOperatorError(
@@ -36,7 +36,7 @@ def import_onnx(validated: ValidatedModel) -> IRModule:
     try:
         with clip_converter():
             return from_onnx(
-                validated.model, shape_dict=shapes, dtype_dict=dtypes, opset=validated.opset
+                validated.onnx(), shape_dict=shapes, dtype_dict=dtypes, opset=validated.opset
             )
     except Exception as err:
         text = str(err).strip()

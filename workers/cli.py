@@ -47,7 +47,9 @@ def _database_url(db: str | None) -> str:
 
 @app.command("compile")
 def compile_command(
-    model: Annotated[Path, typer.Argument(help="The ONNX model file.")],
+    model: Annotated[
+        Path, typer.Argument(help="The ONNX model file, or a torch.export program (.pt2).")
+    ],
     target: Annotated[
         str,
         typer.Option(help="llvm, cuda, 'cuda -arch=sm_90', or TVM target JSON."),
@@ -148,7 +150,9 @@ def compile_command(
 
 @app.command("plan")
 def plan_command(
-    model: Annotated[Path, typer.Argument(help="The ONNX model file.")],
+    model: Annotated[
+        Path, typer.Argument(help="The ONNX model file, or a torch.export program (.pt2).")
+    ],
     target: Annotated[
         str,
         typer.Option(help="llvm, cuda, 'cuda -arch=sm_90', or TVM target JSON."),

@@ -11,7 +11,9 @@ from typing import Any
 from sqlalchemy import Engine
 
 from tuner.compile_job import CompileOptions, check_options
+from tuner.errors import UserInputError
 from tuner.model_validation import validate_onnx_model
+from tuner.torch_import import is_exported_program
 from tuning_db import job_store
 from tuning_db.job_store import JobView
 from workers.job_display import JobSnapshot
@@ -21,6 +23,10 @@ from workers.job_tasks import submit_job
 def submit_compile(options: CompileOptions, *, engine: Engine) -> str:
     """Validate here, store the model in the job row, and queue the job for a coordinator."""
     check_options(options)
+    if is_exported_program(options.model_path):
+        raise UserInputError(
+            f"{options.model_path}: farm jobs take ONNX models; compile a .pt2 program locally"
+        )
     validated = validate_onnx_model(options.model_path, max_bytes=options.max_model_bytes)
     job_options: dict[str, Any] = {
         "target": options.target,
@@ -37,7 +43,7 @@ def submit_compile(options: CompileOptions, *, engine: Engine) -> str:
     job_id = job_store.create_job(
         engine,
         model_name=options.model_path.name,
-        model_onnx=validated.model.SerializeToString(),
+        model_onnx=validated.onnx().SerializeToString(),
         options=job_options,
     )
     submit_job(job_id)

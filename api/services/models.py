@@ -70,7 +70,7 @@ def store_model(
         raise InvalidInput(str(err).replace(str(upload.path), upload.filename)) from err
     summary = {
         "opset": validated.opset,
-        "operators": dict(Counter(node.op_type for node in validated.model.graph.node)),
+        "operators": dict(Counter(node.op_type for node in validated.onnx().graph.node)),
         "inputs": [signature.as_dict() for signature in validated.inputs],
         "outputs": [signature.as_dict() for signature in validated.outputs],
     }

@@ -1,0 +1,147 @@
+"""PyTorch programs (``torch.export.save``, ``.pt2``) compile like ONNX models (issue 18)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import tvm
+from tvm import relax
+
+from tuner.errors import ModelValidationError
+from tuner.torch_import import import_exported_program, validate_exported_program
+
+TUNEFARM = [sys.executable, "-m", "workers.cli"]
+
+
+class SmallNet(torch.nn.Module):
+    """Weights and buffers (batch norm's running stats) that must be bound, not left as inputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.norm = torch.nn.BatchNorm2d(8)
+        self.head = torch.nn.Linear(8, 5)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        features = torch.relu(self.norm(self.conv(image)))
+        return self.head(features.mean(dim=(2, 3)))
+
+
+def _saved(tmp_path: Path) -> tuple[Path, torch.nn.Module]:
+    torch.manual_seed(0)
+    module = SmallNet().eval()
+    module.norm.running_mean.uniform_(-0.5, 0.5)  # not the identity the defaults would give
+    module.norm.running_var.uniform_(0.5, 2.0)
+    path = tmp_path / "small.pt2"
+    torch.export.save(torch.export.export(module, (torch.randn(1, 3, 16, 16),)), str(path))
+    return path, module
+
+
+def test_a_program_imports_with_its_weights_bound(tmp_path: Path) -> None:
+    path, module = _saved(tmp_path)
+    validated = validate_exported_program(path)
+    assert [(s.name, s.shape, s.dtype) for s in validated.inputs] == [
+        ("image", [1, 3, 16, 16], "float32")
+    ]
+    assert [(s.shape, s.dtype) for s in validated.outputs] == [([1, 5], "float32")]
+    mod = import_exported_program(validated)
+    assert len(mod["main"].params) == 1  # the image only: every weight is a constant
+    vm = relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())
+    image = np.random.default_rng(0).standard_normal((1, 3, 16, 16)).astype("float32")
+    with torch.no_grad():
+        expected = module(torch.from_numpy(image)).numpy()
+    np.testing.assert_allclose(vm["main"](tvm.runtime.tensor(image)).numpy(), expected, atol=1e-4)
+
+
+def test_the_cli_compiles_a_pt2_file(tmp_path: Path) -> None:
+    path, module = _saved(tmp_path)
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [
+            *TUNEFARM,
+            "compile",
+            str(path),
+            "--trials",
+            "0",
+            "--no-baseline",
+            "--out",
+            str(out),
+            "--db",
+            f"sqlite:///{tmp_path / 'tuning.db'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["model"]["format"] == "torch.export"
+    assert "PyTorch program" in manifest["check_vs_onnxruntime"]["not_checked"]
+    vm = relax.VirtualMachine(tvm.runtime.load_module(str(out / "model.so")), tvm.cpu())
+    image = np.random.default_rng(1).standard_normal((1, 3, 16, 16)).astype("float32")
+    with torch.no_grad():
+        expected = module(torch.from_numpy(image)).numpy()
+    np.testing.assert_allclose(vm["main"](tvm.runtime.tensor(image)).numpy(), expected, atol=1e-4)
+
+
+def test_a_file_that_is_no_program_is_exit_2_with_one_line(tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus.pt2"
+    bogus.write_bytes(b"PK\x03\x04 not really a zip archive")
+    result = subprocess.run(
+        [
+            *TUNEFARM,
+            "compile",
+            str(bogus),
+            "--trials",
+            "0",
+            "--out",
+            str(tmp_path / "out"),
+            "--db",
+            f"sqlite:///{tmp_path / 'tuning.db'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    assert "not a torch.export program" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "tuning.db").exists()  # nothing written for bad input
+
+
+def test_a_program_with_a_dynamic_dimension_is_refused(tmp_path: Path) -> None:
+    batch = torch.export.Dim("batch", min=2, max=8)
+    program = torch.export.export(
+        SmallNet().eval(), (torch.randn(2, 3, 16, 16),), dynamic_shapes={"image": {0: batch}}
+    )
+    path = tmp_path / "dynamic.pt2"
+    torch.export.save(program, str(path))
+    with pytest.raises(ModelValidationError, match="dynamic dimension"):
+        validate_exported_program(path)
+
+
+def test_a_farm_job_refuses_a_pt2_program(tmp_path: Path) -> None:
+    path, _ = _saved(tmp_path)
+    result = subprocess.run(
+        [
+            *TUNEFARM,
+            "compile",
+            str(path),
+            "--farm",
+            "--out",
+            str(tmp_path / "out"),
+            "--db",
+            f"sqlite:///{tmp_path / 'tuning.db'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    assert "farm jobs take ONNX models" in result.stderr
