@@ -97,6 +97,18 @@ def _set_run_secs(value: Any) -> Callable[[dict[str, Any]], None]:
     return change
 
 
+def _pt2_upload(client: TestClient, context: Context) -> httpx.Response:
+    """A real torch.export program: the server reads ONNX only, and never unpickles a .pt2."""
+    import torch
+
+    path = context.folder / "model.pt2"
+    program = torch.export.export(torch.nn.Linear(4, 2).eval(), (torch.randn(1, 4),))
+    torch.export.save(program, str(path))
+    return client.post(
+        "/v1/models", files={"file": (path.name, path.read_bytes())}, headers=context.team.headers
+    )
+
+
 def _chunked_oversized(client: TestClient, context: Context) -> httpx.Response:
     def chunks() -> Iterator[bytes]:
         boundary = b'--b\r\nContent-Disposition: form-data; name="file"; filename="m.onnx"\r\n\r\n'
@@ -134,6 +146,7 @@ CASES = [
         "not an ONNX model",
         _upload_bytes(_zip_bomb(), "model.zip"),
     ),
+    BadInput("a torch.export program (.pt2)", 422, "not an ONNX model", _pt2_upload),
     BadInput(
         "an unsupported operator",
         422,
