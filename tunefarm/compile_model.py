@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -99,7 +100,8 @@ def _model_file(model: Any, example_inputs: tuple[Any, ...] | None, out: Path) -
         if not path.is_file():
             raise TunefarmError(f"{path}: no such model file")
         return path
-    if type(model).__module__.startswith("torch"):
+    torch = sys.modules.get("torch")  # a torch model means torch is imported already
+    if torch is not None and isinstance(model, (torch.nn.Module, torch.export.ExportedProgram)):
         return _exported(model, example_inputs, out / "model.pt2")
     raise TunefarmError(
         f"cannot compile a {type(model).__name__}: give an ONNX file, a .pt2 program, "

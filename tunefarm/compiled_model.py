@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,7 @@ class CompiledModel:
                 f"the model takes {len(self._inputs)} input(s) ({', '.join(self.input_names)}), "
                 f"not {len(inputs)}"
             )
-        as_torch = any(type(value).__module__.startswith("torch") for value in inputs)
+        as_torch = any(_is_torch_tensor(value) for value in inputs)
         pairs = zip(inputs, self._inputs, strict=True)
         arrays = [self._checked(value, spec) for value, spec in pairs]
         outputs: list[Any] = self._model.run(arrays)
@@ -76,7 +77,7 @@ class CompiledModel:
 
     def _checked(self, value: Any, spec: tuple[str, list[int], str]) -> np.ndarray:
         name, shape, dtype = spec
-        if type(value).__module__.startswith("torch"):
+        if _is_torch_tensor(value):
             value = value.detach().cpu().numpy()
         array = np.asarray(value)
         if list(array.shape) != shape:
@@ -91,6 +92,11 @@ class CompiledModel:
 def load(directory: str | Path) -> CompiledModel:
     """Load a library that ``compile`` or ``tunefarm compile`` wrote (model.so + manifest.json)."""
     return CompiledModel(Path(directory))
+
+
+def _is_torch_tensor(value: Any) -> bool:
+    torch = sys.modules.get("torch")  # a torch tensor means torch is imported already
+    return torch is not None and isinstance(value, torch.Tensor)
 
 
 def _first_line(err: BaseException) -> str:

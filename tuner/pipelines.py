@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import tvm
@@ -132,6 +132,7 @@ def run_pipeline(
     if name not in PIPELINES:
         raise KeyError(f"unknown pipeline {name!r}; known: {', '.join(PIPELINES)}")
     phases = PIPELINES[name](target, options)
+    original = mod
     fused: list[FusedKernel] = []
     with target, tvm.transform.PassContext(opt_level=3), _constant_builds_cached():
         for phase in phases:
@@ -143,6 +144,17 @@ def run_pipeline(
             except Exception as err:
                 if phase.name != "layout-and-precision":
                     raise
+                if options.layout == "auto" and resolve_layout("auto", target) == "NHWC":
+                    # "auto" is a preference, not a demand: a graph TVM's ConvertLayout cannot
+                    # take (a transformer block with an attention mask: std::bad_alloc) keeps
+                    # its own layout.
+                    logger.info("NHWC failed (%s); keeping the model's layout", _first_line(err))
+                    return run_pipeline(
+                        original,
+                        target=target,
+                        options=replace(options, layout="NCHW"),
+                        name=name,
+                    )
                 # TVM's layout and precision rewrites do not handle every graph (MobileNetV2's
                 # fp16 fails in ToMixedPrecision): the user can compile without the option.
                 raise UserInputError(

@@ -7,6 +7,7 @@ closes. A candidate that hangs or crashes its worker costs a restart of the pool
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import multiprocessing
 import os
@@ -14,6 +15,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
@@ -39,6 +41,33 @@ def _die_with_parent() -> None:
         libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
     except OSError:
         pass
+
+
+@contextlib.contextmanager
+def _callers_main_left_out() -> Iterator[None]:
+    """Spawn workers without running the caller's script in them.
+
+    A spawned process imports the parent's ``__main__`` file first, so a script that calls
+    ``tunefarm.compile`` at its top level, without ``if __name__ == "__main__":`` (as users of
+    ``torch.compile`` write them), would compile again in every worker, and multiprocessing
+    stops that with an error. The workers need nothing from the script: what they run lives in
+    ``tuner``. So while they start, ``__main__`` does not say where it came from.
+    """
+    main = sys.modules.get("__main__")
+    saved: dict[str, Any] = {
+        name: main.__dict__[name]
+        for name in ("__file__", "__spec__")
+        if main and name in main.__dict__
+    }
+    try:
+        if main is not None:
+            main.__dict__.pop("__file__", None)
+            main.__dict__["__spec__"] = None
+        yield
+    finally:
+        if main is not None:
+            main.__dict__.pop("__spec__", None)
+            main.__dict__.update(saved)
 
 
 def default_worker_count(target_kind: str) -> int:
@@ -87,7 +116,9 @@ class WarmPool:
                 initargs=(lock,),
             )
             # Start every worker now, so the first batch does not pay for the imports.
-            for future in [self._executor.submit(warm_up) for _ in range(self.workers)]:
+            with _callers_main_left_out():
+                futures = [self._executor.submit(warm_up) for _ in range(self.workers)]
+            for future in futures:
                 future.result()
 
     def submit_one(self, request: TrialRequest) -> Future[TrialResult]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,8 @@ import pytest
 import torch
 
 import tunefarm
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _reference(model_path: Path, image: np.ndarray) -> np.ndarray:
@@ -106,3 +110,65 @@ def test_a_call_with_the_wrong_inputs_says_what_the_model_takes(
         compiled(np.zeros((1, 3, 32, 32)))
     with pytest.raises(tunefarm.TunefarmError, match=r"takes 1 input\(s\) \(image\), not 2"):
         compiled(np.zeros((1, 3, 32, 32), "float32"), np.zeros(1))
+
+
+class _EncoderBlock(torch.nn.Module):
+    """A transformer encoder block whose attention mask comes in as a second input."""
+
+    def __init__(self, width: int = 64, heads: int = 4) -> None:
+        super().__init__()
+        self.heads = heads
+        self.attention = torch.nn.MultiheadAttention(width, heads, batch_first=True)
+        self.norm1 = torch.nn.LayerNorm(width)
+        self.norm2 = torch.nn.LayerNorm(width)
+        self.feed_forward = torch.nn.Sequential(
+            torch.nn.Linear(width, 4 * width), torch.nn.GELU(), torch.nn.Linear(4 * width, width)
+        )
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        length = tokens.shape[1]
+        blocked = (1.0 - mask[:, None, None, :].to(tokens.dtype)) * -1e4
+        blocked = blocked.expand(-1, self.heads, length, -1).reshape(-1, length, length)
+        attended, _ = self.attention(tokens, tokens, tokens, attn_mask=blocked, need_weights=False)
+        tokens = self.norm1(tokens + attended)
+        return self.norm2(tokens + self.feed_forward(tokens))
+
+
+def test_a_transformer_block_with_an_attention_mask_matches_torch(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    block = _EncoderBlock().eval()
+    tokens = torch.randn(1, 16, 64)
+    mask = torch.ones(1, 16, dtype=torch.int64)
+    mask[0, 12:] = 0  # padding
+    compiled = tunefarm.compile(
+        block,
+        (tokens, mask),
+        trials=0,
+        database=f"sqlite:///{tmp_path / 'tuning.db'}",
+        progress=False,
+        baseline=False,
+    )
+    # TVM's ConvertLayout cannot take this graph, so "auto" kept the model's layout.
+    assert compiled.manifest["pipeline"]["layout"] == "NCHW"
+    other = torch.randn(1, 16, 64)
+    with torch.no_grad():
+        expected = block(other, mask)
+    torch.testing.assert_close(compiled(other, mask), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_a_script_without_a_main_guard_compiles(tiny_cnn_path: Path, tmp_path: Path) -> None:
+    # The warm pool spawns its workers; a spawned process imports the parent's script first,
+    # which here would call tunefarm.compile again.
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import numpy as np\n"
+        "import tunefarm\n"
+        f"compiled = tunefarm.compile({str(tiny_cnn_path)!r}, trials=0, progress=False,\n"
+        f"    baseline=False, database='sqlite:///{tmp_path / 'tuning.db'}')\n"
+        "print('output', compiled(np.zeros((1, 3, 32, 32), 'float32')).shape)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=600, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("output (1, 10)") == 1
