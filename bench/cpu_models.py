@@ -314,12 +314,14 @@ class EncoderLayer(nn.Module):
         batch, sequence, _ = x.shape
         return x.reshape(batch, sequence, self.heads, self.head_size).transpose(1, 2)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         batch, sequence, hidden = x.shape
         query = self.split_heads(self.query(x))
         key = self.split_heads(self.key(x))
         value = self.split_heads(self.value(x))
         scores = torch.matmul(query, key.transpose(-1, -2)) / math.sqrt(self.head_size)
+        if mask is not None:
+            scores = scores + mask  # additive: 0 where attended, -10000 where padded
         context = torch.matmul(torch.softmax(scores, dim=-1), value)
         context = context.transpose(1, 2).reshape(batch, sequence, hidden)
         x = self.attention_norm(x + self.attention_out(context))
@@ -334,6 +336,17 @@ class BertEncoder(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return self.layers(hidden_states)
+
+
+class MaskedBertEncoder(BertEncoder):
+    """The encoder with BERT's attention mask as a second input (1 for a token, 0 for padding),
+    turned into the additive mask every layer adds to its attention scores."""
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        additive = (1.0 - attention_mask[:, None, None, :].to(hidden_states.dtype)) * -10000.0
+        for layer in self.layers:
+            hidden_states = layer(hidden_states, additive)
+        return hidden_states
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,148 @@
+"""PyTorch models through ``tunefarm.compile`` (``torch.export`` -> Relax), checked against torch.
+
+For each model: export it with ``torch.export`` at its example inputs, compile it with
+``tunefarm.compile`` (``--trials`` each, a fresh SQLite database, no untuned baseline), then run
+the library and torch eager on a new seeded input and time both, one after the other, on this
+machine. The error is the largest absolute difference over the largest absolute torch output
+(issue 18's goal: at most 1e-3 in fp32, 1e-2 in fp16).
+
+Models are the plain-torch definitions of ``cpu_models.py``: ``resnet50``, ``mobilenet_v2``,
+and ``bert_base_masked``, BERT-base's 12 encoder layers on 128 tokens with its attention mask
+as a second input (the last 28 tokens padding).
+
+    .venv/bin/python bench/torch_path.py [--models resnet50,...] [--trials 0] [--target llvm]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import cpu_models
+from local_tuning import machine_info, versions
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+PADDED_TOKENS = 28
+
+
+def example(name: str, seed: int) -> tuple[torch.nn.Module, tuple[torch.Tensor, ...]]:
+    torch.manual_seed(seed)
+    if name == "bert_base_masked":
+        module = cpu_models.MaskedBertEncoder().eval()
+        mask = torch.ones(1, cpu_models.BERT_SEQUENCE, dtype=torch.int64)
+        mask[0, -PADDED_TOKENS:] = 0
+        hidden = torch.randn(1, cpu_models.BERT_SEQUENCE, cpu_models.BERT_HIDDEN)
+        return module, (hidden, mask)
+    model = cpu_models.build(name, seed=seed)
+    return model.module, model.inputs
+
+
+def p50_ms(call: Any, runs: int) -> float:
+    call()
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - started) * 1e3)
+    return round(statistics.median(times), 3)
+
+
+def measure(
+    name: str, *, trials: int, target: str, fp16: bool, runs: int, work: Path
+) -> dict[str, Any]:
+    import tunefarm
+
+    module, inputs = example(name, seed=0)
+    started = time.perf_counter()
+    try:
+        compiled = tunefarm.compile(
+            module,
+            inputs,
+            target=target,
+            trials=trials,
+            fp16=fp16,
+            database=f"sqlite:///{work / (name + '.db')}",
+            out_dir=work / name,
+            progress=False,
+            baseline=False,
+        )
+    except tunefarm.TunefarmError as err:
+        return {"model": name, "error": str(err)}
+    compile_sec = round(time.perf_counter() - started, 1)
+    _, fresh = example(name, seed=1)  # new inputs; the module stays the one compiled
+    if name == "bert_base_masked":
+        fresh = (fresh[0], inputs[1])  # the same padding
+    with torch.no_grad():
+        expected = module(*fresh)
+        ours = compiled(*fresh)
+        scale = float(expected.abs().max())
+        error = float((ours.float() - expected).abs().max()) / max(scale, 1e-12)
+        torch_ms = p50_ms(lambda: module(*fresh), runs)
+    ours_ms = p50_ms(lambda: compiled(*fresh), runs)
+    return {
+        "model": name,
+        "compile_sec": compile_sec,
+        "relative_error": error,
+        "within_goal": error <= (1e-2 if fp16 else 1e-3),
+        "ours_p50_ms": ours_ms,
+        "torch_eager_p50_ms": torch_ms,
+        "ours_over_torch": round(ours_ms / torch_ms, 3),
+        "tasks": len(compiled.manifest.get("tasks", [])),
+        "layout": compiled.manifest["pipeline"]["layout"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="resnet50,mobilenet_v2,bert_base_masked")
+    parser.add_argument("--trials", type=int, default=0)
+    parser.add_argument("--target", default="llvm")
+    parser.add_argument("--fp16", action="store_true")
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--tag", default=None, help="the machine's short name in the file name")
+    args = parser.parse_args(argv)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    machine = machine_info()
+    result: dict[str, Any] = {
+        "benchmark": "torch_path",
+        "started_utc": stamp,
+        "machine": machine,
+        "versions": versions(),
+        "settings": {k: str(v) for k, v in vars(args).items()},
+        "torch": torch.__version__,
+        "rows": [],
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"torch_path-{args.tag or machine['hostname']}-{stamp}.json"
+    with tempfile.TemporaryDirectory(prefix="torch-path-") as scratch:
+        for name in args.models.split(","):
+            row = measure(
+                name,
+                trials=args.trials,
+                target=args.target,
+                fp16=args.fp16,
+                runs=args.runs,
+                work=Path(scratch),
+            )
+            result["rows"].append(row)
+            path.write_text(json.dumps(result, indent=1))
+            print(json.dumps(row), flush=True)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
