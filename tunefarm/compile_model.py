@@ -10,6 +10,7 @@ from typing import Any
 from tunefarm.compiled_model import CompiledModel
 from tunefarm.errors import TunefarmError
 from tuner.errors import UserInputError
+from tuning_db.engine import DatabaseUrlError
 
 
 def compile(
@@ -64,7 +65,7 @@ def compile(
             _compile_here(options, progress=progress)
     except TunefarmError:
         raise
-    except UserInputError as err:
+    except (UserInputError, DatabaseUrlError) as err:
         raise TunefarmError(str(err)) from None
     return CompiledModel(out)
 

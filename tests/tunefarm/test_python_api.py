@@ -87,6 +87,8 @@ def test_bad_input_is_one_tunefarm_error(tiny_cnn_path: Path, tmp_path: Path) ->
         tunefarm.compile(torch.nn.ReLU(), database=database, progress=False)
     with pytest.raises(tunefarm.TunefarmError, match="cannot compile a dict"):
         tunefarm.compile({"not": "a model"}, database=database, progress=False)
+    with pytest.raises(tunefarm.TunefarmError, match="database"):
+        tunefarm.compile(tiny_cnn_path, database="nosuchdb://x", progress=False)
     with pytest.raises(tunefarm.TunefarmError, match=r"no model\.so"):
         tunefarm.load(tmp_path)
 
