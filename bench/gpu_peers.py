@@ -91,6 +91,7 @@ def tvm_peers(
     import tvm
 
     from tuner import build
+    from tuner.coverage_plan import plan_coverage
     from tuner.latency import LoadedModel
     from tuner.model_validation import validate_onnx_model
     from tuner.onnx_import import import_onnx
@@ -125,8 +126,11 @@ def tvm_peers(
     measure("TVM untuned + CUDA graph", executable, time.perf_counter() - started)
     if database_url is not None:
         database = SqlDatabase(database_url, target=target)
-        coverage = look_up_tasks(tasks, database=database, target=target)
-        results["coverage"] = coverage.as_dict()
+        look_up_tasks(tasks, database=database, target=target)
+        plan = plan_coverage(tasks, database=database, trials=0)
+        results["coverage"] = {
+            key: value for key, value in plan.as_dict().items() if key != "tasks"
+        }
         results["trials_in_database"] = trial_counts(database, tasks)
         for graph in (True, False):
             started = time.perf_counter()

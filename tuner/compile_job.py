@@ -13,7 +13,7 @@ import logging
 import platform
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -21,6 +21,7 @@ import tvm
 from tvm.target import Target
 
 from tuner import build
+from tuner.compile_options import CompileOptions, check_options
 from tuner.coverage_plan import CoveragePlan, plan_coverage
 from tuner.cpu_schedule_rules import TUNED, TVM_DEFAULT, schedule_origin
 from tuner.cpu_threads import use_physical_cores
@@ -29,18 +30,16 @@ from tuner.default_schedules import (
     measure_default_schedules,
     needs_defaults,
 )
-from tuner.errors import UserInputError
 from tuner.kernel_profile import METHOD as KERNEL_PROFILE_METHOD
 from tuner.kernel_profile import KernelProfile, in_model_profile
 from tuner.latency import TimeBox, random_inputs
 from tuner.library_report import LibraryReport, ReportSettings, report_library
 from tuner.model_analysis import analyse_model
 from tuner.model_validation import ValidatedModel
-from tuner.pipelines import Layout, PipelineResult
+from tuner.pipelines import PipelineResult
 from tuner.pool_measure import CandidateWriter, TrialRunner
 from tuner.record_verification import verify_claimed_records
-from tuner.search import SearchSettings, TuningReport, configured_search, tune
-from tuner.targets import parse_target
+from tuner.search import TuningReport, tune
 from tuner.tasks import TuningTask, look_up_tasks
 from tuner.trial import MeasureSettings, measure_settings_for
 from tuner.trial_budget import TaskOutlook
@@ -51,46 +50,6 @@ from tuning_db import SqlDatabase
 from tuning_db.sql_database import mean_run_sec
 
 MANIFEST_VERSION = 1
-
-
-@dataclass
-class CompileOptions:
-    model_path: Path
-    target: str
-    out_dir: Path
-    database_url: str
-    trials: int
-    max_trials_per_task: int | None = None
-    layout: Layout = "auto"
-    fp16: bool = False
-    cuda_graph: bool | None = None
-    """Replay the model as one CUDA graph; ``None`` means on for CUDA targets."""
-    seed: int | None = None
-    warm_start: bool = True
-    """Seed the search of a task with no record from the records of similar workloads."""
-    workers: int | None = None
-    search: SearchSettings = field(default_factory=configured_search)
-    """The search's knobs; by default ``FAST_SEARCH`` as ``Settings`` adjusts it."""
-    measure: MeasureSettings | None = None
-    """How candidates are timed; ``None``: the target's default (``measure_settings_for``)."""
-    measure_timeout_sec: float = 60.0
-    max_model_bytes: int = 2 * 1024**3
-    latency_samples: int = 50
-    """At most this many samples per whole-model timing (each time-boxed, see ``TimeBox``)."""
-    latency_budget_sec: float = 2.0
-    """Time a whole-model timing may take once it has its minimum of samples."""
-    baseline: bool = True
-    """Report the untuned baseline (measured once per model, target and pipeline, then read
-    from the database); ``--no-baseline`` skips it."""
-    verbose: bool = False
-    """Let MetaSchedule log its task table and every iteration."""
-    prior_trials: dict[str, int] = field(default_factory=dict)
-    """Trials per task that an earlier, interrupted run of the same job already measured. Those
-    tasks are tuned on, from their records, with what is left of ``trials``."""
-
-    @property
-    def trials_left(self) -> int:
-        return max(0, self.trials - sum(self.prior_trials.values()))
 
 
 Phase = Literal["importing", "tuning", "building"]
@@ -131,19 +90,6 @@ class CompileResult:
     library_path: Path
     manifest_path: Path
     manifest: dict[str, Any]
-
-
-def check_options(options: CompileOptions) -> Target:
-    """Reject bad options before any work or any database write; return the parsed target."""
-    if options.trials < 0:
-        raise UserInputError(f"--trials must be 0 or more, not {options.trials}")
-    if options.max_trials_per_task is not None and options.max_trials_per_task < 1:
-        raise UserInputError(
-            f"--max-trials-per-task must be 1 or more, not {options.max_trials_per_task}"
-        )
-    if options.layout not in ("auto", "NCHW", "NHWC"):
-        raise UserInputError(f"--layout must be NHWC, NCHW or auto, not {options.layout!r}")
-    return parse_target(options.target)
 
 
 def compile_model(

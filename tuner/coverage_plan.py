@@ -206,7 +206,7 @@ def plan_model(
     Records a team imported and no worker has measured yet do not count: a job measures them
     first, and only then may they cover a task.
     """
-    from tuner.compile_job import CompileOptions, check_options
+    from tuner.compile_options import CompileOptions, check_options
     from tuner.model_analysis import analyse_model
     from tuning_db import SqlDatabase
 

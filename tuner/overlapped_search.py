@@ -52,13 +52,12 @@ from tvm.s_tir.meta_schedule.tune_context import TuneContext
 from tvm.s_tir.meta_schedule.utils import remove_build_dir
 
 from tuner.settings import Settings
+from tuning_db.sql_database import FAILED_RUN_SEC
 
 logger = logging.getLogger(__name__)
 
 PREPARE_ATTEMPTS = 3
 """Design-space generation samples at random: a failed one is tried again this often."""
-FAILED_RUN_SEC = 1e10
-"""What ``AddToDatabase`` records as the run time of a candidate that failed."""
 GRADIENT_ALPHA = 0.2
 GRADIENT_WINDOW = 3
 """MetaSchedule's ``GradientBased`` defaults."""

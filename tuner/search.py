@@ -30,9 +30,8 @@ from tuner.tensor_intrinsics import load_tensor_intrinsics
 from tuner.trial_budget import TaskOutlook, allocate_trials
 from tuner.warm_start import WarmStart, WarmStartFigures, WarmStartSearch
 from tuning_db.similar_records import SimilarRecord
+from tuning_db.sql_database import FAILED_RUN_SEC
 from tuning_db.workload_key import workload_key
-
-FAILED_RUN_SEC = 1e10
 
 
 @dataclass(frozen=True)

@@ -27,32 +27,6 @@ class TuningTask:
         return self.best_sec_before is not None
 
 
-@dataclass(frozen=True)
-class Coverage:
-    tasks_total: int
-    tasks_covered: int
-    flops_total: float
-    flops_covered: float
-
-    @property
-    def task_percent(self) -> float:
-        return 100.0 * self.tasks_covered / self.tasks_total if self.tasks_total else 100.0
-
-    @property
-    def flops_percent(self) -> float:
-        return 100.0 * self.flops_covered / self.flops_total if self.flops_total else 100.0
-
-    def as_dict(self) -> dict[str, float]:
-        return {
-            "tasks_total": self.tasks_total,
-            "tasks_covered": self.tasks_covered,
-            "tasks_percent": round(self.task_percent, 2),
-            "flops_total": self.flops_total,
-            "flops_covered": self.flops_covered,
-            "flops_percent": round(self.flops_percent, 2),
-        }
-
-
 def extract_tuning_tasks(mod: IRModule, *, target: Target) -> list[TuningTask]:
     """MetaSchedule's tasks of ``mod``, heaviest first (FLOPs x weight)."""
     tasks = []
@@ -82,17 +56,11 @@ class RunTimeLookup(Protocol):
     def best_run_sec(self, mod: IRModule, target: Target | None = None) -> float | None: ...
 
 
-def look_up_tasks(tasks: list[TuningTask], *, database: Database, target: Target) -> Coverage:
-    """Fill ``best_sec_before`` of every task from the database and report the coverage."""
+def look_up_tasks(tasks: list[TuningTask], *, database: Database, target: Target) -> None:
+    """Fill ``best_sec_before`` of every task from the database (``plan_coverage`` reports
+    the coverage)."""
     for task in tasks:
         task.best_sec_before = _best_run_sec(database, task, target)
-    covered = [task for task in tasks if task.covered]
-    return Coverage(
-        tasks_total=len(tasks),
-        tasks_covered=len(covered),
-        flops_total=sum(task.flops * task.weight for task in tasks),
-        flops_covered=sum(task.flops * task.weight for task in covered),
-    )
 
 
 def _best_run_sec(database: Database, task: TuningTask, target: Target) -> float | None:

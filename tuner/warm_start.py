@@ -47,11 +47,10 @@ from tvm.target import Target
 
 from tuner.tasks import TuningTask
 from tuning_db.similar_records import SimilarRecord
+from tuning_db.sql_database import FAILED_RUN_SEC
 from tuning_db.workload_key import workload_key
 
 logger = logging.getLogger(__name__)
-
-FAILED_RUN_SEC = 1e10
 
 
 @dataclass(frozen=True)
