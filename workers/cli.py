@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -550,16 +551,28 @@ def main() -> None:
     except KeyboardInterrupt:
         error_console.print("interrupted")
         sys.exit(130)
+    except ValidationError as err:
+        if err.title == Settings.__name__:
+            # A TUNEFARM_* variable that does not parse is the user's to fix, not a bug of ours.
+            for problem in err.errors():
+                name = "TUNEFARM_" + "_".join(str(part) for part in problem["loc"]).upper()
+                error_console.print(f"error: {name}: {problem['msg']}", highlight=False)
+            sys.exit(EXIT_USER_ERROR)
+        _internal_error(err)
     except Exception as err:
-        # A bug of ours: the user gets one line and a file with the traceback, not a wall of it.
-        crash_log = _write_crash_log()
-        summary = str(err).splitlines()[0] if str(err) else ""
-        error_console.print(
-            f"[bold red]internal error:[/] {type(err).__name__}: {summary}"
-            f"\n  the traceback is in {crash_log}; please attach it to a bug report",
-            highlight=False,
-        )
-        sys.exit(EXIT_INTERNAL_ERROR)
+        _internal_error(err)
+
+
+def _internal_error(err: Exception) -> NoReturn:
+    # A bug of ours: the user gets one line and a file with the traceback, not a wall of it.
+    crash_log = _write_crash_log()
+    summary = str(err).splitlines()[0] if str(err) else ""
+    error_console.print(
+        f"[bold red]internal error:[/] {type(err).__name__}: {summary}"
+        f"\n  the traceback is in {crash_log}; please attach it to a bug report",
+        highlight=False,
+    )
+    sys.exit(EXIT_INTERNAL_ERROR)
 
 
 def _write_crash_log() -> Path:

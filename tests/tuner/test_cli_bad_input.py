@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -113,3 +114,21 @@ def test_a_database_url_that_cannot_work_is_a_user_error(
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert result.stderr.startswith("error: cannot use database URL")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"), [("TUNEFARM_SEARCH_BATCH", "many"), ("TUNEFARM_SEARCH_IN_FLIGHT", "0")]
+)
+def test_a_bad_setting_names_its_variable(
+    tiny_cnn_path: Path, tmp_path: Path, variable: str, value: str
+) -> None:
+    result = subprocess.run(
+        [*TUNEFARM, "plan", str(tiny_cnn_path), "--db", f"sqlite:///{tmp_path / 'plan.db'}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, variable: value},
+    )
+    assert result.returncode == 2, result.stderr
+    assert variable in result.stderr
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
