@@ -126,6 +126,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="import the pack in this process; no plan and no compile",
     )
+    parser.add_argument(
+        "--nvrtc-variants",
+        default="default:",
+        help="0-trial compiles in a row, each 'name:TVM_CUDA_NVRTC_EXTRA_OPTS', ';'-separated",
+    )
+    parser.add_argument("--only-warm-paths", action="store_true", help="stop after the warm paths")
     parser.add_argument("--work", type=Path, default=Path("/tmp/gpu-fidelity"))
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
@@ -183,29 +189,42 @@ def main(argv: list[str] | None = None) -> int:
 
         from tuner.compile_job import CompileOptions, compile_model
 
-        clock = StageClock()
-        begun = time.perf_counter()
-        compiled = compile_model(
-            CompileOptions(
-                model_path=onnx_path,
-                target="cuda",
-                out_dir=args.work / "out",
-                database_url=database_url,
-                trials=0,
-                fp16=args.fp16,
-                baseline=False,
-                max_model_bytes=4 * 1024**3,
-            ),
-            observer=clock,  # type: ignore[arg-type]
-        )
-        warm["compile, 0 trials, no baseline"] = {
-            "wall_sec": round(time.perf_counter() - begun, 2),
-            "stages": clock.stages,
-            "manifest_timings": compiled.manifest.get("timings"),
-            "latency": compiled.manifest.get("latency"),
-        }
-        print(f"compile: {warm['compile, 0 trials, no baseline']['wall_sec']} s", flush=True)
-        save()
+        # NVRTC reads TVM_CUDA_NVRTC_EXTRA_OPTS at every compile, so one process can compare
+        # options; the latencies show whether the kernels changed.
+        for variant in filter(None, args.nvrtc_variants.split(";")):
+            name, _, nvrtc_opts = variant.partition(":")
+            os.environ["TVM_CUDA_NVRTC_EXTRA_OPTS"] = nvrtc_opts
+            clock = StageClock()
+            begun = time.perf_counter()
+            compiled = compile_model(
+                CompileOptions(
+                    model_path=onnx_path,
+                    target="cuda",
+                    out_dir=args.work / f"out-{name}",
+                    database_url=database_url,
+                    trials=0,
+                    fp16=args.fp16,
+                    baseline=False,
+                    max_model_bytes=4 * 1024**3,
+                ),
+                observer=clock,  # type: ignore[arg-type]
+            )
+            label = "compile, 0 trials, no baseline" + ("" if name == "default" else f" ({name})")
+            warm[label] = {
+                "nvrtc_extra_opts": nvrtc_opts,
+                "wall_sec": round(time.perf_counter() - begun, 2),
+                "stages": clock.stages,
+                "manifest_timings": compiled.manifest.get("timings"),
+                "latency": compiled.manifest.get("latency"),
+                "in_model_kernels_us": (compiled.manifest.get("in_model") or {}).get(
+                    "kernels_us_per_run"
+                ),
+            }
+            print(f"{label}: {warm[label]['wall_sec']} s", flush=True)
+            save()
+        os.environ.pop("TVM_CUDA_NVRTC_EXTRA_OPTS", None)
+    if args.only_warm_paths:
+        return 0
 
     # 2. In the model.
     import numpy as np
