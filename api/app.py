@@ -8,13 +8,13 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api.body_limit import BodyLimit
-from api.errors import install_error_handlers
-from api.routers import health, jobs, models, records
-from tuner.settings import Settings
-from tuner.targets import parse_target
-from tuning_db.sql_database import open_engine
-from workers.celery_app import create_app as create_celery_app
+from tunefarm.api.body_limit import BodyLimit
+from tunefarm.api.errors import install_error_handlers
+from tunefarm.api.routers import health, jobs, models, records
+from tunefarm.tuner.settings import Settings
+from tunefarm.tuner.targets import parse_target
+from tunefarm.tuning_db.sql_database import open_engine
+from tunefarm.workers.celery_app import create_app as create_celery_app
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -56,5 +56,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def app_from_environment() -> FastAPI:
-    """For ``uvicorn --factory api.app:app_from_environment``."""
+    """For ``uvicorn --factory tunefarm.api.app:app_from_environment``."""
     return create_app(Settings())

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.errors import PayloadTooLarge, error_body
+from tunefarm.api.errors import PayloadTooLarge, error_body
 
 
 class _BodyTooLarge(Exception):

@@ -9,8 +9,8 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
 
-from api.services.teams import Team, authenticate
-from tuner.settings import Settings
+from tunefarm.api.services.teams import Team, authenticate
+from tunefarm.tuner.settings import Settings
 
 
 # Plain lookups are ``async def``: FastAPI runs a sync dependency in its thread pool, a thread

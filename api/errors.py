@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tuner.errors import UserInputError
+from tunefarm.tuner.errors import UserInputError
 
 logger = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ import hashlib
 from fastapi import Request
 from starlette.datastructures import UploadFile
 
-from api.errors import InvalidInput
-from api.services.models import ReceivedFile, discard_upload, new_upload_path
-from tuner.settings import Settings
+from tunefarm.api.errors import InvalidInput
+from tunefarm.api.services.models import ReceivedFile, discard_upload, new_upload_path
+from tunefarm.tuner.settings import Settings
 
 MULTIPART_BODY = {
     "requestBody": {

@@ -35,9 +35,9 @@ from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from api.services.teams import create_team
-from tuner.sample_models import write_sample
-from tuning_db.sql_database import open_engine
+from tunefarm.api.services.teams import create_team
+from tunefarm.tuner.sample_models import write_sample
+from tunefarm.tuning_db.sql_database import open_engine
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "TUNEFARM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -78,7 +78,7 @@ def free_port() -> int:
 
 def start_api(env: dict[str, str], log: Path, url: str) -> subprocess.Popen[str]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "workers.cli", "serve"],
+        [sys.executable, "-m", "tunefarm", "serve"],
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
         env={**os.environ, **env},

@@ -131,7 +131,7 @@ def measure_library(
     TVM's thread pool gets every physical core, as tunefarm sets it for its own processes and
     as the README tells users to (its own default is one thread on a 2-core VM without SMT).
     """
-    from tuner.cpu_threads import use_physical_cores
+    from tunefarm.tuner.cpu_threads import use_physical_cores
 
     use_physical_cores()
     import tvm
@@ -215,7 +215,7 @@ def compile_library(
     """``compile_model`` as ``tunefarm compile`` runs it, plus those of ``wanted`` that
     ``CompileOptions`` has; the one place this benchmark compiles."""
     with stopwatch() as imports:
-        from tuner.compile_job import CompileOptions, compile_model
+        from tunefarm.tuner.compile_job import CompileOptions, compile_model
 
     fields = {field.name for field in dataclasses.fields(CompileOptions)}
     passed = {name: value for name, value in wanted.items() if name in fields}

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import local_tuning as common
 
-from tuner.search import FAST_SEARCH, SearchSettings
+from tunefarm.tuner.search import FAST_SEARCH, SearchSettings
 
 
 def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -75,7 +75,7 @@ def start_workers(
                 [
                     sys.executable,
                     "-m",
-                    "workers.cli",
+                    "tunefarm",
                     "worker",
                     "--target",
                     target,
@@ -173,8 +173,8 @@ def run_stock_first_task(
     """Stock MetaSchedule (``tune_tasks``, LocalBuilder/LocalRunner) on the first task only."""
     import tvm.s_tir.meta_schedule as ms
 
-    from tuner.search import ProgressCallback, TaskProgress, TuningReport
-    from tuner.tasks import extract_tuning_tasks
+    from tunefarm.tuner.search import ProgressCallback, TaskProgress, TuningReport
+    from tunefarm.tuner.tasks import extract_tuning_tasks
 
     tasks = extract_tuning_tasks(mod, target=target)
     tasks.sort(key=lambda task: order.index(task.name))
@@ -232,15 +232,15 @@ def run_farm(
 ) -> dict[str, Any]:
     import tvm.s_tir.meta_schedule as ms
 
-    from tuner import overlapped_search
-    from tuner.pool_measure import CandidateWriter, TrialRunner
-    from tuner.search import tune
-    from tuner.tasks import extract_tuning_tasks
-    from tuner.trial import MeasureSettings
-    from tuning_db import SqlDatabase
-    from workers.celery_app import create_app
-    from workers.farm_executor import CeleryTrialExecutor
-    from workers.queues import measure_queue
+    from tunefarm.tuner import overlapped_search
+    from tunefarm.tuner.pool_measure import CandidateWriter, TrialRunner
+    from tunefarm.tuner.search import tune
+    from tunefarm.tuner.tasks import extract_tuning_tasks
+    from tunefarm.tuner.trial import MeasureSettings
+    from tunefarm.tuning_db import SqlDatabase
+    from tunefarm.workers.celery_app import create_app
+    from tunefarm.workers.farm_executor import CeleryTrialExecutor
+    from tunefarm.workers.queues import measure_queue
 
     redis_process, broker_url = own_or_given_broker(scratch, broker_url)
     processes = start_workers(
@@ -358,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         print(problem, file=sys.stderr)
         return 2
     started = datetime.now(timezone.utc)
-    from tuner.targets import parse_target
+    from tunefarm.tuner.targets import parse_target
 
     target = parse_target(args.target)
     with tempfile.TemporaryDirectory(prefix="bench-farm-") as tmp:
@@ -371,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         order = common.stock_task_order(mod, target)
         setup = common.import_untimed()
         same = SearchSettings(num_trials_per_iter=64)
-        from tuner.settings import Settings
+        from tunefarm.tuner.settings import Settings
 
         default_overlap = Settings().search_overlap
         rows: dict[str, Any] = {}

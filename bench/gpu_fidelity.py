@@ -36,7 +36,7 @@ L2_FLUSH_BYTES = 256 * 1024**2
 
 
 def measure_modes() -> dict[str, Any]:
-    from tuner.trial import GPU_MEASURE, MeasureSettings
+    from tunefarm.tuner.trial import GPU_MEASURE, MeasureSettings
 
     return {
         # How GPU candidates were timed before issue 16: ~hundreds of calls back to back, so
@@ -162,11 +162,11 @@ def main(argv: list[str] | None = None) -> int:
 
     # 1. Warm paths, each in a fresh process as a user runs them.
     if args.skip_warm_paths:
-        from tuning_db.json_logs import import_json_logs
+        from tunefarm.tuning_db.json_logs import import_json_logs
 
         import_json_logs(database_url, args.pack)
     else:
-        cli = [sys.executable, "-m", "workers.cli"]
+        cli = [sys.executable, "-m", "tunefarm"]
         warm: dict[str, Any] = {}
         for label, command in (
             ("records import", [*cli, "records", "import", str(args.pack), "--db", database_url]),
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         result["warm_paths"] = warm
         save()
 
-        from tuner.compile_job import CompileOptions, compile_model
+        from tunefarm.tuner.compile_job import CompileOptions, compile_model
 
         # NVRTC reads TVM_CUDA_NVRTC_EXTRA_OPTS at every compile, so one process can compare
         # options; the latencies show whether the kernels changed.
@@ -232,18 +232,18 @@ def main(argv: list[str] | None = None) -> int:
     import tvm
     from tvm import relax
 
-    from tuner import build
-    from tuner.kernel_profile import profile_kernels
-    from tuner.record_verification import trial_request_for_record
-    from tuner.targets import parse_target
-    from tuner.tasks import look_up_tasks
-    from tuner.trial import run_trial
-    from tuning_db import SqlDatabase
+    from tunefarm.tuner import build
+    from tunefarm.tuner.kernel_profile import profile_kernels
+    from tunefarm.tuner.record_verification import trial_request_for_record
+    from tunefarm.tuner.targets import parse_target
+    from tunefarm.tuner.tasks import look_up_tasks
+    from tunefarm.tuner.trial import run_trial
+    from tunefarm.tuning_db import SqlDatabase
 
     target = parse_target("cuda")
     device = tvm.cuda(0)
     database = SqlDatabase(database_url, target=target)
-    from tuner.model_analysis import analyse_model
+    from tunefarm.tuner.model_analysis import analyse_model
 
     analysed = analyse_model(onnx_path, target=target, layout="auto", fp16=args.fp16)
     tasks = analysed.tasks
@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         result["tasks"] = rows
         save()
-    from tuner import launch_floor
+    from tunefarm.tuner import launch_floor
 
     result["evaluator_floors_us"] = {
         str(key): round(value * 1e6, 3) for key, value in launch_floor._floors.items()

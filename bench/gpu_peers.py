@@ -90,15 +90,15 @@ def tvm_peers(
 ) -> dict[str, Any]:
     import tvm
 
-    from tuner import build
-    from tuner.coverage_plan import plan_coverage
-    from tuner.latency import LoadedModel
-    from tuner.model_validation import validate_onnx_model
-    from tuner.onnx_import import import_onnx
-    from tuner.pipelines import PipelineOptions, run_pipeline
-    from tuner.targets import parse_target
-    from tuner.tasks import extract_tuning_tasks, look_up_tasks
-    from tuning_db import SqlDatabase
+    from tunefarm.tuner import build
+    from tunefarm.tuner.coverage_plan import plan_coverage
+    from tunefarm.tuner.latency import LoadedModel
+    from tunefarm.tuner.model_validation import validate_onnx_model
+    from tunefarm.tuner.onnx_import import import_onnx
+    from tunefarm.tuner.pipelines import PipelineOptions, run_pipeline
+    from tunefarm.tuner.targets import parse_target
+    from tunefarm.tuner.tasks import extract_tuning_tasks, look_up_tasks
+    from tunefarm.tuning_db import SqlDatabase
 
     target = parse_target("cuda")
     device = tvm.cuda(0)
@@ -159,7 +159,7 @@ def trial_counts(database: Any, tasks: list[Any]) -> dict[str, Any]:
     """Records (one per measured trial, failures included) of each task in the database."""
     from sqlalchemy import func, select
 
-    from tuning_db.schema import TuningRecordRow, WorkloadRow
+    from tunefarm.tuning_db.schema import TuningRecordRow, WorkloadRow
 
     per_task = {}
     with database.engine.connect() as connection:
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     database_url = args.db
     if args.records is not None:
-        from tuning_db.json_logs import import_json_logs
+        from tunefarm.tuning_db.json_logs import import_json_logs
 
         database_url = f"sqlite:///{args.work / f'peers-{started:%H%M%S}.db'}"
         counts = import_json_logs(database_url, args.records)

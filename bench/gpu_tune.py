@@ -75,7 +75,7 @@ def start_worker(
     args: list[str], log: Path, env: dict[str, str], cpus: set[int] | None = None
 ) -> subprocess.Popen[str]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "workers.cli", "worker", *args],
+        [sys.executable, "-m", "tunefarm", "worker", *args],
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
         env=env,
@@ -93,9 +93,9 @@ def start_worker(
 def tune_one(
     engine: Any, model_path: Path, *, fp16: bool, trials: int, seconds: float, out: Path
 ) -> dict[str, Any]:
-    from tuner.compile_job import CompileOptions
-    from tuning_db import job_store
-    from workers.farm_client import submit_compile
+    from tunefarm.cli.farm_client import submit_compile
+    from tunefarm.tuner.compile_job import CompileOptions
+    from tunefarm.tuning_db import job_store
 
     options = CompileOptions(
         model_path=model_path,
@@ -191,10 +191,10 @@ def run_stock(model_path: Path, *, fp16: bool, trials: int, work: Path) -> dict[
     import local_tuning as common
     import tvm.s_tir.meta_schedule as ms
 
-    from tuner.model_validation import validate_onnx_model
-    from tuner.onnx_import import import_onnx
-    from tuner.pipelines import PipelineOptions, run_pipeline
-    from tuner.targets import parse_target
+    from tunefarm.tuner.model_validation import validate_onnx_model
+    from tunefarm.tuner.onnx_import import import_onnx
+    from tunefarm.tuner.pipelines import PipelineOptions, run_pipeline
+    from tunefarm.tuner.targets import parse_target
 
     target = parse_target("cuda")
     validated = validate_onnx_model(model_path, max_bytes=4 * 1024**3)
@@ -280,8 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     import redis
 
-    from tuning_db.json_logs import export_json_logs, import_json_logs
-    from tuning_db.sql_database import open_engine
+    from tunefarm.tuning_db.json_logs import export_json_logs, import_json_logs
+    from tunefarm.tuning_db.sql_database import open_engine
 
     variants = parse_variants(args.variants, args.concurrency) or [
         Variant(name="default", concurrency=args.concurrency)

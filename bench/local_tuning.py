@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from tvm.ir import IRModule
     from tvm.target import Target
 
-    from tuner.search import SearchSettings
+    from tunefarm.tuner.search import SearchSettings
 
 SCHEMA_VERSION = 1
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
@@ -211,7 +211,7 @@ def stopwatch() -> Iterator[dict[str, float]]:
 def compile_phase(model_path: str, trials: int, seed: int, scratch: str) -> dict[str, Any]:
     """Import tunefarm, then ``compile_model`` twice against one fresh SQLite database."""
     with stopwatch() as imports:
-        from tuner.compile_job import CompileOptions, compile_model
+        from tunefarm.tuner.compile_job import CompileOptions, compile_model
 
     database_url = f"sqlite:///{Path(scratch) / 'compile.db'}"
     runs: dict[str, Any] = {}
@@ -264,9 +264,9 @@ def run_compile_phase(model_path: Path, trials: int, seed: int, scratch: Path) -
 
 def prepare_module(model_path: Path, target: Target) -> IRModule:
     """Our import and pass pipeline; both sides tune the tasks of the same module."""
-    from tuner.model_validation import validate_onnx_model
-    from tuner.onnx_import import import_onnx
-    from tuner.pipelines import PipelineOptions, run_pipeline
+    from tunefarm.tuner.model_validation import validate_onnx_model
+    from tunefarm.tuner.onnx_import import import_onnx
+    from tunefarm.tuner.pipelines import PipelineOptions, run_pipeline
 
     validated = validate_onnx_model(model_path)
     return run_pipeline(import_onnx(validated), target=target, options=PipelineOptions()).mod
@@ -325,7 +325,7 @@ def run_stock(
 ) -> dict[str, Any]:
     import tvm.s_tir.meta_schedule as ms
 
-    from tuner.search import ProgressCallback, TaskProgress, TuningReport
+    from tunefarm.tuner.search import ProgressCallback, TaskProgress, TuningReport
 
     runner = ms.runner.LocalRunner(evaluator_config=ms.runner.EvaluatorConfig(**MEASURE))
     counter = ProgressCallback(
@@ -374,12 +374,12 @@ def run_ours(
 ) -> dict[str, Any]:
     import tvm.s_tir.meta_schedule as ms
 
-    from tuner.pool_measure import CandidateWriter, TrialRunner
-    from tuner.search import tune
-    from tuner.tasks import extract_tuning_tasks
-    from tuner.trial import MeasureSettings
-    from tuner.warm_pool import WarmPool
-    from tuning_db import SqlDatabase
+    from tunefarm.tuner.pool_measure import CandidateWriter, TrialRunner
+    from tunefarm.tuner.search import tune
+    from tunefarm.tuner.tasks import extract_tuning_tasks
+    from tunefarm.tuner.trial import MeasureSettings
+    from tunefarm.tuner.warm_pool import WarmPool
+    from tunefarm.tuning_db import SqlDatabase
 
     database = SqlDatabase(f"sqlite:///{work_dir / 'tuning.db'}", target=target)
     builder = CandidateWriter(str(work_dir / "candidates"))
@@ -442,9 +442,9 @@ def run_throughput(
     args: argparse.Namespace, model_path: Path, scratch: Path
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Every timed tuning run; returns the setup facts and one row per comparison."""
-    from tuner.search import FAST_SEARCH, SearchSettings
-    from tuner.targets import parse_target
-    from tuner.warm_pool import default_worker_count
+    from tunefarm.tuner.search import FAST_SEARCH, SearchSettings
+    from tunefarm.tuner.targets import parse_target
+    from tunefarm.tuner.warm_pool import default_worker_count
 
     target = parse_target(TARGET)
     setup: dict[str, Any] = {"target": str(target), **import_untimed()}

@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from tvm.driver import build as tvm_build
 
-    from tuner.targets import parse_target
+    from tunefarm.tuner.targets import parse_target
 
     target = parse_target(args.target)
     started_at = datetime.now(timezone.utc)

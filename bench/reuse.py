@@ -90,8 +90,8 @@ def compile_once(
     trials_per_iter: int | None = None,
 ) -> dict[str, Any]:
     started = time.perf_counter()
-    from tuner.compile_job import CompileOptions, compile_model
-    from tuner.search import FAST_SEARCH
+    from tunefarm.tuner.compile_job import CompileOptions, compile_model
+    from tunefarm.tuner.search import FAST_SEARCH
 
     import_sec = time.perf_counter() - started
     quiet_meta_schedule()
@@ -181,7 +181,7 @@ def final_estimate(curve: list[dict[str, Any]]) -> float | None:
 def write_models(directory: Path) -> dict[str, Any]:
     import onnx
 
-    from tuner.sample_models import small_resnet
+    from tunefarm.tuner.sample_models import small_resnet
 
     models = {
         "A": {"sample": "small-resnet", "batch": 1, "image_size": 32, "channels": 16},

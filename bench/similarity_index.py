@@ -57,17 +57,17 @@ from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 from tvm.s_tir.meta_schedule.database import TuningRecord, Workload
 from tvm.target import Target
 
-from tuning_db import similarity_index
-from tuning_db.operator_signature import OperatorSignature, operator_signature
-from tuning_db.record_json import record_as_json
-from tuning_db.similarity_index import window_statement
-from tuning_db.sql_database import (
+from tunefarm.tuning_db import similarity_index
+from tunefarm.tuning_db.operator_signature import OperatorSignature, operator_signature
+from tunefarm.tuning_db.record_json import record_as_json
+from tunefarm.tuning_db.similarity_index import window_statement
+from tunefarm.tuning_db.sql_database import (
     SqlDatabase,
     has_valid_records,
     open_engine,
     trace_hash,
 )
-from tuning_db.target_fingerprint import fingerprint
+from tunefarm.tuning_db.target_fingerprint import fingerprint
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "TUNEFARM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -285,7 +285,7 @@ def explain(engine: sa.Engine, statement: Any) -> list[str]:
 
 
 def window_statement_id_column() -> Any:
-    from tuning_db.schema import WorkloadSignatureRow
+    from tunefarm.tuning_db.schema import WorkloadSignatureRow
 
     return WorkloadSignatureRow.__table__.c.workload_id
 

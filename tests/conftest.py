@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from tuner.sample_models import write_sample
+from tunefarm.tuner.sample_models import write_sample
 
 # The machine's PostgreSQL (trust auth). Each test session gets a database of its own.
 POSTGRES_ADMIN_URL = os.environ.get(

@@ -72,7 +72,7 @@ def spawn_worker(
 ) -> WorkerProcess:
     """Start `tunefarm worker --target llvm EXTRA...` and wait until Celery says it is ready."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "workers.cli", "worker", "--target", "llvm", *extra],
+        [sys.executable, "-m", "tunefarm", "worker", "--target", "llvm", *extra],
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
         env={

@@ -9,8 +9,8 @@ from typing import Any
 
 from tunefarm.compiled_model import CompiledModel
 from tunefarm.errors import TunefarmError
-from tuner.errors import UserInputError
-from tuning_db.engine import DatabaseUrlError
+from tunefarm.tuner.errors import UserInputError
+from tunefarm.tuning_db.engine import DatabaseUrlError
 
 
 def compile(
@@ -38,8 +38,8 @@ def compile(
     workers (ONNX files only). Every failure the caller can fix is a ``TunefarmError`` with a
     one-line message.
     """
-    from tuner.compile_job import CompileOptions
-    from tuner.settings import Settings
+    from tunefarm.tuner.compile_job import CompileOptions
+    from tunefarm.tuner.settings import Settings
 
     out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="tunefarm-"))
     settings = Settings()
@@ -71,12 +71,12 @@ def compile(
 
 
 def _compile_here(options: Any, *, progress: bool) -> None:
-    from tuner.compile_job import SilentObserver, compile_model
+    from tunefarm.tuner.compile_job import SilentObserver, compile_model
 
     if progress:
         from rich.console import Console
 
-        from tuner.console_progress import ConsoleObserver
+        from tunefarm.tuner.console_progress import ConsoleObserver
 
         compile_model(options, observer=ConsoleObserver(Console(stderr=True)))
     else:
@@ -84,8 +84,8 @@ def _compile_here(options: Any, *, progress: bool) -> None:
 
 
 def _compile_on_farm(options: Any) -> None:
-    from tuning_db.sql_database import open_engine
-    from workers.farm_client import download, follow, submit_compile
+    from tunefarm.cli.farm_client import download, follow, submit_compile
+    from tunefarm.tuning_db.sql_database import open_engine
 
     engine = open_engine(options.database_url)
     job_id = submit_compile(options, engine=engine)

@@ -31,8 +31,8 @@ class CompiledModel:
             ]
         except (ValueError, KeyError, TypeError) as err:
             raise TunefarmError(f"{manifest}: not a tunefarm manifest ({err})") from None
-        from tuner.latency import LoadedModel
-        from tuner.targets import parse_target
+        from tunefarm.tuner.latency import LoadedModel
+        from tunefarm.tuner.targets import parse_target
 
         self.target = parse_target(self.manifest["target"]["requested"])
         import tvm

@@ -1,6 +1,6 @@
 """The one exception the Python API raises for anything the caller must fix."""
 
-from tuner.errors import UserInputError
+from tunefarm.tuner.errors import UserInputError
 
 
 class TunefarmError(UserInputError):

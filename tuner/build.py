@@ -12,7 +12,7 @@ from tvm.runtime import Executable
 from tvm.s_tir.meta_schedule.database import Database
 from tvm.target import Target
 
-from tuner.targets import is_gpu
+from tunefarm.tuner.targets import is_gpu
 
 
 def use_cuda_graph(requested: bool | None, target: Target) -> bool:

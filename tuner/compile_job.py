@@ -21,34 +21,34 @@ from typing import Any, Literal, Protocol
 import tvm
 from tvm.target import Target
 
-from tuner import build
-from tuner.compile_options import CompileOptions, check_options
-from tuner.coverage_plan import CoveragePlan, plan_coverage
-from tuner.cpu_schedule_rules import TUNED, TVM_DEFAULT, schedule_origin
-from tuner.cpu_threads import use_physical_cores
-from tuner.default_schedules import (
+from tunefarm.tuner import build
+from tunefarm.tuner.compile_options import CompileOptions, check_options
+from tunefarm.tuner.coverage_plan import CoveragePlan, plan_coverage
+from tunefarm.tuner.cpu_schedule_rules import TUNED, TVM_DEFAULT, schedule_origin
+from tunefarm.tuner.cpu_threads import use_physical_cores
+from tunefarm.tuner.default_schedules import (
     DefaultScheduleReport,
     measure_default_schedules,
     needs_defaults,
 )
-from tuner.kernel_profile import METHOD as KERNEL_PROFILE_METHOD
-from tuner.kernel_profile import KernelProfile, in_model_profile
-from tuner.latency import TimeBox, random_inputs
-from tuner.library_report import LibraryReport, ReportSettings, report_library
-from tuner.model_analysis import analyse_model
-from tuner.model_validation import ValidatedModel
-from tuner.pipelines import PipelineResult
-from tuner.pool_measure import CandidateWriter, TrialRunner
-from tuner.record_verification import verify_claimed_records
-from tuner.search import TuningReport, tune
-from tuner.tasks import TuningTask, look_up_tasks
-from tuner.trial import MeasureSettings, measure_settings_for
-from tuner.trial_budget import TaskOutlook
-from tuner.trial_executor import TrialExecutor
-from tuner.warm_pool import WarmPool, default_worker_count
-from tuner.warm_start import WarmStart
-from tuning_db import SqlDatabase
-from tuning_db.sql_database import mean_run_sec
+from tunefarm.tuner.kernel_profile import METHOD as KERNEL_PROFILE_METHOD
+from tunefarm.tuner.kernel_profile import KernelProfile, in_model_profile
+from tunefarm.tuner.latency import TimeBox, random_inputs
+from tunefarm.tuner.library_report import LibraryReport, ReportSettings, report_library
+from tunefarm.tuner.model_analysis import analyse_model
+from tunefarm.tuner.model_validation import ValidatedModel
+from tunefarm.tuner.pipelines import PipelineResult
+from tunefarm.tuner.pool_measure import CandidateWriter, TrialRunner
+from tunefarm.tuner.record_verification import verify_claimed_records
+from tunefarm.tuner.search import TuningReport, tune
+from tunefarm.tuner.tasks import TuningTask, look_up_tasks
+from tunefarm.tuner.trial import MeasureSettings, measure_settings_for
+from tunefarm.tuner.trial_budget import TaskOutlook
+from tunefarm.tuner.trial_executor import TrialExecutor
+from tunefarm.tuner.warm_pool import WarmPool, default_worker_count
+from tunefarm.tuner.warm_start import WarmStart
+from tunefarm.tuning_db import SqlDatabase
+from tunefarm.tuning_db.sql_database import mean_run_sec
 
 MANIFEST_VERSION = 1
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 from tvm.target import Target
 
-from tuner.errors import UserInputError
-from tuner.pipelines import Layout
-from tuner.search import SearchSettings, configured_search
-from tuner.targets import parse_target
-from tuner.trial import MeasureSettings
+from tunefarm.tuner.errors import UserInputError
+from tunefarm.tuner.pipelines import Layout
+from tunefarm.tuner.search import SearchSettings, configured_search
+from tunefarm.tuner.targets import parse_target
+from tunefarm.tuner.trial import MeasureSettings
 
 
 @dataclass

@@ -15,10 +15,10 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from tuner.compile_job import Phase
-from tuner.coverage_plan import CoveragePlan
-from tuner.search import TuningReport
-from tuner.tasks import TuningTask
+from tunefarm.tuner.compile_job import Phase
+from tunefarm.tuner.coverage_plan import CoveragePlan
+from tunefarm.tuner.search import TuningReport
+from tunefarm.tuner.tasks import TuningTask
 
 
 class ConsoleObserver:

@@ -25,9 +25,9 @@ from typing import Any, Literal, Protocol
 
 from tvm.ir import IRModule
 
-from tuner.pipelines import Layout
-from tuner.tasks import TuningTask, look_up_tasks
-from tuner.trial_budget import TaskOutlook, allocate_trials
+from tunefarm.tuner.pipelines import Layout
+from tunefarm.tuner.tasks import TuningTask, look_up_tasks
+from tunefarm.tuner.trial_budget import TaskOutlook, allocate_trials
 
 Reuse = Literal["exact", "class", "similar", "none"]
 
@@ -206,9 +206,9 @@ def plan_model(
     Records a team imported and no worker has measured yet do not count: a job measures them
     first, and only then may they cover a task.
     """
-    from tuner.compile_options import CompileOptions, check_options
-    from tuner.model_analysis import analyse_model
-    from tuning_db import SqlDatabase
+    from tunefarm.tuner.compile_options import CompileOptions, check_options
+    from tunefarm.tuner.model_analysis import analyse_model
+    from tunefarm.tuning_db import SqlDatabase
 
     parsed = check_options(
         CompileOptions(

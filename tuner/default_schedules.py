@@ -21,11 +21,11 @@ from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 from tvm.s_tir.meta_schedule.database import TuningRecord
 from tvm.target import Target
 
-from tuner.cpu_schedule_rules import TVM_DEFAULT, cpu_default_schedules
-from tuner.tasks import TuningTask
-from tuner.trial import MeasureSettings, TrialRequest
-from tuner.trial_executor import TrialExecutor
-from tuning_db import SqlDatabase
+from tunefarm.tuner.cpu_schedule_rules import TVM_DEFAULT, cpu_default_schedules
+from tunefarm.tuner.tasks import TuningTask
+from tunefarm.tuner.trial import MeasureSettings, TrialRequest
+from tunefarm.tuner.trial_executor import TrialExecutor
+from tunefarm.tuning_db import SqlDatabase
 
 logger = logging.getLogger(__name__)
 

@@ -29,8 +29,8 @@ import tvm
 from tvm import relax, te
 from tvm.target import Target
 
-from tuner.launch_floor import empty_kernel_args
-from tuner.targets import runtime_device
+from tunefarm.tuner.launch_floor import empty_kernel_args
+from tunefarm.tuner.targets import runtime_device
 
 logger = logging.getLogger(__name__)
 

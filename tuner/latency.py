@@ -17,8 +17,8 @@ import tvm
 from tvm import relax
 from tvm.target import Target
 
-from tuner.model_validation import TensorSignature, ValidatedModel
-from tuner.targets import runtime_device
+from tunefarm.tuner.model_validation import TensorSignature, ValidatedModel
+from tunefarm.tuner.targets import runtime_device
 
 
 @dataclass(frozen=True)

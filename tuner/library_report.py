@@ -30,8 +30,8 @@ from pydantic import TypeAdapter
 from sqlalchemy.exc import SQLAlchemyError
 from tvm.target import Target
 
-from tuner import build
-from tuner.latency import (
+from tunefarm.tuner import build
+from tunefarm.tuner.latency import (
     LatencyReport,
     LoadedModel,
     TimeBox,
@@ -39,10 +39,15 @@ from tuner.latency import (
     random_inputs,
     time_calls,
 )
-from tuner.model_validation import ValidatedModel
-from tuner.pipelines import PipelineResult
-from tuning_db.baseline_cache import BaselineKey, StoredBaseline, find_baseline, store_baseline
-from tuning_db.sql_database import SqlDatabase
+from tunefarm.tuner.model_validation import ValidatedModel
+from tunefarm.tuner.pipelines import PipelineResult
+from tunefarm.tuning_db.baseline_cache import (
+    BaselineKey,
+    StoredBaseline,
+    find_baseline,
+    store_baseline,
+)
+from tunefarm.tuning_db.sql_database import SqlDatabase
 
 logger = logging.getLogger(__name__)
 

@@ -10,11 +10,15 @@ from pathlib import Path
 
 from tvm.target import Target
 
-from tuner.model_validation import DEFAULT_MAX_MODEL_BYTES, ValidatedModel, validate_onnx_model
-from tuner.onnx_import import import_onnx
-from tuner.pipelines import Layout, PipelineOptions, PipelineResult, run_pipeline
-from tuner.tasks import TuningTask, extract_tuning_tasks
-from tuner.torch_import import (
+from tunefarm.tuner.model_validation import (
+    DEFAULT_MAX_MODEL_BYTES,
+    ValidatedModel,
+    validate_onnx_model,
+)
+from tunefarm.tuner.onnx_import import import_onnx
+from tunefarm.tuner.pipelines import Layout, PipelineOptions, PipelineResult, run_pipeline
+from tunefarm.tuner.tasks import TuningTask, extract_tuning_tasks
+from tunefarm.tuner.torch_import import (
     import_exported_program,
     is_exported_program,
     validate_exported_program,

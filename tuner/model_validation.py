@@ -16,7 +16,7 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import external_data_helper
 
-from tuner.errors import ModelValidationError
+from tunefarm.tuner.errors import ModelValidationError
 
 DEFAULT_MAX_MODEL_BYTES = 2 * 1024**3
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from tvm.ir import IRModule
 
-from tuner.clip_rewrites import clip_converter
-from tuner.errors import ModelValidationError, UnsupportedOperatorError
-from tuner.model_validation import ValidatedModel
+from tunefarm.tuner.clip_rewrites import clip_converter
+from tunefarm.tuner.errors import ModelValidationError, UnsupportedOperatorError
+from tunefarm.tuner.model_validation import ValidatedModel
 
 # Nodes the importer handles outside its converter table.
 _HANDLED_DIRECTLY = {"If", "Constant"}

@@ -51,8 +51,8 @@ from tvm.s_tir.meta_schedule.search_strategy import MeasureCandidate
 from tvm.s_tir.meta_schedule.tune_context import TuneContext
 from tvm.s_tir.meta_schedule.utils import remove_build_dir
 
-from tuner.settings import Settings
-from tuning_db.sql_database import FAILED_RUN_SEC
+from tunefarm.tuner.settings import Settings
+from tunefarm.tuning_db.sql_database import FAILED_RUN_SEC
 
 logger = logging.getLogger(__name__)
 

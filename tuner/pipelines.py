@@ -18,10 +18,10 @@ from tvm import relax
 from tvm.ir import IRModule
 from tvm.target import Target
 
-from tuner.channel_padding import pad_output_channels
-from tuner.cpu_schedule_rules import CpuShape
-from tuner.errors import UserInputError
-from tuner.targets import is_gpu
+from tunefarm.tuner.channel_padding import pad_output_channels
+from tunefarm.tuner.cpu_schedule_rules import CpuShape
+from tunefarm.tuner.errors import UserInputError
+from tunefarm.tuner.targets import is_gpu
 
 logger = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from tvm.s_tir.meta_schedule.runner import (
     RunnerResult,
 )
 
-from tuner.trial import MeasureSettings, TrialRequest
-from tuner.trial_executor import TrialExecutor, TrialHandle
+from tunefarm.tuner.trial import MeasureSettings, TrialRequest
+from tunefarm.tuner.trial_executor import TrialExecutor, TrialHandle
 
 CANDIDATE_FILE = "candidate.json"
 

@@ -20,11 +20,11 @@ from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 from tvm.s_tir.meta_schedule.database import TuningRecord
 from tvm.target import Target
 
-from tuner.tasks import TuningTask
-from tuner.trial import MeasureSettings, TrialRequest, TrialResult
-from tuner.trial_executor import TrialExecutor
-from tuner.warm_pool import WarmPool
-from tuning_db import SqlDatabase
+from tunefarm.tuner.tasks import TuningTask
+from tunefarm.tuner.trial import MeasureSettings, TrialRequest, TrialResult
+from tunefarm.tuner.trial_executor import TrialExecutor
+from tunefarm.tuner.warm_pool import WarmPool
+from tunefarm.tuning_db import SqlDatabase
 
 logger = logging.getLogger(__name__)
 

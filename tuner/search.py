@@ -20,18 +20,18 @@ from tvm.s_tir.meta_schedule.search_strategy import SearchStrategy
 from tvm.s_tir.meta_schedule.utils import fork_seed
 from tvm.target import Target
 
-from tuner.cpu_schedule_rules import TUNED, schedule_origin
-from tuner.cpu_threads import search_threads
-from tuner.metaschedule_logging import METASCHEDULE_LOGGER, unnamed_handlers_set_aside
-from tuner.schedule_rules import register_pooling_rules
-from tuner.settings import Settings
-from tuner.tasks import TuningTask
-from tuner.tensor_intrinsics import load_tensor_intrinsics
-from tuner.trial_budget import TaskOutlook, allocate_trials
-from tuner.warm_start import WarmStart, WarmStartFigures, WarmStartSearch
-from tuning_db.similar_records import SimilarRecord
-from tuning_db.sql_database import FAILED_RUN_SEC
-from tuning_db.workload_key import workload_key
+from tunefarm.tuner.cpu_schedule_rules import TUNED, schedule_origin
+from tunefarm.tuner.cpu_threads import search_threads
+from tunefarm.tuner.metaschedule_logging import METASCHEDULE_LOGGER, unnamed_handlers_set_aside
+from tunefarm.tuner.schedule_rules import register_pooling_rules
+from tunefarm.tuner.settings import Settings
+from tunefarm.tuner.tasks import TuningTask
+from tunefarm.tuner.tensor_intrinsics import load_tensor_intrinsics
+from tunefarm.tuner.trial_budget import TaskOutlook, allocate_trials
+from tunefarm.tuner.warm_start import WarmStart, WarmStartFigures, WarmStartSearch
+from tunefarm.tuning_db.similar_records import SimilarRecord
+from tunefarm.tuning_db.sql_database import FAILED_RUN_SEC
+from tunefarm.tuning_db.workload_key import workload_key
 
 
 @dataclass(frozen=True)
@@ -221,7 +221,7 @@ def tune(
         progress = ProgressCallback([str(c.task_name) for c in contexts], report, on_progress)
         # MetaSchedule's loop, or ours that searches the next batch while one is measured
         # (Settings.search_overlap picks).
-        from tuner.overlapped_search import tune_tasks
+        from tunefarm.tuner.overlapped_search import tune_tasks
 
         tune_tasks(
             tasks=contexts,

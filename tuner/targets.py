@@ -15,8 +15,8 @@ from typing import Any
 import tvm
 from tvm.target import Target
 
-from tuner.cpu_threads import physical_cores
-from tuner.errors import TargetError
+from tunefarm.tuner.cpu_threads import physical_cores
+from tunefarm.tuner.errors import TargetError
 
 SUPPORTED_KINDS = ("llvm", "cuda")
 

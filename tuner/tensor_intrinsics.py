@@ -18,7 +18,7 @@ import types
 
 from tvm.target import Target
 
-from tuning_db.tvmscript_import import getmodule_remembers_misses
+from tunefarm.tuning_db.tvmscript_import import getmodule_remembers_misses
 
 PACKAGE = "tvm.s_tir.tensor_intrin"
 

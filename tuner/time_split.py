@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tuner.trial import TrialResult
+from tunefarm.tuner.trial import TrialResult
 
 
 @dataclass

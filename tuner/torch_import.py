@@ -20,8 +20,8 @@ from typing import Any
 
 from tvm.ir import IRModule
 
-from tuner.errors import ModelValidationError
-from tuner.model_validation import DEFAULT_MAX_MODEL_BYTES, TensorSignature, ValidatedModel
+from tunefarm.tuner.errors import ModelValidationError
+from tunefarm.tuner.model_validation import DEFAULT_MAX_MODEL_BYTES, TensorSignature, ValidatedModel
 
 SUFFIX = ".pt2"
 

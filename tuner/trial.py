@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from tuner.launch_floor import built_empty_kernel, evaluator_floor_sec, l2_flush_bytes
-from tuner.targets import runtime_device
+from tunefarm.tuner.launch_floor import built_empty_kernel, evaluator_floor_sec, l2_flush_bytes
+from tunefarm.tuner.targets import runtime_device
 
 MIN_RUN_SEC = 1e-7
 """A kernel faster than the launch floor is reported as 0.1 µs, never 0 or less."""
@@ -98,7 +98,7 @@ def warm_up() -> None:
     """Import what every trial needs, once per process."""
     # Not tvm.s_tir.tensor_intrin (11 s to import): candidates arrive already scheduled, so
     # tensorized blocks are plain TIR by now and building them needs no registered intrinsics.
-    from tuner.cpu_threads import use_physical_cores
+    from tunefarm.tuner.cpu_threads import use_physical_cores
 
     use_physical_cores()  # a trial is timed on as many threads as the library will run on
     import tvm  # noqa: F401

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from tuner.trial import TrialRequest, TrialResult
+from tunefarm.tuner.trial import TrialRequest, TrialResult
 
 
 class TrialHandle(Protocol):

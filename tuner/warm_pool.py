@@ -21,8 +21,8 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from tuner.trial import TrialRequest, TrialResult, run_trial, set_measure_lock, warm_up
-from tuner.trial_executor import TrialHandle
+from tunefarm.tuner.trial import TrialRequest, TrialResult, run_trial, set_measure_lock, warm_up
+from tunefarm.tuner.trial_executor import TrialHandle
 
 
 def _initialize_worker(lock: Any) -> None:

@@ -45,10 +45,10 @@ from tvm.s_tir.meta_schedule.search_strategy import (
 from tvm.s_tir.schedule import Instruction
 from tvm.target import Target
 
-from tuner.tasks import TuningTask
-from tuning_db.similar_records import SimilarRecord
-from tuning_db.sql_database import FAILED_RUN_SEC
-from tuning_db.workload_key import workload_key
+from tunefarm.tuner.tasks import TuningTask
+from tunefarm.tuning_db.similar_records import SimilarRecord
+from tunefarm.tuning_db.sql_database import FAILED_RUN_SEC
+from tunefarm.tuning_db.workload_key import workload_key
 
 logger = logging.getLogger(__name__)
 

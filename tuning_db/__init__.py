@@ -1,11 +1,11 @@
 """tunefarm's tuning database: every measured schedule, shared, keyed by workload and target."""
 
-from tuning_db.engine import DatabaseUrlError, make_engine
-from tuning_db.operator_signature import OperatorSignature, operator_signature
-from tuning_db.similar_records import SimilarRecord
-from tuning_db.sql_database import NearestWorkload, RecordOrigin, SqlDatabase, open_engine
-from tuning_db.target_fingerprint import TargetFingerprint, fingerprint, target_class
-from tuning_db.workload_key import workload_key
+from tunefarm.tuning_db.engine import DatabaseUrlError, make_engine
+from tunefarm.tuning_db.operator_signature import OperatorSignature, operator_signature
+from tunefarm.tuning_db.similar_records import SimilarRecord
+from tunefarm.tuning_db.sql_database import NearestWorkload, RecordOrigin, SqlDatabase, open_engine
+from tunefarm.tuning_db.target_fingerprint import TargetFingerprint, fingerprint, target_class
+from tunefarm.tuning_db.workload_key import workload_key
 
 __all__ = [
     "DatabaseUrlError",

@@ -12,8 +12,8 @@ from datetime import datetime, timezone
 
 from sqlalchemy import Engine, select
 
-from tuning_db.schema import Base, UntunedBaselineRow
-from tuning_db.upsert import insert_ignoring_duplicates
+from tunefarm.tuning_db.schema import Base, UntunedBaselineRow
+from tunefarm.tuning_db.upsert import insert_ignoring_duplicates
 
 _baselines = Base.metadata.tables[UntunedBaselineRow.__tablename__]
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, insert, or_, select, update
 
-from tuning_db.schema import TERMINAL_JOB_STATES, JobRow
+from tunefarm.tuning_db.schema import TERMINAL_JOB_STATES, JobRow
 
 REQUEUED = "(requeued)"
 """The lease owner of a job that a reaper sent back to the jobs queue."""

@@ -17,11 +17,11 @@ from sqlalchemy import Connection, Engine, select
 from tvm.s_tir.meta_schedule.database import Workload
 from tvm.target import Target
 
-from tuning_db.schema import Base, TargetRow, TuningRecordRow, WorkloadRow
-from tuning_db.sql_database import file_target, file_workload, open_engine, record_values
-from tuning_db.target_fingerprint import fingerprint
-from tuning_db.upsert import insert_measured_records
-from tuning_db.workload_key import workload_key
+from tunefarm.tuning_db.schema import Base, TargetRow, TuningRecordRow, WorkloadRow
+from tunefarm.tuning_db.sql_database import file_target, file_workload, open_engine, record_values
+from tunefarm.tuning_db.target_fingerprint import fingerprint
+from tunefarm.tuning_db.upsert import insert_measured_records
+from tunefarm.tuning_db.workload_key import workload_key
 
 WORKLOAD_FILE = "database_workload.json"
 RECORD_FILE = "database_tuning_record.json"

@@ -16,7 +16,7 @@ from tvm.s_tir.meta_schedule import _ffi_api
 from tvm.s_tir.meta_schedule.database import TuningRecord
 from tvm.tirx import FloatImm, IntImm
 
-from tuning_db.tvmscript_import import getmodule_remembers_misses
+from tunefarm.tuning_db.tvmscript_import import getmodule_remembers_misses
 
 
 def record_as_json(record: TuningRecord) -> list[Any]:

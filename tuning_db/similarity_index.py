@@ -23,13 +23,13 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, Select, select
 from tvm.ir import IRModule
 
-from tuning_db.operator_signature import (
+from tunefarm.tuning_db.operator_signature import (
     OperatorSignature,
     distance_in_family,
     max_size_gap,
     operator_signature,
 )
-from tuning_db.schema import Base, WorkloadSignatureRow
+from tunefarm.tuning_db.schema import Base, WorkloadSignatureRow
 
 _signatures = Base.metadata.tables[WorkloadSignatureRow.__tablename__]
 

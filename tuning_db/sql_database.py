@@ -33,22 +33,22 @@ from tvm.ir.utils import derived_object
 from tvm.s_tir.meta_schedule.database import PyDatabase, TuningRecord, Workload
 from tvm.target import Target
 
-from tuning_db.engine import make_engine
-from tuning_db.migrate import upgrade
-from tuning_db.operator_signature import OperatorSignature, operator_signature
-from tuning_db.record_json import record_as_json, register_intrinsics_for
-from tuning_db.schema import (
+from tunefarm.tuning_db.engine import make_engine
+from tunefarm.tuning_db.migrate import upgrade
+from tunefarm.tuning_db.operator_signature import OperatorSignature, operator_signature
+from tunefarm.tuning_db.record_json import record_as_json, register_intrinsics_for
+from tunefarm.tuning_db.schema import (
     Base,
     TargetRow,
     TuningRecordRow,
     WorkloadRow,
     WorkloadSignatureRow,
 )
-from tuning_db.similar_records import SimilarRecord, TargetRelation
-from tuning_db.similarity_index import nearest_workloads, signature_values
-from tuning_db.target_fingerprint import TargetFingerprint, fingerprint
-from tuning_db.upsert import insert_ignoring_duplicates, insert_measured_records
-from tuning_db.workload_key import workload_key
+from tunefarm.tuning_db.similar_records import SimilarRecord, TargetRelation
+from tunefarm.tuning_db.similarity_index import nearest_workloads, signature_values
+from tunefarm.tuning_db.target_fingerprint import TargetFingerprint, fingerprint
+from tunefarm.tuning_db.upsert import insert_ignoring_duplicates, insert_measured_records
+from tunefarm.tuning_db.workload_key import workload_key
 
 # MetaSchedule writes this run time for a candidate that failed to build or run.
 FAILED_RUN_SEC = 1e10

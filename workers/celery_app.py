@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from tuner.settings import Settings
+from tunefarm.tuner.settings import Settings
 
 # Longer than any task: a measure batch is bounded by its candidates' timeouts (minutes), and
 # an unacknowledged message comes back to the queue only after this long.
@@ -16,7 +16,7 @@ def create_app(broker_url: str) -> Celery:
         "tunefarm",
         broker=broker_url,
         backend=broker_url,
-        include=["workers.measure_tasks", "workers.job_tasks"],
+        include=["tunefarm.workers.measure_tasks", "tunefarm.workers.job_tasks"],
     )
     app.conf.update(
         # JSON only: a pickled message is refused before anything runs.

@@ -19,16 +19,16 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from tuner import overlapped_search
-from tuner.compile_job import CompileOptions, Phase, compile_model
-from tuner.coverage_plan import CoveragePlan
-from tuner.errors import UserInputError
-from tuner.search import TuningReport
-from tuner.targets import parse_target
-from tuner.tasks import TuningTask
-from tuner.time_split import time_split
-from tuning_db import job_store
-from workers.farm_executor import CeleryTrialExecutor
+from tunefarm.tuner import overlapped_search
+from tunefarm.tuner.compile_job import CompileOptions, Phase, compile_model
+from tunefarm.tuner.coverage_plan import CoveragePlan
+from tunefarm.tuner.errors import UserInputError
+from tunefarm.tuner.search import TuningReport
+from tunefarm.tuner.targets import parse_target
+from tunefarm.tuner.tasks import TuningTask
+from tunefarm.tuner.time_split import time_split
+from tunefarm.tuning_db import job_store
+from tunefarm.workers.farm_executor import CeleryTrialExecutor
 
 logger = logging.getLogger(__name__)
 

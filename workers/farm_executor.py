@@ -22,11 +22,11 @@ from celery.result import AsyncResult
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
-from tuner.time_split import TrialTimes
-from tuner.trial import TrialRequest, TrialResult
-from tuner.trial_executor import TrialHandle
-from workers.measure_tasks import MEASURE_TASK, batch_payload
-from workers.worker_registry import QueueCapacity
+from tunefarm.tuner.time_split import TrialTimes
+from tunefarm.tuner.trial import TrialRequest, TrialResult
+from tunefarm.tuner.trial_executor import TrialHandle
+from tunefarm.workers.measure_tasks import MEASURE_TASK, batch_payload
+from tunefarm.workers.worker_registry import QueueCapacity
 
 POLL_SEC = 0.02
 BROKER_ERRORS: tuple[type[Exception], ...] = (OperationalError, RedisError, OSError)

@@ -13,12 +13,12 @@ from celery import Celery, Task
 from sqlalchemy import Engine
 from tvm.target import Target
 
-from tuner.settings import Settings
-from tuning_db import job_store
-from tuning_db.sql_database import open_engine
-from workers.celery_app import app
-from workers.farm_executor import CeleryTrialExecutor
-from workers.queues import JOBS_QUEUE, measure_queue
+from tunefarm.tuner.settings import Settings
+from tunefarm.tuning_db import job_store
+from tunefarm.tuning_db.sql_database import open_engine
+from tunefarm.workers.celery_app import app
+from tunefarm.workers.farm_executor import CeleryTrialExecutor
+from tunefarm.workers.queues import JOBS_QUEUE, measure_queue
 
 RUN_JOB_TASK = "tunefarm.run_job"
 REAP_EVERY_SEC = 2.0
@@ -66,7 +66,7 @@ def run_job_task(self: Task, job_id: str) -> str:
     database away at start-up, say) is retried a few times, then written to the job, so no
     job is left queued with nobody to run it.
     """
-    from workers.coordinator import run_job
+    from tunefarm.workers.coordinator import run_job
 
     if not isinstance(job_id, str) or not _JOB_ID.match(job_id):
         raise ValueError(f"not a job id: {job_id!r}")

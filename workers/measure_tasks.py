@@ -7,9 +7,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from tuner.trial import MeasureSettings, TrialRequest
-from workers.celery_app import app
-from workers.worker_state import measure_requests
+from tunefarm.tuner.trial import MeasureSettings, TrialRequest
+from tunefarm.workers.celery_app import app
+from tunefarm.workers.worker_state import measure_requests
 
 MEASURE_TASK = "tunefarm.measure_batch"
 MAX_BATCH = 256

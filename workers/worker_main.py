@@ -16,11 +16,11 @@ from __future__ import annotations
 import os
 import socket
 
-from tuner.targets import parse_target
-from workers import worker_state
-from workers.celery_app import app
-from workers.queues import measure_queue
-from workers.worker_registry import advertise
+from tunefarm.tuner.targets import parse_target
+from tunefarm.workers import worker_state
+from tunefarm.workers.celery_app import app
+from tunefarm.workers.queues import measure_queue
+from tunefarm.workers.worker_registry import advertise
 
 
 def run_measure_worker(
@@ -62,8 +62,8 @@ def run_coordinator_worker(*, loglevel: str = "INFO") -> None:
     """One job at a time (solo pool), plus the reaper that resumes abandoned jobs."""
     import threading
 
-    from workers.job_tasks import coordinator_name, start_reaper
-    from workers.queues import JOBS_QUEUE
+    from tunefarm.workers.job_tasks import coordinator_name, start_reaper
+    from tunefarm.workers.queues import JOBS_QUEUE
 
     stop = threading.Event()
     start_reaper(stop)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import socket
 from dataclasses import replace
 
-from tuner.trial import TrialRequest, TrialResult
-from tuner.warm_pool import WarmPool
+from tunefarm.tuner.trial import TrialRequest, TrialResult
+from tunefarm.tuner.warm_pool import WarmPool
 
 _pool: WarmPool | None = None
 _name: str = socket.gethostname()

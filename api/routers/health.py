@@ -6,8 +6,8 @@ from fastapi import APIRouter
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from api.dependencies import EngineDep
-from api.errors import ServiceUnavailable
+from tunefarm.api.dependencies import EngineDep
+from tunefarm.api.errors import ServiceUnavailable
 
 router = APIRouter()
 

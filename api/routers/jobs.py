@@ -7,9 +7,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
 
-from api.dependencies import CeleryDep, CurrentTeam, EngineDep, SettingsDep
-from api.schemas import JobList, JobState, JobStatus, JobSubmit
-from api.services import jobs
+from tunefarm.api.dependencies import CeleryDep, CurrentTeam, EngineDep, SettingsDep
+from tunefarm.api.schemas import JobList, JobState, JobStatus, JobSubmit
+from tunefarm.api.services import jobs
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 

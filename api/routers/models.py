@@ -7,10 +7,10 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from api.dependencies import CurrentTeam, EngineDep, SettingsDep
-from api.schemas import ModelDetail, ModelList, ModelOut
-from api.services import models
-from api.uploads import MULTIPART_BODY, receive_upload
+from tunefarm.api.dependencies import CurrentTeam, EngineDep, SettingsDep
+from tunefarm.api.schemas import ModelDetail, ModelList, ModelOut
+from tunefarm.api.services import models
+from tunefarm.api.uploads import MULTIPART_BODY, receive_upload
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 

@@ -6,9 +6,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from api.dependencies import CurrentTeam, EngineDep
-from api.schemas import ImportResult, PromoteRequest, PromoteResult, RecordList, RecordsDocument
-from api.services import records
+from tunefarm.api.dependencies import CurrentTeam, EngineDep
+from tunefarm.api.schemas import (
+    ImportResult,
+    PromoteRequest,
+    PromoteResult,
+    RecordList,
+    RecordsDocument,
+)
+from tunefarm.api.services import records
 
 router = APIRouter(prefix="/v1/records", tags=["records"])
 

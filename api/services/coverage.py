@@ -17,9 +17,9 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from tuner.targets import parse_target
-from tuning_db.sql_database import best_verified_times
-from tuning_db.target_fingerprint import fingerprint
+from tunefarm.tuner.targets import parse_target
+from tunefarm.tuning_db.sql_database import best_verified_times
+from tunefarm.tuning_db.target_fingerprint import fingerprint
 
 
 @dataclass(frozen=True)
@@ -46,15 +46,15 @@ def model_tasks(model_path: Path, target: str, *, layout: str, fp16: bool) -> Mo
         analysed = _model_tasks.cache_info().currsize
         tasks = _model_tasks(str(model_path), target, layout, fp16)
         if _model_tasks.cache_info().currsize != analysed:
-            # An analysis leaves a large heap of TVM objects behind; see ``api.app``.
+            # An analysis leaves a large heap of TVM objects behind; see ``tunefarm.api.app``.
             gc.freeze()
         return tasks
 
 
 @lru_cache(maxsize=256)
 def _model_tasks(model_path: str, target_text: str, layout: str, fp16: bool) -> ModelTasks:
-    from tuner.model_analysis import analyse_model
-    from tuning_db.workload_key import workload_key
+    from tunefarm.tuner.model_analysis import analyse_model
+    from tunefarm.tuning_db.workload_key import workload_key
 
     target = parse_target(target_text)
     tasks = analyse_model(

@@ -11,17 +11,17 @@ import anyio
 from celery import Celery
 from sqlalchemy import Engine, select
 
-from api.errors import Conflict, NotFound, ServiceUnavailable
-from api.schemas import JobError, JobList, JobStatus, JobSubmit, JobSummary, TaskProgress
-from api.services import models
-from api.services.models import is_object_id
-from api.services.teams import Team
-from tuner.settings import Settings
-from tuner.targets import parse_target
-from tuning_db import job_store
-from tuning_db.job_store import JOB_VIEW_COLUMNS, JobView, job_view
-from tuning_db.schema import JobRow
-from workers.job_tasks import submit_job
+from tunefarm.api.errors import Conflict, NotFound, ServiceUnavailable
+from tunefarm.api.schemas import JobError, JobList, JobStatus, JobSubmit, JobSummary, TaskProgress
+from tunefarm.api.services import models
+from tunefarm.api.services.models import is_object_id
+from tunefarm.api.services.teams import Team
+from tunefarm.tuner.settings import Settings
+from tunefarm.tuner.targets import parse_target
+from tunefarm.tuning_db import job_store
+from tunefarm.tuning_db.job_store import JOB_VIEW_COLUMNS, JobView, job_view
+from tunefarm.tuning_db.schema import JobRow
+from tunefarm.workers.job_tasks import submit_job
 
 logger = logging.getLogger(__name__)
 

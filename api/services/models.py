@@ -16,16 +16,16 @@ from typing import Any
 from sqlalchemy import Engine, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from api.errors import InvalidInput, NotFound
-from api.schemas import Coverage, ModelDetail, ModelList, ModelOut, TaskCoverage
-from api.services.coverage import best_times, model_tasks
-from api.services.teams import Team
-from tuner.errors import UserInputError
-from tuner.model_validation import validate_onnx_model
-from tuner.onnx_import import check_supported_operators
-from tuner.settings import Settings
-from tuner.targets import parse_target
-from tuning_db.schema import ModelRow, utc_now
+from tunefarm.api.errors import InvalidInput, NotFound
+from tunefarm.api.schemas import Coverage, ModelDetail, ModelList, ModelOut, TaskCoverage
+from tunefarm.api.services.coverage import best_times, model_tasks
+from tunefarm.api.services.teams import Team
+from tunefarm.tuner.errors import UserInputError
+from tunefarm.tuner.model_validation import validate_onnx_model
+from tunefarm.tuner.onnx_import import check_supported_operators
+from tunefarm.tuner.settings import Settings
+from tunefarm.tuner.targets import parse_target
+from tunefarm.tuning_db.schema import ModelRow, utc_now
 
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 _OBJECT_ID = re.compile(r"^[0-9a-f]{32}$")

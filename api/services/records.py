@@ -14,12 +14,12 @@ from typing import Any
 from sqlalchemy import Engine, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
-from api.errors import InvalidInput, NotFound
-from api.schemas import ImportResult, RecordLine, RecordList, RecordOut, RecordsDocument
-from api.services.teams import Team
-from tuner.targets import SUPPORTED_KINDS, parse_target
-from tuning_db.schema import TargetRow, TuningRecordRow, WorkloadRow
-from tuning_db.target_fingerprint import fingerprint
+from tunefarm.api.errors import InvalidInput, NotFound
+from tunefarm.api.schemas import ImportResult, RecordLine, RecordList, RecordOut, RecordsDocument
+from tunefarm.api.services.teams import Team
+from tunefarm.tuner.targets import SUPPORTED_KINDS, parse_target
+from tunefarm.tuning_db.schema import TargetRow, TuningRecordRow, WorkloadRow
+from tunefarm.tuning_db.target_fingerprint import fingerprint
 
 
 def visible_to(team: Team) -> ColumnElement[bool]:
@@ -132,7 +132,7 @@ def import_records(engine: Engine, team: Team, document: RecordsDocument) -> Imp
     from tvm.s_tir.meta_schedule.database import TuningRecord, Workload
     from tvm.target import Target
 
-    from tuning_db.sql_database import SqlDatabase
+    from tunefarm.tuning_db.sql_database import SqlDatabase
 
     workloads = []
     for number, line in enumerate(document.workloads):

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from api.errors import InvalidInput, NotFound, Unauthorized
-from tuning_db.schema import ApiTokenRow, TeamRow, utc_now
+from tunefarm.api.errors import InvalidInput, NotFound, Unauthorized
+from tunefarm.tuning_db.schema import ApiTokenRow, TeamRow, utc_now
 
 TOKEN_PREFIX = "tf_"
 _TOKEN_SHAPE = re.compile(r"^tf_[A-Za-z0-9_-]{32,128}$")

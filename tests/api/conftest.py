@@ -15,11 +15,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
-from api.app import create_app
-from api.services.teams import create_team
 from tests.conftest import _reset_postgres
 from tests.farm_processes import empty_redis
-from tuner.settings import Settings
+from tunefarm.api.app import create_app
+from tunefarm.api.services.teams import create_team
+from tunefarm.tuner.settings import Settings
 
 API_REDIS_URL = os.environ.get("TUNEFARM_TEST_API_REDIS_URL", "redis://127.0.0.1:6379/12")
 UPLOAD_LIMIT = 4 * 1024**2

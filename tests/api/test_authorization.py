@@ -16,11 +16,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
 
-from api.services.teams import token_hash
 from tests.api.conftest import TeamAuth, upload
 from tests.api.records_json import matmul_document
-from tuning_db import job_store
-from tuning_db.schema import ApiTokenRow, TeamRow
+from tunefarm.api.services.teams import token_hash
+from tunefarm.tuning_db import job_store
+from tunefarm.tuning_db.schema import ApiTokenRow, TeamRow
 
 
 @dataclass

@@ -18,7 +18,7 @@ from sqlalchemy import Engine, func, select
 from tests.api.conftest import UPLOAD_LIMIT, TeamAuth, upload
 from tests.api.records_json import matmul_document
 from tests.tuner import bad_models
-from tuning_db.schema import JobRow, ModelRow, TuningRecordRow
+from tunefarm.tuning_db.schema import JobRow, ModelRow, TuningRecordRow
 
 
 @dataclass(frozen=True)

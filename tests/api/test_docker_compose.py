@@ -67,14 +67,14 @@ def test_builds_name_dockerfiles_that_exist_and_install_the_project() -> None:
         assert dockerfile.is_file(), dockerfile
         text = dockerfile.read_text()
         assert 'pip install --no-cache-dir ".[postgres]"' in text
-        for package in ("api", "tuner", "tuning_db", "workers"):
+        for package in ("tunefarm", "api", "tuner", "tuning_db", "workers"):
             assert re.search(rf"^COPY {package} ", text, re.MULTILINE), (dockerfile, package)
 
 
 def test_the_commands_are_tunefarm_commands() -> None:
     from typer.main import get_command
 
-    from workers.cli import app
+    from tunefarm.cli.entry import app
 
     commands = set(get_command(app).commands)  # type: ignore[attr-defined]
     services = _compose()["services"]

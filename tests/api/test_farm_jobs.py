@@ -28,8 +28,8 @@ from tvm import relax
 from tests.api.conftest import API_REDIS_URL
 from tests.conftest import _reset_postgres
 from tests.farm_processes import WorkerProcess, empty_redis, spawn_worker
-from tuning_db.schema import TuningRecordRow
-from tuning_db.sql_database import open_engine
+from tunefarm.tuning_db.schema import TuningRecordRow
+from tunefarm.tuning_db.sql_database import open_engine
 
 TARGET = "llvm"
 
@@ -52,7 +52,7 @@ class Farm:
         self, *args: str, team: str = "a", timeout: float = 600
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "workers.cli", *args],
+            [sys.executable, "-m", "tunefarm", *args],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -104,7 +104,7 @@ def farm(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         workers.append(spawn_worker(folder / "coordinator.log", broker, "--jobs", env=env))
         log = folder / "api.log"
         server = subprocess.Popen(
-            [sys.executable, "-m", "workers.cli", "serve"],
+            [sys.executable, "-m", "tunefarm", "serve"],
             stdout=log.open("w"),
             stderr=subprocess.STDOUT,
             env={**os.environ, **env},

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from tuning_db.json_logs import WORKLOAD_FILE, import_json_logs
-from tuning_db.schema import TuningRecordRow
-from tuning_db.sql_database import open_engine
+from tunefarm.tuning_db.json_logs import WORKLOAD_FILE, import_json_logs
+from tunefarm.tuning_db.schema import TuningRecordRow
+from tunefarm.tuning_db.sql_database import open_engine
 
 PACKS = sorted((Path(__file__).resolve().parents[2] / "packs").iterdir())
 

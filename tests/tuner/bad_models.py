@@ -7,7 +7,7 @@ from pathlib import Path
 import onnx
 from onnx import TensorProto, helper
 
-from tuner.sample_models import tiny_cnn
+from tunefarm.tuner.sample_models import tiny_cnn
 
 
 def not_onnx(folder: Path) -> Path:

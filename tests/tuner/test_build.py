@@ -10,11 +10,11 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from tuner import build
-from tuner.model_analysis import analyse_model
-from tuner.sample_models import write_sample
-from tuner.targets import parse_target
-from tuning_db import SqlDatabase
+from tunefarm.tuner import build
+from tunefarm.tuner.model_analysis import analyse_model
+from tunefarm.tuner.sample_models import write_sample
+from tunefarm.tuner.targets import parse_target
+from tunefarm.tuning_db import SqlDatabase
 
 
 def _run(executable: relax.VMExecutable, inputs: list[np.ndarray]) -> np.ndarray:

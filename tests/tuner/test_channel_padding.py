@@ -13,10 +13,10 @@ from onnx import TensorProto, helper, numpy_helper
 from tvm import relax
 from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 
-from tuner.channel_padding import padded_channels
-from tuner.cpu_schedule_rules import CpuShape, cpu_default_schedules
-from tuner.model_analysis import analyse_model
-from tuner.targets import parse_target
+from tunefarm.tuner.channel_padding import padded_channels
+from tunefarm.tuner.cpu_schedule_rules import CpuShape, cpu_default_schedules
+from tunefarm.tuner.model_analysis import analyse_model
+from tunefarm.tuner.targets import parse_target
 
 
 def shufflenet_like(path: Path) -> Path:

@@ -15,10 +15,10 @@ from sqlalchemy import func, select
 
 from tests.tuner import bad_models
 from tests.tuning_db.workloads import matmul, record
-from tuning_db import SqlDatabase
-from tuning_db.schema import TargetRow, TuningRecordRow, WorkloadRow
+from tunefarm.tuning_db import SqlDatabase
+from tunefarm.tuning_db.schema import TargetRow, TuningRecordRow, WorkloadRow
 
-TUNEFARM = [sys.executable, "-m", "workers.cli"]
+TUNEFARM = [sys.executable, "-m", "tunefarm"]
 
 
 def _snapshot(url: str) -> tuple[int, int, int]:

@@ -9,14 +9,14 @@ from pathlib import Path
 import tvm
 
 from tests.tuning_db.workloads import matmul, record
-from tuning_db import SqlDatabase
+from tunefarm.tuning_db import SqlDatabase
 
 TARGET = tvm.target.Target({"kind": "llvm", "mcpu": "skylake", "num-cores": 2})
 
 
 def _tunefarm(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "workers.cli", *args], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "tunefarm", *args], capture_output=True, text=True, timeout=300
     )
 
 

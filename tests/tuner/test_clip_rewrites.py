@@ -12,12 +12,12 @@ import tvm
 from onnx import TensorProto, helper, numpy_helper
 from tvm import relax
 
-from tuner import build
-from tuner.model_validation import validate_onnx_model
-from tuner.onnx_import import import_onnx
-from tuner.pipelines import PipelineOptions, run_pipeline
-from tuner.targets import parse_target
-from tuner.tasks import extract_tuning_tasks
+from tunefarm.tuner import build
+from tunefarm.tuner.model_validation import validate_onnx_model
+from tunefarm.tuner.onnx_import import import_onnx
+from tunefarm.tuner.pipelines import PipelineOptions, run_pipeline
+from tunefarm.tuner.targets import parse_target
+from tunefarm.tuner.tasks import extract_tuning_tasks
 
 
 def _relu6_cnn(path: Path, *, high: float = 6.0, computed_bound: bool = False) -> Path:

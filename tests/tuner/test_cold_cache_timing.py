@@ -6,9 +6,9 @@ import tvm
 from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 
 from tests.tuning_db.workloads import matmul
-from tuner import launch_floor
-from tuner.targets import parse_target
-from tuner.trial import (
+from tunefarm.tuner import launch_floor
+from tunefarm.tuner.targets import parse_target
+from tunefarm.tuner.trial import (
     GPU_MEASURE,
     MIN_RUN_SEC,
     MeasureSettings,
@@ -16,7 +16,7 @@ from tuner.trial import (
     measure_settings_for,
     run_trial,
 )
-from workers.measure_tasks import TrialRequestModel
+from tunefarm.workers.measure_tasks import TrialRequestModel
 
 TARGET = tvm.target.Target({"kind": "llvm", "num-cores": 1})
 

@@ -13,7 +13,7 @@ import pytest
 import tvm
 from tvm import relax
 
-TUNEFARM = [sys.executable, "-m", "workers.cli"]
+TUNEFARM = [sys.executable, "-m", "tunefarm"]
 TRIALS = 16
 
 

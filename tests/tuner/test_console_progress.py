@@ -6,8 +6,8 @@ import io
 
 from rich.console import Console
 
-from tuner.console_progress import ConsoleObserver
-from tuner.search import TaskProgress, TuningReport
+from tunefarm.tuner.console_progress import ConsoleObserver
+from tunefarm.tuner.search import TaskProgress, TuningReport
 
 
 def _drive(console: Console) -> None:

@@ -12,12 +12,12 @@ import onnx
 import pytest
 from sqlalchemy import create_engine, delete, func, select
 
-from tuner.compile_job import CompileOptions, compile_model
-from tuner.coverage_plan import plan_model
-from tuner.sample_models import tiny_cnn
-from tuning_db.schema import TuningRecordRow, WorkloadRow
+from tunefarm.tuner.compile_job import CompileOptions, compile_model
+from tunefarm.tuner.coverage_plan import plan_model
+from tunefarm.tuner.sample_models import tiny_cnn
+from tunefarm.tuning_db.schema import TuningRecordRow, WorkloadRow
 
-TUNEFARM = [sys.executable, "-m", "workers.cli"]
+TUNEFARM = [sys.executable, "-m", "tunefarm"]
 
 
 @pytest.fixture(scope="module")

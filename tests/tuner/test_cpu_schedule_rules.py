@@ -14,16 +14,16 @@ from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 from tvm.s_tir.schedule import Schedule
 from tvm.tirx import build as tvm_build
 
-from tuner.cpu_schedule_rules import (
+from tunefarm.tuner.cpu_schedule_rules import (
     RULE_ANNOTATION,
     TUNED,
     TVM_DEFAULT,
     cpu_default_schedules,
     schedule_origin,
 )
-from tuner.model_analysis import analyse_model
-from tuner.targets import parse_target
-from tuner.tasks import TuningTask
+from tunefarm.tuner.model_analysis import analyse_model
+from tunefarm.tuner.targets import parse_target
+from tunefarm.tuner.tasks import TuningTask
 
 RNG = np.random.default_rng(0)
 

@@ -6,10 +6,10 @@ import os
 import subprocess
 import sys
 
-from tuner.cpu_threads import physical_cores
+from tunefarm.tuner.cpu_threads import physical_cores
 
 PROBE = (
-    "from tuner.cpu_threads import use_physical_cores; use_physical_cores(); "
+    "from tunefarm.tuner.cpu_threads import use_physical_cores; use_physical_cores(); "
     "import tvm; print(tvm.get_global_func('runtime.NumThreads')())"
 )
 
@@ -32,7 +32,7 @@ def test_a_users_choice_stays() -> None:
 
 
 def test_a_pinned_process_searches_on_its_own_cores() -> None:
-    probe = "from tuner.cpu_threads import search_threads; print(search_threads())"
+    probe = "from tunefarm.tuner.cpu_threads import search_threads; print(search_threads())"
     pinned = subprocess.run(
         ["taskset", "-c", "0", sys.executable, "-c", probe],
         capture_output=True,

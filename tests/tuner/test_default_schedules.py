@@ -11,8 +11,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from sqlalchemy import create_engine, func, select
 
-from tuner.compile_job import CompileOptions, compile_model
-from tuning_db.schema import TuningRecordRow, WorkloadRow
+from tunefarm.tuner.compile_job import CompileOptions, compile_model
+from tunefarm.tuning_db.schema import TuningRecordRow, WorkloadRow
 
 
 def one_heavy_conv(path: Path) -> Path:

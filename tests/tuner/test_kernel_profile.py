@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tuner.kernel_profile import in_model_profile
-from tuner.targets import parse_target
+from tunefarm.tuner.kernel_profile import in_model_profile
+from tunefarm.tuner.targets import parse_target
 
 
 def test_a_build_that_fails_gives_a_reason_not_an_exception() -> None:

@@ -29,10 +29,10 @@ from tests.tuner.opset_models import (
     small_cnn,
     write_small_cnn,
 )
-from tuner import build, library_report
-from tuner.compile_job import CompileOptions, compile_model
-from tuner.latency import LatencyReport, TimeBox, time_calls
-from tuner.library_report import (
+from tunefarm.tuner import build, library_report
+from tunefarm.tuner.compile_job import CompileOptions, compile_model
+from tunefarm.tuner.latency import LatencyReport, TimeBox, time_calls
+from tunefarm.tuner.library_report import (
     Baseline,
     LatencySection,
     LibraryReport,
@@ -41,7 +41,7 @@ from tuner.library_report import (
     peer_provider,
 )
 
-TUNEFARM = [sys.executable, "-m", "workers.cli"]
+TUNEFARM = [sys.executable, "-m", "tunefarm"]
 OPSETS = list(range(OLDEST_OPSET, NEWEST_OPSET + 1))
 QUICK = {"latency_samples": 5, "latency_budget_sec": 0.05}
 """A short time box: these tests check what is reported, not how fast the model is."""

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from tvm.s_tir.meta_schedule.logging import get_loggers_from_work_dir
 
-from tuner.metaschedule_logging import METASCHEDULE_LOGGER, unnamed_handlers_set_aside
+from tunefarm.tuner.metaschedule_logging import METASCHEDULE_LOGGER, unnamed_handlers_set_aside
 
 
 @pytest.fixture

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 from tests.tuner import bad_models
-from tuner.errors import ModelValidationError, UnsupportedOperatorError
-from tuner.model_validation import validate_onnx_model
-from tuner.onnx_import import import_onnx
+from tunefarm.tuner.errors import ModelValidationError, UnsupportedOperatorError
+from tunefarm.tuner.model_validation import validate_onnx_model
+from tunefarm.tuner.onnx_import import import_onnx
 
 
 def test_valid_model_signature(tiny_cnn_path: Path) -> None:

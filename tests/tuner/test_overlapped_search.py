@@ -14,12 +14,12 @@ from tvm.s_tir import Schedule
 from tvm.s_tir.meta_schedule.space_generator import PySpaceGenerator
 
 from tests.tuning_db.workloads import matmul
-from tuner import overlapped_search
-from tuner.pool_measure import CandidateWriter, TrialRunner
-from tuner.search import ProgressCallback, TaskProgress, TuningReport
-from tuner.trial import MeasureSettings
-from tuner.warm_pool import WarmPool
-from tuning_db import SqlDatabase
+from tunefarm.tuner import overlapped_search
+from tunefarm.tuner.pool_measure import CandidateWriter, TrialRunner
+from tunefarm.tuner.search import ProgressCallback, TaskProgress, TuningReport
+from tunefarm.tuner.trial import MeasureSettings
+from tunefarm.tuner.warm_pool import WarmPool
+from tunefarm.tuning_db import SqlDatabase
 
 TARGET = tvm.target.Target({"kind": "llvm", "num-cores": 1})
 FAST = MeasureSettings(number=1, repeat=1, min_repeat_ms=0)

@@ -8,12 +8,12 @@ import tvm
 import tvm_ffi
 from tvm.ir import IRModule
 
-import tuner.pipelines
-from tuner.model_validation import validate_onnx_model
-from tuner.onnx_import import import_onnx
-from tuner.pipelines import PipelineOptions, run_pipeline
-from tuner.targets import parse_target
-from tuner.tasks import extract_tuning_tasks
+import tunefarm.tuner.pipelines
+from tunefarm.tuner.model_validation import validate_onnx_model
+from tunefarm.tuner.onnx_import import import_onnx
+from tunefarm.tuner.pipelines import PipelineOptions, run_pipeline
+from tunefarm.tuner.targets import parse_target
+from tunefarm.tuner.tasks import extract_tuning_tasks
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +95,9 @@ def test_constant_folding_builds_each_function_once_with_the_same_result(
         cached_builds = list(builds)
         builds.clear()
         # TVM's own FoldConstant builds every folded call anew.
-        monkeypatch.setattr(tuner.pipelines, "_constant_builds_cached", contextlib.nullcontext)
+        monkeypatch.setattr(
+            tunefarm.tuner.pipelines, "_constant_builds_cached", contextlib.nullcontext
+        )
         uncached = run_pipeline(mod, target=target, options=options)
     finally:
         tvm.register_global_func("tirx.build", build, override=True)
@@ -121,7 +123,7 @@ def test_fp16_on_a_graph_that_tvm_cannot_convert_is_a_clear_user_error(tmp_path:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from tuner.errors import UserInputError
+    from tunefarm.tuner.errors import UserInputError
 
     initializers = [
         numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "w"),

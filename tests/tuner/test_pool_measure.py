@@ -13,9 +13,9 @@ from tvm.s_tir.meta_schedule.runner import RunnerInput
 
 from tests.fixtures.bad_candidates import args_info, crashing, hanging
 from tests.tuning_db.workloads import matmul
-from tuner.pool_measure import CandidateWriter, TrialRunner
-from tuner.trial import MeasureSettings, TrialRequest, run_trial
-from tuner.warm_pool import WarmPool
+from tunefarm.tuner.pool_measure import CandidateWriter, TrialRunner
+from tunefarm.tuner.trial import MeasureSettings, TrialRequest, run_trial
+from tunefarm.tuner.warm_pool import WarmPool
 
 TARGET = tvm.target.Target({"kind": "llvm", "num-cores": 1})
 FAST = MeasureSettings(number=2, repeat=2, min_repeat_ms=1)

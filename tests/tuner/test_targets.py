@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from tuner.errors import TargetError
-from tuner.targets import parse_target
+from tunefarm.tuner.errors import TargetError
+from tunefarm.tuner.targets import parse_target
 
 
 @pytest.mark.parametrize(

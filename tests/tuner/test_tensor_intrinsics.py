@@ -15,7 +15,7 @@ def test_cuda_intrinsics_register_and_inspect_is_restored() -> None:
         import inspect, sys
         original = inspect.getmodule
         from tvm.target import Target
-        from tuner.tensor_intrinsics import load_tensor_intrinsics
+        from tunefarm.tuner.tensor_intrinsics import load_tensor_intrinsics
         load_tensor_intrinsics(Target({"kind": "cuda", "arch": "sm_90"}))
         from tvm.s_tir import TensorIntrin
         TensorIntrin.get("mma_ldmatrix_f16_a")  # raises if it was not registered

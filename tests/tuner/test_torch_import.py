@@ -13,10 +13,10 @@ import torch
 import tvm
 from tvm import relax
 
-from tuner.errors import ModelValidationError
-from tuner.torch_import import import_exported_program, validate_exported_program
+from tunefarm.tuner.errors import ModelValidationError
+from tunefarm.tuner.torch_import import import_exported_program, validate_exported_program
 
-TUNEFARM = [sys.executable, "-m", "workers.cli"]
+TUNEFARM = [sys.executable, "-m", "tunefarm"]
 
 
 class SmallNet(torch.nn.Module):

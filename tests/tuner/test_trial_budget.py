@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from tuner.trial_budget import MIN_TASK_TRIALS, TaskOutlook, allocate_trials, estimated_times
+from tunefarm.tuner.trial_budget import (
+    MIN_TASK_TRIALS,
+    TaskOutlook,
+    allocate_trials,
+    estimated_times,
+)
 
 
 def _task(name: str, best_us: float | None, *, weight: int = 1, flops: float = 1e6, spent: int = 0):  # type: ignore[no-untyped-def]

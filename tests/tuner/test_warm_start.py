@@ -20,14 +20,14 @@ from tvm.s_tir.meta_schedule.database import TuningRecord
 from tvm.s_tir.meta_schedule.runner import RunnerResult
 from tvm.s_tir.meta_schedule.search_strategy import MeasureCandidate, PySearchStrategy
 
-from tuner.model_analysis import analyse_model
-from tuner.pool_measure import CandidateWriter, TrialRunner
-from tuner.sample_models import tiny_cnn
-from tuner.search import SearchSettings, TuningReport, tune
-from tuner.tasks import TuningTask
-from tuner.trial import MeasureSettings
-from tuner.warm_pool import WarmPool
-from tuner.warm_start import (
+from tunefarm.tuner.model_analysis import analyse_model
+from tunefarm.tuner.pool_measure import CandidateWriter, TrialRunner
+from tunefarm.tuner.sample_models import tiny_cnn
+from tunefarm.tuner.search import SearchSettings, TuningReport, tune
+from tunefarm.tuner.tasks import TuningTask
+from tunefarm.tuner.trial import MeasureSettings
+from tunefarm.tuner.warm_pool import WarmPool
+from tunefarm.tuner.warm_start import (
     WarmStart,
     WarmStartFigures,
     WarmStartSearch,
@@ -37,9 +37,9 @@ from tuner.warm_start import (
     refit_tiles,
     seed_schedules,
 )
-from tuning_db import SqlDatabase
-from tuning_db.schema import TuningRecordRow
-from tuning_db.similar_records import SimilarRecord
+from tunefarm.tuning_db import SqlDatabase
+from tunefarm.tuning_db.schema import TuningRecordRow
+from tunefarm.tuning_db.similar_records import SimilarRecord
 
 TARGET = tvm.target.Target({"kind": "llvm", "num-cores": 1})
 FAST = MeasureSettings(number=1, repeat=1, min_repeat_ms=0)

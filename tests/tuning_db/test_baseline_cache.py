@@ -7,9 +7,14 @@ from datetime import datetime, timezone
 import tvm
 from sqlalchemy import delete
 
-from tuning_db import SqlDatabase
-from tuning_db.baseline_cache import BaselineKey, StoredBaseline, find_baseline, store_baseline
-from tuning_db.schema import TargetRow
+from tunefarm.tuning_db import SqlDatabase
+from tunefarm.tuning_db.baseline_cache import (
+    BaselineKey,
+    StoredBaseline,
+    find_baseline,
+    store_baseline,
+)
+from tunefarm.tuning_db.schema import TargetRow
 
 LLVM = tvm.target.Target({"kind": "llvm", "mcpu": "skylake", "num-cores": 2})
 OTHER_LLVM = tvm.target.Target({"kind": "llvm", "mcpu": "znver3", "num-cores": 2})

@@ -8,8 +8,8 @@ import tvm
 from sqlalchemy import func, select
 
 from tests.tuning_db.workloads import matmul, record
-from tuning_db import SqlDatabase
-from tuning_db.schema import TuningRecordRow, WorkloadRow
+from tunefarm.tuning_db import SqlDatabase
+from tunefarm.tuning_db.schema import TuningRecordRow, WorkloadRow
 
 TARGET_JSON = '{"kind": "llvm", "mcpu": "skylake", "num-cores": 2}'
 FACTORS = [2, 4, 8, 16, 32]

@@ -6,8 +6,8 @@ import time
 
 from sqlalchemy import Engine
 
-from tuning_db import job_store
-from tuning_db.sql_database import open_engine
+from tunefarm.tuning_db import job_store
+from tunefarm.tuning_db.sql_database import open_engine
 
 
 def _job(url: str) -> tuple[Engine, str]:

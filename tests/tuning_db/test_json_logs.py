@@ -13,9 +13,14 @@ from sqlalchemy import insert
 from tvm.s_tir.meta_schedule.database import JSONDatabase
 
 from tests.tuning_db.workloads import matmul, record
-from tuning_db import SqlDatabase
-from tuning_db.json_logs import RECORD_FILE, WORKLOAD_FILE, export_json_logs, import_json_logs
-from tuning_db.schema import TeamRow
+from tunefarm.tuning_db import SqlDatabase
+from tunefarm.tuning_db.json_logs import (
+    RECORD_FILE,
+    WORKLOAD_FILE,
+    export_json_logs,
+    import_json_logs,
+)
+from tunefarm.tuning_db.schema import TeamRow
 
 LLVM = tvm.target.Target({"kind": "llvm", "mcpu": "skylake", "num-cores": 2})
 
@@ -125,7 +130,7 @@ def test_a_tensor_core_pack_imports_without_tvm_tensor_intrinsics(tmp_path: Path
         """
         import sys
         from pathlib import Path
-        from tuning_db.json_logs import import_json_logs
+        from tunefarm.tuning_db.json_logs import import_json_logs
         counts = import_json_logs(sys.argv[1], Path(sys.argv[2]))
         print(counts.records, "tvm.s_tir.tensor_intrin" in sys.modules)
         """

@@ -6,9 +6,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
-from tuning_db.engine import make_engine
-from tuning_db.migrate import downgrade, upgrade
-from tuning_db.schema import Base
+from tunefarm.tuning_db.engine import make_engine
+from tunefarm.tuning_db.migrate import downgrade, upgrade
+from tunefarm.tuning_db.schema import Base
 
 TABLES = {
     "workloads",
@@ -59,9 +59,9 @@ def test_upgrade_to_0004_backfills_signatures_and_target_classes(db_url: str) ->
     from sqlalchemy import text
 
     from tests.tuning_db.workloads import conv2d
-    from tuning_db.operator_signature import operator_signature
-    from tuning_db.target_fingerprint import fingerprint
-    from tuning_db.workload_key import workload_key
+    from tunefarm.tuning_db.operator_signature import operator_signature
+    from tunefarm.tuning_db.target_fingerprint import fingerprint
+    from tunefarm.tuning_db.workload_key import workload_key
 
     engine = make_engine(db_url)
     upgrade(engine, "0003")

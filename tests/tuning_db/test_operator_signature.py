@@ -12,13 +12,13 @@ from tvm import te, topi
 from tvm.ir import IRModule
 
 from tests.tuning_db.workloads import conv2d, dense, matmul
-from tuning_db.operator_signature import (
+from tunefarm.tuning_db.operator_signature import (
     OperatorSignature,
     max_size_gap,
     operator_signature,
     shape_distance,
 )
-from tuning_db.target_fingerprint import fingerprint, target_class
+from tunefarm.tuning_db.target_fingerprint import fingerprint, target_class
 
 
 def _module(*tensors: te.Tensor) -> IRModule:
@@ -121,11 +121,11 @@ def test_the_size_gap_bounds_the_distance() -> None:
 
 @pytest.mark.parametrize("target_text", ["llvm", "cuda -arch=sm_90"])
 def test_signatures_of_real_tasks(target_text: str, tiny_cnn_path: Path) -> None:
-    from tuner.model_validation import validate_onnx_model
-    from tuner.onnx_import import import_onnx
-    from tuner.pipelines import PipelineOptions, run_pipeline
-    from tuner.targets import parse_target
-    from tuner.tasks import extract_tuning_tasks
+    from tunefarm.tuner.model_validation import validate_onnx_model
+    from tunefarm.tuner.onnx_import import import_onnx
+    from tunefarm.tuner.pipelines import PipelineOptions, run_pipeline
+    from tunefarm.tuner.targets import parse_target
+    from tunefarm.tuner.tasks import extract_tuning_tasks
 
     target = parse_target(target_text)
     pipeline = run_pipeline(

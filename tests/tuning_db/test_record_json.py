@@ -11,9 +11,9 @@ import tvm.s_tir.meta_schedule as ms
 from tvm import te
 from tvm.s_tir import Schedule
 
-from tuner.tensor_intrinsics import load_tensor_intrinsics
-from tuning_db import SqlDatabase
-from tuning_db.record_json import record_as_json
+from tunefarm.tuner.tensor_intrinsics import load_tensor_intrinsics
+from tunefarm.tuning_db import SqlDatabase
+from tunefarm.tuning_db.record_json import record_as_json
 
 H100 = tvm.target.Target(
     {

@@ -11,11 +11,11 @@ from sqlalchemy import insert, select
 from tvm.ir import IRModule
 from tvm.target import Target
 
-import tuning_db.similarity_index
+import tunefarm.tuning_db.similarity_index
 from tests.tuning_db.workloads import any_record, conv2d, dense
-from tuning_db import SqlDatabase, target_fingerprint
-from tuning_db.schema import TeamRow, WorkloadSignatureRow
-from tuning_db.sql_database import best_verified_times
+from tunefarm.tuning_db import SqlDatabase, target_fingerprint
+from tunefarm.tuning_db.schema import TeamRow, WorkloadSignatureRow
+from tunefarm.tuning_db.sql_database import best_verified_times
 
 LLVM = Target({"kind": "llvm", "mcpu": "skylake", "num-cores": 2})
 LLVM_16_CORES = Target({"kind": "llvm", "mcpu": "skylake", "num-cores": 16})
@@ -162,7 +162,7 @@ def test_seed_workloads_are_the_workloads_similar_records_offer(db_url: str) -> 
 def test_the_lookup_widens_its_window_until_no_unread_row_can_be_nearer(
     db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(tuning_db.similarity_index, "FIRST_WINDOW", 1)
+    monkeypatch.setattr(tunefarm.tuning_db.similarity_index, "FIRST_WINDOW", 1)
     database = SqlDatabase(db_url, target=LLVM)
     # Rows between the query and its nearest measured neighbour, in size order, unmeasured.
     for filters in (33, 34, 35, 36, 30, 29, 28):

@@ -12,8 +12,8 @@ import tvm_ffi
 from sqlalchemy import func, select, text
 
 from tests.tuning_db.workloads import matmul, record
-from tuning_db import SqlDatabase, workload_key
-from tuning_db.schema import TuningRecordRow, WorkloadRow
+from tunefarm.tuning_db import SqlDatabase, workload_key
+from tunefarm.tuning_db.schema import TuningRecordRow, WorkloadRow
 
 LLVM = tvm.target.Target({"kind": "llvm", "mcpu": "skylake", "num-cores": 2})
 OTHER_LLVM = tvm.target.Target({"kind": "llvm", "mcpu": "znver3", "num-cores": 2})
@@ -139,7 +139,7 @@ def test_workload_key_is_the_same_in_another_process() -> None:
 
 
 def test_a_claimed_run_time_is_never_returned_until_a_worker_measures_it(db_url: str) -> None:
-    from tuning_db.schema import TeamRow
+    from tunefarm.tuning_db.schema import TeamRow
 
     database = SqlDatabase(db_url, target=LLVM)
     with database.engine.begin() as connection:

@@ -11,12 +11,12 @@ from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 from tests.fixtures.bad_candidates import args_info, crashing, hanging
 from tests.tuning_db.workloads import matmul
 from tests.workers.conftest import StartWorker
-from tuner.targets import parse_target
-from tuner.trial import MeasureSettings, TrialRequest
-from workers.celery_app import create_app
-from workers.farm_executor import CeleryTrialExecutor
-from workers.measure_tasks import MEASURE_TASK, batch_payload
-from workers.queues import measure_queue
+from tunefarm.tuner.targets import parse_target
+from tunefarm.tuner.trial import MeasureSettings, TrialRequest
+from tunefarm.workers.celery_app import create_app
+from tunefarm.workers.farm_executor import CeleryTrialExecutor
+from tunefarm.workers.measure_tasks import MEASURE_TASK, batch_payload
+from tunefarm.workers.queues import measure_queue
 
 TARGET = parse_target("llvm")
 FAST = MeasureSettings(number=2, repeat=1, min_repeat_ms=1)

@@ -18,10 +18,10 @@ from sqlalchemy import func, select
 from tvm import relax
 
 from tests.workers.conftest import RedisServer, StartWorker, WorkerProcess
-from tuning_db import job_store
-from tuning_db.job_store import JobView
-from tuning_db.schema import TuningRecordRow
-from tuning_db.sql_database import open_engine
+from tunefarm.tuning_db import job_store
+from tunefarm.tuning_db.job_store import JobView
+from tunefarm.tuning_db.schema import TuningRecordRow
+from tunefarm.tuning_db.sql_database import open_engine
 
 LEASE_SEC = "4"
 
@@ -39,7 +39,7 @@ def _compile(model: Path, out: Path, env: dict[str, str], *args: str) -> subproc
         [
             sys.executable,
             "-m",
-            "workers.cli",
+            "tunefarm",
             "compile",
             str(model),
             "--farm",
@@ -169,7 +169,7 @@ def test_cancel_stops_new_trials_within_seconds(
     latest = _only_job(farm_db_url)
     job = _wait_for_trials(latest, 0, "the first trials")
     result = subprocess.run(
-        [sys.executable, "-m", "workers.cli", "jobs", "cancel", job.id, "--db", farm_db_url],
+        [sys.executable, "-m", "tunefarm", "jobs", "cancel", job.id, "--db", farm_db_url],
         capture_output=True,
         text=True,
         timeout=60,
@@ -220,7 +220,7 @@ def test_a_killed_coordinator_is_resumed_by_another(
 
 @pytest.mark.parametrize("bad", ["not-a-hex-id", "0" * 31])
 def test_a_job_message_with_a_bad_id_is_refused(bad: str) -> None:
-    from workers.job_tasks import run_job_task
+    from tunefarm.workers.job_tasks import run_job_task
 
     with pytest.raises(ValueError, match="not a job id"):
         run_job_task.run(bad)

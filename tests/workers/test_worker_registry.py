@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from workers.worker_registry import QueueCapacity, advertise
+from tunefarm.workers.worker_registry import QueueCapacity, advertise
 
 
 def test_one_chunk_per_pool_process_of_the_live_workers(broker_url: str) -> None:

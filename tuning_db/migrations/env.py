@@ -3,7 +3,7 @@
 from alembic import context
 from sqlalchemy import text
 
-from tuning_db.schema import Base
+from tunefarm.tuning_db.schema import Base
 
 # Any number for the advisory lock, as long as every tunefarm process uses the same one.
 MIGRATION_LOCK_KEY = 0x7475_6E65

@@ -64,7 +64,7 @@ def downgrade() -> None:
 
 
 def _backfill_target_classes() -> None:
-    from tuning_db.target_fingerprint import class_of_fingerprint
+    from tunefarm.tuning_db.target_fingerprint import class_of_fingerprint
 
     targets = sa.table(
         "targets",
@@ -112,7 +112,7 @@ def _backfill_signatures() -> None:
             return
         import tvm
 
-        from tuning_db.similarity_index import signature_values
+        from tunefarm.tuning_db.similarity_index import signature_values
 
         bind.execute(
             signatures.insert(),

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from workers.job_display import JobSnapshot
+from tunefarm.cli.job_display import JobSnapshot
 
 
 class ApiClientError(Exception):

@@ -10,14 +10,14 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from tuner.compile_job import CompileOptions, check_options
-from tuner.errors import UserInputError
-from tuner.model_validation import validate_onnx_model
-from tuner.torch_import import is_exported_program
-from tuning_db import job_store
-from tuning_db.job_store import JobView
-from workers.job_display import JobSnapshot
-from workers.job_tasks import submit_job
+from tunefarm.cli.job_display import JobSnapshot
+from tunefarm.tuner.compile_job import CompileOptions, check_options
+from tunefarm.tuner.errors import UserInputError
+from tunefarm.tuner.model_validation import validate_onnx_model
+from tunefarm.tuner.torch_import import is_exported_program
+from tunefarm.tuning_db import job_store
+from tunefarm.tuning_db.job_store import JobView
+from tunefarm.workers.job_tasks import submit_job
 
 
 def submit_compile(options: CompileOptions, *, engine: Engine) -> str:

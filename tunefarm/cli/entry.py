@@ -1,0 +1,58 @@
+"""The ``tunefarm`` command: every command group registered, and what a failure looks like."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from pydantic import ValidationError
+
+# Each module registers its commands on the app.
+from tunefarm.cli import admin, compile_commands, jobs, records, remote, service  # noqa: F401
+from tunefarm.cli.app import EXIT_INTERNAL_ERROR, EXIT_USER_ERROR, app, error_console
+from tunefarm.tuner.settings import Settings
+
+
+def main() -> None:
+    # Before TVM starts its thread pool: libraries, trials and timings use every core.
+    from tunefarm.tuner.cpu_threads import use_physical_cores
+
+    use_physical_cores()
+    try:
+        app()
+    except KeyboardInterrupt:
+        error_console.print("interrupted")
+        sys.exit(130)
+    except ValidationError as err:
+        if err.title == Settings.__name__:
+            # A TUNEFARM_* variable that does not parse is the user's to fix, not a bug of ours.
+            for problem in err.errors():
+                name = "TUNEFARM_" + "_".join(str(part) for part in problem["loc"]).upper()
+                error_console.print(f"error: {name}: {problem['msg']}", highlight=False)
+            sys.exit(EXIT_USER_ERROR)
+        _internal_error(err)
+    except Exception as err:
+        _internal_error(err)
+
+
+def _internal_error(err: Exception) -> NoReturn:
+    # A bug of ours: the user gets one line and a file with the traceback, not a wall of it.
+    crash_log = _write_crash_log()
+    summary = str(err).splitlines()[0] if str(err) else ""
+    error_console.print(
+        f"[bold red]internal error:[/] {type(err).__name__}: {summary}"
+        f"\n  the traceback is in {crash_log}; please attach it to a bug report",
+        highlight=False,
+    )
+    sys.exit(EXIT_INTERNAL_ERROR)
+
+
+def _write_crash_log() -> Path:
+    import tempfile
+    import time
+    import traceback
+
+    path = Path(tempfile.gettempdir()) / f"tunefarm-crash-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    path.write_text(traceback.format_exc())
+    return path

@@ -1,0 +1,111 @@
+"""``tunefarm submit`` and ``tunefarm download``: jobs through the HTTP API."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from tunefarm.cli.app import (
+    EXIT_INTERNAL_ERROR,
+    EXIT_USER_ERROR,
+    ApiUrlOption,
+    Fp16Option,
+    JobIdArgument,
+    LayoutOption,
+    SeedOption,
+    TargetOption,
+    TokenOption,
+    app,
+    console,
+    fail,
+)
+from tunefarm.tuner.settings import Settings
+
+
+@app.command("submit")
+def submit_command(
+    model: Annotated[Path, typer.Argument(help="The ONNX model file.")],
+    target: TargetOption = "llvm",
+    trials: Annotated[int, typer.Option(help="Total tuning trials.")] = 64,
+    fp16: Fp16Option = False,
+    layout: LayoutOption = "auto",
+    max_trials_per_task: Annotated[int | None, typer.Option(help="Cap per task.")] = None,
+    seed: SeedOption = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Follow the job's events until it ends.")
+    ] = False,
+    api_url: ApiUrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Upload MODEL to the API and submit a job; print the job's id."""
+    from tunefarm.cli.api_client import ApiClient, ApiClientError, status_snapshot
+    from tunefarm.cli.job_display import JobProgressDisplay
+
+    settings = Settings()
+    if not model.is_file():
+        fail(f"{model}: no such file")
+    options: dict[str, Any] = {"fp16": fp16, "layout": layout}
+    if max_trials_per_task is not None:
+        options["max_trials_per_task"] = max_trials_per_task
+    if seed is not None:
+        options["seed"] = seed
+    try:
+        with ApiClient(api_url or settings.api_url, token or settings.api_token) as client:
+            uploaded = client.upload_model(model)
+            job = client.submit_job(uploaded["id"], target=target, trials=trials, options=options)
+            print(job["id"])
+            if not wait:
+                return
+            display = JobProgressDisplay(console, job["id"], label="tuning")
+            final = job
+            try:
+                for _event, status in client.events(job["id"]):
+                    display.show(status_snapshot(status))
+                    final = status
+            finally:
+                display.close()
+    except ApiClientError as err:
+        fail(str(err), EXIT_USER_ERROR if err.is_user_error else EXIT_INTERNAL_ERROR)
+    if final["state"] == "failed":
+        error = final.get("error") or {}
+        code = EXIT_USER_ERROR if error.get("kind") == "user" else EXIT_INTERNAL_ERROR
+        fail(f"job {final['id']} failed: {error.get('message')}", code)
+    if final["state"] == "cancelled":
+        fail(f"job {final['id']} was cancelled", EXIT_INTERNAL_ERROR)
+    latency = final.get("best_latency_ms")
+    print(f"job {final['id']}: {final['state']}, tuned p50 {latency} ms")
+
+
+@app.command("download")
+def download_command(
+    job_id: JobIdArgument,
+    out: Annotated[Path, typer.Option(help="Folder for model.so and manifest.json.")] = Path("out"),
+    api_url: ApiUrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Download a job's library and manifest; the library's sha256 must match the manifest."""
+    from tunefarm.cli.api_client import ApiClient, ApiClientError
+
+    settings = Settings()
+    out.mkdir(parents=True, exist_ok=True)
+    library = out / "model.so"
+    try:
+        with ApiClient(api_url or settings.api_url, token or settings.api_token) as client:
+            manifest = client.manifest(job_id)
+            sha256 = client.download_artifact(job_id, library)
+    except ApiClientError as err:
+        fail(str(err), EXIT_USER_ERROR if err.is_user_error else EXIT_INTERNAL_ERROR)
+    expected = manifest["library"]["sha256"]
+    if sha256 != expected:
+        library.unlink(missing_ok=True)
+        fail(
+            f"the downloaded library's sha256 {sha256} is not the manifest's {expected}; "
+            "nothing was kept",
+            EXIT_INTERNAL_ERROR,
+        )
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    print(f"library:  {library} (sha256 {sha256}, verified)")
+    print(f"manifest: {out / 'manifest.json'}")
