@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-JobState = Literal["queued", "importing", "tuning", "building", "succeeded", "failed", "cancelled"]
+from tunefarm.tuner.job_spec import JobOptions, JobSpec
+from tunefarm.tuning_db.job_state import JobState
 
 
 class _Body(BaseModel):
@@ -70,23 +71,12 @@ class ModelList(BaseModel):
 # -- jobs ---------------------------------------------------------------------------------
 
 
-class JobOptions(_Body):
-    fp16: bool = False
-    layout: Literal["auto", "NCHW", "NHWC"] = "auto"
-    max_trials_per_task: int | None = Field(default=None, ge=1, le=1_000_000)
-    seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
+class JobSubmit(JobSpec):
+    """A job: the model to compile and the spec every other front door uses too."""
 
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-class JobSubmit(_Body):
     model_id: str = Field(min_length=1, max_length=64)
-    target: str = Field(
-        min_length=1,
-        max_length=2000,
-        description="llvm, cuda, 'cuda -arch=sm_90', or TVM target JSON.",
-        examples=["llvm"],
-    )
-    trials: int = Field(ge=0, le=1_000_000, description="Total tuning trials; 0 builds only.")
-    options: JobOptions = Field(default_factory=JobOptions)
 
 
 class TaskProgress(BaseModel):
@@ -109,7 +99,7 @@ class JobStatus(BaseModel):
     model_name: str
     target: str
     trials: int
-    options: dict[str, Any]
+    options: JobOptions
     trials_done: int
     trials_total: int | None
     message: str | None

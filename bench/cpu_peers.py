@@ -216,16 +216,15 @@ def compile_library(
     ``CompileOptions`` has; the one place this benchmark compiles."""
     with stopwatch() as imports:
         from tunefarm.tuner.compile_job import CompileOptions, compile_model
+        from tunefarm.tuner.job_spec import JobSpec
 
     fields = {field.name for field in dataclasses.fields(CompileOptions)}
     passed = {name: value for name, value in wanted.items() if name in fields}
     options = CompileOptions(
         model_path=Path(model_path),
-        target=TARGET,
+        spec=JobSpec.of(TARGET, trials, seed=seed),
         out_dir=Path(out_dir),
         database_url=database_url,
-        trials=trials,
-        seed=seed,
         **passed,
     )
     quiet_meta_schedule()

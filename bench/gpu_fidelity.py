@@ -188,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         save()
 
         from tunefarm.tuner.compile_job import CompileOptions, compile_model
+        from tunefarm.tuner.job_spec import JobSpec
 
         # NVRTC reads TVM_CUDA_NVRTC_EXTRA_OPTS at every compile, so one process can compare
         # options; the latencies show whether the kernels changed.
@@ -199,12 +200,9 @@ def main(argv: list[str] | None = None) -> int:
             compiled = compile_model(
                 CompileOptions(
                     model_path=onnx_path,
-                    target="cuda",
+                    spec=JobSpec.of("cuda", 0, fp16=args.fp16, baseline=False),
                     out_dir=args.work / f"out-{name}",
                     database_url=database_url,
-                    trials=0,
-                    fp16=args.fp16,
-                    baseline=False,
                     max_model_bytes=4 * 1024**3,
                 ),
                 observer=clock,  # type: ignore[arg-type]

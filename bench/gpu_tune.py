@@ -95,15 +95,15 @@ def tune_one(
 ) -> dict[str, Any]:
     from tunefarm.cli.farm_client import submit_compile
     from tunefarm.tuner.compile_job import CompileOptions
+    from tunefarm.tuner.job_spec import JobSpec
     from tunefarm.tuning_db import job_store
+    from tunefarm.tuning_db.job_state import JobState
 
     options = CompileOptions(
         model_path=model_path,
-        target="cuda",
+        spec=JobSpec.of("cuda", trials, fp16=fp16),
         out_dir=out,
         database_url=os.environ["TUNEFARM_DATABASE_URL"],
-        trials=trials,
-        fp16=fp16,
         max_model_bytes=4 * 1024**3,
     )
     started = time.monotonic()
@@ -118,17 +118,16 @@ def tune_one(
         job = job_store.get_job(engine, job_id)
         assert job is not None
         now = time.monotonic()
-        if tuning_started_at is None and job.state == "tuning":
+        if tuning_started_at is None and job.state is JobState.TUNING:
             tuning_started_at = now
-        seen = int(job.progress.get("trials", 0))
+        seen = job.progress.trials
         if first_trial_at is None and seen > 0:
             first_trial_at, first_trials = now, seen
         if cancelled_at is None:
             trials_at_cancel = seen
         if now - last_print > 30:
             last_print = now
-            tasks = job.progress.get("tasks", {})
-            done = sum(int(task.get("trials", 0)) for task in tasks.values())
+            done = sum(task.trials for task in job.progress.tasks.values())
             print(f"  [{now - started:5.0f}s] {job.state}: {done} trials", flush=True)
         if job.finished:
             break
@@ -136,8 +135,8 @@ def tune_one(
             job_store.request_cancel(engine, job_id)
             cancelled_at = now
         time.sleep(1.0)
-    tasks = job.progress.get("tasks", {})
-    trials = sum(int(task.get("trials", 0)) for task in tasks.values())
+    tasks = job.progress.tasks
+    trials = sum(task.trials for task in tasks.values())
     tuning_end = cancelled_at or time.monotonic()
     return {
         "job": job_id,
@@ -153,8 +152,8 @@ def tune_one(
         else None,
         "trials_at_first": first_trials,
         "trials_at_cancel": trials_at_cancel,
-        "time_split": job.progress.get("time_split"),
-        "tasks_without_trials": sum(1 for task in tasks.values() if not task.get("trials")),
+        "time_split": job.progress.time_split,
+        "tasks_without_trials": sum(1 for task in tasks.values() if not task.trials),
         "state": job.state,
         "error": job.error,
         "wall_sec": round(time.monotonic() - started, 1),

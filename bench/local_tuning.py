@@ -212,17 +212,16 @@ def compile_phase(model_path: str, trials: int, seed: int, scratch: str) -> dict
     """Import tunefarm, then ``compile_model`` twice against one fresh SQLite database."""
     with stopwatch() as imports:
         from tunefarm.tuner.compile_job import CompileOptions, compile_model
+        from tunefarm.tuner.job_spec import JobSpec
 
     database_url = f"sqlite:///{Path(scratch) / 'compile.db'}"
     runs: dict[str, Any] = {}
     for name in ("cold", "warm"):
         options = CompileOptions(
             model_path=Path(model_path),
-            target=TARGET,
+            spec=JobSpec.of(TARGET, trials, seed=seed),
             out_dir=Path(scratch) / name,
             database_url=database_url,
-            trials=trials,
-            seed=seed,
         )
         quiet_meta_schedule()
         with stopwatch() as wall:

@@ -91,6 +91,7 @@ def compile_once(
 ) -> dict[str, Any]:
     started = time.perf_counter()
     from tunefarm.tuner.compile_job import CompileOptions, compile_model
+    from tunefarm.tuner.job_spec import JobSpec
     from tunefarm.tuner.search import FAST_SEARCH
 
     import_sec = time.perf_counter() - started
@@ -98,12 +99,9 @@ def compile_once(
     observer = CurveObserver()
     options = CompileOptions(
         model_path=Path(model_path),
-        target=TARGET,
+        spec=JobSpec.of(TARGET, trials, seed=seed, warm_start=warm_start),
         out_dir=Path(out_dir),
         database_url=database_url,
-        trials=trials,
-        seed=seed,
-        warm_start=warm_start,
         search=FAST_SEARCH
         if trials_per_iter is None
         else dataclasses.replace(FAST_SEARCH, num_trials_per_iter=trials_per_iter),

@@ -39,23 +39,26 @@ def compile(
     one-line message.
     """
     from tunefarm.tuner.compile_job import CompileOptions
+    from tunefarm.tuner.job_spec import JobSpec
     from tunefarm.tuner.settings import Settings
 
     out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="tunefarm-"))
     settings = Settings()
     try:
         model_path = _model_file(model, example_inputs, out)
-        options = CompileOptions(
-            model_path=model_path,
-            target=target,
-            out_dir=out,
-            database_url=database or settings.resolved_database_url(),
-            trials=trials,
-            # Checked by compile_model, which names the valid ones.
-            layout=layout.upper() if layout.lower() in ("nchw", "nhwc") else layout,  # type: ignore[arg-type]
+        spec = JobSpec.of(
+            target,
+            trials,
+            layout=layout.upper() if layout.lower() in ("nchw", "nhwc") else layout,
             fp16=fp16,
             seed=seed,
             baseline=baseline,
+        )
+        options = CompileOptions(
+            model_path=model_path,
+            spec=spec,
+            out_dir=out,
+            database_url=database or settings.resolved_database_url(),
             measure_timeout_sec=settings.measure_timeout_sec,
             max_model_bytes=settings.max_model_bytes,
         )
@@ -85,12 +88,13 @@ def _compile_here(options: Any, *, progress: bool) -> None:
 
 def _compile_on_farm(options: Any) -> None:
     from tunefarm.cli.farm_client import download, follow, submit_compile
+    from tunefarm.tuning_db.job_state import JobState
     from tunefarm.tuning_db.sql_database import open_engine
 
     engine = open_engine(options.database_url)
     job_id = submit_compile(options, engine=engine)
     job = follow(engine, job_id, on_update=lambda job: None)
-    if job.state != "succeeded":
+    if job.state is not JobState.SUCCEEDED:
         raise TunefarmError(f"farm job {job_id} {job.state}: {job.error or 'no library'}")
     download(engine, job, options.out_dir)
 

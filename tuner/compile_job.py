@@ -22,7 +22,7 @@ import tvm
 from tvm.target import Target
 
 from tunefarm.tuner import build
-from tunefarm.tuner.compile_options import CompileOptions, check_options
+from tunefarm.tuner.compile_options import CompileOptions
 from tunefarm.tuner.coverage_plan import CoveragePlan, plan_coverage
 from tunefarm.tuner.cpu_schedule_rules import TUNED, TVM_DEFAULT, schedule_origin
 from tunefarm.tuner.cpu_threads import use_physical_cores
@@ -48,12 +48,14 @@ from tunefarm.tuner.trial_executor import TrialExecutor
 from tunefarm.tuner.warm_pool import WarmPool, default_worker_count
 from tunefarm.tuner.warm_start import WarmStart
 from tunefarm.tuning_db import SqlDatabase
+from tunefarm.tuning_db.job_state import JobState
 from tunefarm.tuning_db.sql_database import mean_run_sec
 
 MANIFEST_VERSION = 1
 
 
-Phase = Literal["importing", "tuning", "building"]
+Phase = Literal[JobState.IMPORTING, JobState.TUNING, JobState.BUILDING]
+"""The states a job passes through while it runs (the others are queued and the ends)."""
 """The phases of a job, as a Job row records them."""
 
 
@@ -106,17 +108,17 @@ def compile_model(
     """
     observer = observer or SilentObserver()
     started = time.perf_counter()
-    target = check_options(options)
+    target = options.spec.tvm_target
     measure = options.measure or measure_settings_for(target)
     use_physical_cores()  # the manifest's timings, and the warm pool spawned below
 
     analysed = analyse_model(
         options.model_path,
         target=target,
-        layout=options.layout,
-        fp16=options.fp16,
+        layout=options.spec.options.layout,
+        fp16=options.spec.options.fp16,
         max_bytes=options.max_model_bytes,
-        on_step=lambda message: observer.stage("importing", message),
+        on_step=lambda message: observer.stage(JobState.IMPORTING, message),
     )
     validated, pipeline, tasks = analysed.validated, analysed.pipeline, analysed.tasks
 
@@ -132,10 +134,10 @@ def compile_model(
         tasks,
         database=database,
         trials=options.trials_left,
-        max_trials_per_task=options.max_trials_per_task,
+        max_trials_per_task=options.spec.options.max_trials_per_task,
     )
     observer.planned(plan)
-    observer.stage("tuning", plan.summary())
+    observer.stage(JobState.TUNING, plan.summary())
     defaults_wanted = [task for task in tasks if needs_defaults(task, target)]
     tuning_started = time.perf_counter()
     report = TuningReport()
@@ -151,7 +153,9 @@ def compile_model(
                 WarmPool(workers, timeout_sec=options.measure_timeout_sec)
             )
         if defaults_wanted and executor is not None:
-            observer.stage("tuning", f"timing default schedules of {len(defaults_wanted)} tasks")
+            observer.stage(
+                JobState.TUNING, f"timing default schedules of {len(defaults_wanted)} tasks"
+            )
             defaults = measure_default_schedules(
                 defaults_wanted,
                 database=database,
@@ -171,8 +175,8 @@ def compile_model(
             )
     tuning_sec = time.perf_counter() - tuning_started
 
-    observer.stage("building", "building with the best records")
-    cuda_graph = build.use_cuda_graph(options.cuda_graph, target)
+    observer.stage(JobState.BUILDING, "building with the best records")
+    cuda_graph = build.use_cuda_graph(options.spec.options.cuda_graph, target)
     # A CUDA graph replays as one launch, with nothing to time per kernel: the kernels are
     # profiled in a build without the graph. That build runs beside the library's own (TVM
     # releases the GIL while it lowers, and NVRTC compiles a module on one core), so on the
@@ -196,7 +200,9 @@ def compile_model(
         library_path = options.out_dir / "model.so"
         sha256 = build.export_library(tuned, library_path)
 
-        observer.stage("building", "measuring latency and checking outputs against ONNX Runtime")
+        observer.stage(
+            JobState.BUILDING, "measuring latency and checking outputs against ONNX Runtime"
+        )
         # Issue 15: only the library's own latency can fail the compile; the output check, the
         # untuned baseline and ONNX Runtime's timing are reports.
         reports_started = time.perf_counter()
@@ -210,20 +216,20 @@ def compile_model(
                 timer=TimeBox(
                     budget_sec=options.latency_budget_sec, max_samples=options.latency_samples
                 ),
-                baseline=options.baseline,
-                seed=options.seed or 0,
-                fp16=options.fp16,
+                baseline=options.spec.options.baseline,
+                seed=options.spec.options.seed or 0,
+                fp16=options.spec.options.fp16,
                 cuda_graph=cuda_graph,
             ),
-            on_step=lambda message: observer.stage("building", message),
+            on_step=lambda message: observer.stage(JobState.BUILDING, message),
         )
-        observer.stage("building", "timing each kernel in the model")
+        observer.stage(JobState.BUILDING, "timing each kernel in the model")
         in_model = in_model_profile(
             graph_free.result
             if graph_free is not None
             else lambda: tvm.runtime.load_module(str(library_path)),
             target=target,
-            inputs=random_inputs(validated.inputs, seed=options.seed or 0),
+            inputs=random_inputs(validated.inputs, seed=options.spec.options.seed or 0),
         )
     reports_sec = time.perf_counter() - reports_started
 
@@ -274,9 +280,9 @@ def _tune(
                 builder=builder,
                 runner=runner,
                 total_trials=options.trials_left,
-                max_trials_per_task=options.max_trials_per_task,
+                max_trials_per_task=options.spec.options.max_trials_per_task,
                 settings=options.search,
-                seed=options.seed,
+                seed=options.spec.options.seed,
                 warm_start=_warm_start(options, database),
                 work_dir=str(Path(scratch) / "logs"),
                 on_progress=observer.tuning_progress,
@@ -307,7 +313,7 @@ def _rounded_us(variants: dict[str, float | None]) -> dict[str, float | None]:
 
 
 def _warm_start(options: CompileOptions, database: SqlDatabase) -> WarmStart | None:
-    if not options.warm_start:
+    if not options.spec.options.warm_start:
         return None
     # Up to 4 neighbours x 32 records: the seeds are the best few, and XGBoost needs about a
     # hundred samples before its predictions are more than noise, so pre-training wants more.
@@ -393,7 +399,7 @@ def _manifest(
             "opset": validated.opset if validated.model is not None else None,
         },
         "target": {
-            "requested": options.target,
+            "requested": options.spec.target,
             "json": json.loads(fingerprint.target_json),
             "fingerprint": fingerprint.key,
             "fingerprint_details": {
@@ -409,16 +415,16 @@ def _manifest(
             "name": pipeline.pipeline,
             "phases": pipeline.phases,
             "layout": pipeline.layout,
-            "fp16": options.fp16,
-            "cuda_graph": build.use_cuda_graph(options.cuda_graph, target),
+            "fp16": options.spec.options.fp16,
+            "cuda_graph": build.use_cuda_graph(options.spec.options.cuda_graph, target),
             "fused": [kernel.as_dict() for kernel in pipeline.fused],
         },
         "tuning": {
-            "trials_requested": options.trials,
+            "trials_requested": options.spec.trials,
             "trials_before_resume": sum(options.prior_trials.values()),
             "trials_run": report.trials,
             "failed_trials": report.failures,
-            "seed": options.seed,
+            "seed": options.spec.options.seed,
             "measured_by": measured_by,
             "default_schedules": {
                 "tasks": len(defaults.tasks),
@@ -427,7 +433,7 @@ def _manifest(
                 "seconds": round(defaults.seconds, 3),
             },
             "warm_start": {
-                "enabled": options.warm_start,
+                "enabled": options.spec.options.warm_start,
                 "tasks_seeded": len(seeded),
                 "seeds_measured": sum(figures["measured"] for figures in seeded),
             },

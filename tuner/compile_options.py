@@ -1,6 +1,6 @@
-"""The options of a compile, and their check: one shape for the CLI, the Python API and jobs.
+"""The options of a compile on this host: the user's ``JobSpec`` and the host's own settings.
 
-Apart from ``compile_job`` so that ``coverage_plan`` (``tunefarm plan``) can check the same
+Apart from ``compile_job`` so that ``coverage_plan`` (``tunefarm plan``) can take the same
 options without importing the compile job, which imports it.
 """
 
@@ -9,30 +9,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tvm.target import Target
-
-from tunefarm.tuner.errors import UserInputError
-from tunefarm.tuner.pipelines import Layout
+from tunefarm.tuner.job_spec import JobSpec
 from tunefarm.tuner.search import SearchSettings, configured_search
-from tunefarm.tuner.targets import parse_target
 from tunefarm.tuner.trial import MeasureSettings
 
 
 @dataclass
 class CompileOptions:
+    """A compile on this host: the user's spec, and where the model, the library and the
+    records are."""
+
     model_path: Path
-    target: str
+    spec: JobSpec
     out_dir: Path
     database_url: str
-    trials: int
-    max_trials_per_task: int | None = None
-    layout: Layout = "auto"
-    fp16: bool = False
-    cuda_graph: bool | None = None
-    """Replay the model as one CUDA graph; ``None`` means on for CUDA targets."""
-    seed: int | None = None
-    warm_start: bool = True
-    """Seed the search of a task with no record from the records of similar workloads."""
     workers: int | None = None
     search: SearchSettings = field(default_factory=configured_search)
     """The search's knobs; by default ``FAST_SEARCH`` as ``Settings`` adjusts it."""
@@ -44,28 +34,12 @@ class CompileOptions:
     """At most this many samples per whole-model timing (each time-boxed, see ``TimeBox``)."""
     latency_budget_sec: float = 2.0
     """Time a whole-model timing may take once it has its minimum of samples."""
-    baseline: bool = True
-    """Report the untuned baseline (measured once per model, target and pipeline, then read
-    from the database); ``--no-baseline`` skips it."""
     verbose: bool = False
     """Let MetaSchedule log its task table and every iteration."""
     prior_trials: dict[str, int] = field(default_factory=dict)
     """Trials per task that an earlier, interrupted run of the same job already measured. Those
-    tasks are tuned on, from their records, with what is left of ``trials``."""
+    tasks are tuned on, from their records, with what is left of the spec's trials."""
 
     @property
     def trials_left(self) -> int:
-        return max(0, self.trials - sum(self.prior_trials.values()))
-
-
-def check_options(options: CompileOptions) -> Target:
-    """Reject bad options before any work or any database write; return the parsed target."""
-    if options.trials < 0:
-        raise UserInputError(f"--trials must be 0 or more, not {options.trials}")
-    if options.max_trials_per_task is not None and options.max_trials_per_task < 1:
-        raise UserInputError(
-            f"--max-trials-per-task must be 1 or more, not {options.max_trials_per_task}"
-        )
-    if options.layout not in ("auto", "NCHW", "NHWC"):
-        raise UserInputError(f"--layout must be NHWC, NCHW or auto, not {options.layout!r}")
-    return parse_target(options.target)
+        return max(0, self.spec.trials - sum(self.prior_trials.values()))

@@ -25,7 +25,7 @@ from typing import Any, Literal, Protocol
 
 from tvm.ir import IRModule
 
-from tunefarm.tuner.pipelines import Layout
+from tunefarm.tuner.job_spec import JobSpec
 from tunefarm.tuner.tasks import TuningTask, look_up_tasks
 from tunefarm.tuner.trial_budget import TaskOutlook, allocate_trials
 
@@ -191,40 +191,23 @@ def plan_coverage(
     return CoveragePlan(tasks=tuple(rows), trial_budget=sum(shares.values()))
 
 
-def plan_model(
-    model_path: Path,
-    *,
-    target: str,
-    database_url: str,
-    trials: int,
-    max_trials_per_task: int | None = None,
-    layout: Layout = "auto",
-    fp16: bool = False,
-) -> CoveragePlan:
-    """``tunefarm plan``: the plan a ``tunefarm compile`` with these options would start with.
+def plan_model(model_path: Path, spec: JobSpec, *, database_url: str) -> CoveragePlan:
+    """``tunefarm plan``: the plan a ``tunefarm compile`` of ``spec`` would start with.
 
     Records a team imported and no worker has measured yet do not count: a job measures them
     first, and only then may they cover a task.
     """
-    from tunefarm.tuner.compile_options import CompileOptions, check_options
     from tunefarm.tuner.model_analysis import analyse_model
     from tunefarm.tuning_db import SqlDatabase
 
-    parsed = check_options(
-        CompileOptions(
-            model_path=model_path,
-            target=target,
-            out_dir=Path("."),
-            database_url=database_url,
-            trials=trials,
-            max_trials_per_task=max_trials_per_task,
-            layout=layout,
-            fp16=fp16,
-        )
-    )
-    tasks = analyse_model(model_path, target=parsed, layout=layout, fp16=fp16).tasks
-    database = SqlDatabase(database_url, target=parsed)
-    look_up_tasks(tasks, database=database, target=parsed)
+    target = spec.tvm_target
+    choices = spec.options
+    tasks = analyse_model(model_path, target=target, layout=choices.layout, fp16=choices.fp16).tasks
+    database = SqlDatabase(database_url, target=target)
+    look_up_tasks(tasks, database=database, target=target)
     return plan_coverage(
-        tasks, database=database, trials=trials, max_trials_per_task=max_trials_per_task
+        tasks,
+        database=database,
+        trials=spec.trials,
+        max_trials_per_task=choices.max_trials_per_task,
     )

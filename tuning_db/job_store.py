@@ -15,7 +15,9 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, insert, or_, select, update
 
-from tunefarm.tuning_db.schema import TERMINAL_JOB_STATES, JobRow
+from tunefarm.tuning_db.job_progress import JobProgress
+from tunefarm.tuning_db.job_state import TERMINAL_JOB_STATES, JobState
+from tunefarm.tuning_db.schema import JobRow
 
 REQUEUED = "(requeued)"
 """The lease owner of a job that a reaper sent back to the jobs queue."""
@@ -28,10 +30,11 @@ def _now() -> datetime:
 @dataclass(frozen=True)
 class JobView:
     id: str
-    state: str
+    state: JobState
     model_name: str
     options: dict[str, Any]
-    progress: dict[str, Any]
+    """The job's spec as stored (``tuner.job_spec.JobSpec.from_row`` reads it)."""
+    progress: JobProgress
     error: str | None
     error_kind: str | None
     cancel_requested: bool
@@ -47,7 +50,7 @@ class JobView:
 
     @property
     def finished(self) -> bool:
-        return self.state in TERMINAL_JOB_STATES
+        return self.state.finished
 
 
 JOB_VIEW_COLUMNS = [c for c in JobRow.__table__.c if c.name not in ("model_onnx", "library")]
@@ -68,7 +71,7 @@ def create_job(
         connection.execute(
             insert(JobRow).values(
                 id=job_id,
-                state="queued",
+                state=JobState.QUEUED.value,
                 model_name=model_name,
                 model_sha256=hashlib.sha256(model_onnx).hexdigest(),
                 model_onnx=model_onnx,
@@ -97,10 +100,10 @@ def job_view(row: Any) -> JobView:
     """A ``JobView`` of a row of ``jobs`` (any select of its columns but the two blobs)."""
     return JobView(
         id=row.id,
-        state=row.state,
+        state=JobState(row.state),
         model_name=row.model_name,
         options=json.loads(row.options_json),
-        progress=json.loads(row.progress_json or "{}"),
+        progress=JobProgress.model_validate_json(row.progress_json or "{}"),
         error=row.error,
         error_kind=row.error_kind,
         cancel_requested=bool(row.cancel_requested),
@@ -183,7 +186,9 @@ def renew(engine: Engine, job_id: str, owner: str, *, lease_sec: float) -> bool 
 def update_job(engine: Engine, job_id: str, owner: str, **values: Any) -> bool:
     """Set columns (``state``, ``progress``...) while ``owner`` holds the lease."""
     if "progress" in values:
-        values["progress_json"] = json.dumps(values.pop("progress"))
+        values["progress_json"] = values.pop("progress").model_dump_json(exclude_none=True)
+    if isinstance(values.get("state"), JobState):
+        values["state"] = values["state"].value
     values["updated_at"] = _now()
     with engine.begin() as connection:
         updated = connection.execute(
@@ -197,13 +202,13 @@ def finish(
     job_id: str,
     owner: str,
     *,
-    state: str,
+    state: JobState,
     error: str | None = None,
     error_kind: str | None = None,
     manifest: dict[str, Any] | None = None,
     library: bytes | None = None,
 ) -> bool:
-    if state not in TERMINAL_JOB_STATES:
+    if not state.finished:
         raise ValueError(f"{state!r} is not a final state")
     return update_job(
         engine,
@@ -232,7 +237,7 @@ def fail_unclaimed(engine: Engine, job_id: str, *, error: str) -> bool:
                 or_(JobRow.lease_owner.is_(None), JobRow.lease_expires_at < now),
             )
             .values(
-                state="failed",
+                state=JobState.FAILED.value,
                 error=error,
                 error_kind="internal",
                 finished_at=now,
@@ -250,8 +255,17 @@ def request_cancel(engine: Engine, job_id: str) -> JobView | None:
     with engine.begin() as connection:
         connection.execute(
             update(JobRow)
-            .where(JobRow.id == job_id, JobRow.state == "queued", JobRow.lease_owner.is_(None))
-            .values(state="cancelled", finished_at=now, updated_at=now, cancel_requested=True)
+            .where(
+                JobRow.id == job_id,
+                JobRow.state == JobState.QUEUED.value,
+                JobRow.lease_owner.is_(None),
+            )
+            .values(
+                state=JobState.CANCELLED.value,
+                finished_at=now,
+                updated_at=now,
+                cancel_requested=True,
+            )
         )
         connection.execute(
             update(JobRow)

@@ -204,9 +204,6 @@ class ModelRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
 
 
-TERMINAL_JOB_STATES = ("succeeded", "failed", "cancelled")
-
-
 class JobRow(Base):
     __tablename__ = "jobs"
 

@@ -17,17 +17,20 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import Engine
 
 from tunefarm.tuner import overlapped_search
 from tunefarm.tuner.compile_job import CompileOptions, Phase, compile_model
 from tunefarm.tuner.coverage_plan import CoveragePlan
 from tunefarm.tuner.errors import UserInputError
+from tunefarm.tuner.job_spec import JobSpec
 from tunefarm.tuner.search import TuningReport
-from tunefarm.tuner.targets import parse_target
 from tunefarm.tuner.tasks import TuningTask
 from tunefarm.tuner.time_split import time_split
 from tunefarm.tuning_db import job_store
+from tunefarm.tuning_db.job_progress import JobProgress, PlanCoverage, TaskProgress
+from tunefarm.tuning_db.job_state import JobState
 from tunefarm.workers.farm_executor import CeleryTrialExecutor
 
 logger = logging.getLogger(__name__)
@@ -94,32 +97,27 @@ class JobObserver:
         owner: str,
         executor: CeleryTrialExecutor,
         *,
-        resumed_from: dict[str, Any] | None = None,
+        resumed_from: JobProgress | None = None,
     ) -> None:
         self.engine = engine
         self.job_id = job_id
         self.owner = owner
         self.executor = executor
         # An earlier attempt's counts carry on: the job's progress covers every attempt.
-        previous = resumed_from or {}
-        self.progress: dict[str, Any] = {
-            "trials": int(previous.get("trials", 0)),
-            "tasks": dict(previous.get("tasks", {})),
-            "measured_by": dict(previous.get("measured_by", {})),
-        }
-        if "coverage" in previous:
-            self.progress["coverage"] = previous["coverage"]
-        self._earlier_trials = {n: int(t["trials"]) for n, t in self.progress["tasks"].items()}
-        self._earlier_failures = {
-            n: int(t.get("failures", 0)) for n, t in self.progress["tasks"].items()
-        }
-        self._earlier_total = self.progress["trials"]
-        self._earlier_measured_by = Counter(self.progress["measured_by"])
-        self._weights: dict[str, int] = {}
+        previous = resumed_from or JobProgress()
+        self.progress = JobProgress(
+            trials=previous.trials,
+            tasks={name: task.model_copy(deep=True) for name, task in previous.tasks.items()},
+            measured_by=dict(previous.measured_by),
+            coverage=previous.coverage,
+        )
+        self._earlier = {name: task.model_copy() for name, task in previous.tasks.items()}
+        self._earlier_total = previous.trials
+        self._earlier_measured_by = Counter(previous.measured_by)
         self._written = 0.0
 
     def stage(self, phase: Phase, message: str) -> None:
-        self.progress["message"] = message
+        self.progress.message = message
         job_store.update_job(
             self.engine, self.job_id, self.owner, state=phase, progress=self.progress
         )
@@ -127,33 +125,31 @@ class JobObserver:
     def planned(self, plan: CoveragePlan) -> None:
         # The first attempt's plan is the coverage before tuning; a resumed attempt finds the
         # records the first one wrote.
-        self.progress.setdefault("coverage", plan.as_dict())
+        if self.progress.coverage is None:
+            self.progress.coverage = PlanCoverage.model_validate(plan.as_dict())
 
     def tuning_started(self, total_trials: int, tasks: list[TuningTask]) -> None:
-        self.progress["trials_total"] = self._earlier_total + total_trials
+        self.progress.trials_total = self._earlier_total + total_trials
         for task in tasks:
-            self.progress["tasks"].setdefault(
-                task.name, {"trials": 0, "failures": 0, "best_us": None, "curve": []}
-            )
+            self.progress.tasks.setdefault(task.name, TaskProgress())
         self._write(force=True)
 
     def tuning_progress(self, report: TuningReport) -> None:
-        self.progress["trials"] = self._earlier_total + report.trials
+        self.progress.trials = self._earlier_total + report.trials
         for name, task in report.tasks.items():
-            entry = self.progress["tasks"].setdefault(
-                name, {"trials": 0, "failures": 0, "best_us": None, "curve": []}
-            )
-            entry["trials"] = self._earlier_trials.get(name, 0) + task.trials
-            entry["failures"] = self._earlier_failures.get(name, 0) + task.failures
+            entry = self.progress.tasks.setdefault(name, TaskProgress())
+            earlier = self._earlier.get(name, TaskProgress())
+            entry.trials = earlier.trials + task.trials
+            entry.failures = earlier.failures + task.failures
             best_us = round(task.best_sec * 1e6, 3) if task.best_sec is not None else None
-            if best_us is not None and (entry["best_us"] is None or best_us < entry["best_us"]):
-                entry["curve"].append([entry["trials"], best_us])
-                entry["best_us"] = best_us
-        self.progress["measured_by"] = dict(
+            if best_us is not None and (entry.best_us is None or best_us < entry.best_us):
+                entry.curve.append((entry.trials, best_us))
+                entry.best_us = best_us
+        self.progress.measured_by = dict(
             self._earlier_measured_by + Counter(self.executor.measured_by)
         )
         # This attempt's split (a resumed job starts it again).
-        self.progress["time_split"] = time_split(
+        self.progress.time_split = time_split(
             overlapped_search.last_stats, self.executor.trial_times
         )
         self._write()
@@ -190,29 +186,31 @@ def run_job(
         return f"not claimed ({job.state if job else 'no such job'})"
     job = job_store.get_job(engine, job_id)
     assert job is not None
-    options = job.options
-    executor: CeleryTrialExecutor = make_executor(parse_target(options["target"]))
+    try:
+        spec = JobSpec.from_row(job.options)
+    except ValidationError as err:
+        # A row no spec reads (written by hand, or by a newer version): the job fails, clearly.
+        job_store.finish(
+            engine,
+            job_id,
+            owner,
+            state=JobState.FAILED,
+            error=f"the job's spec does not read: {err.errors()[0]['msg']}",
+            error_kind="user",
+        )
+        return JobState.FAILED.value
+    executor: CeleryTrialExecutor = make_executor(spec.tvm_target)
     with tempfile.TemporaryDirectory(prefix=f"tunefarm-job-{job_id}-") as scratch:
         model_path = Path(scratch) / job.model_name
         model_path.write_bytes(job_store.read_model(engine, job_id))
         compile_options = CompileOptions(
             model_path=model_path,
-            target=options["target"],
+            spec=spec,
             out_dir=Path(scratch) / "out",
             database_url=database_url,
-            trials=int(options["trials"]),
-            max_trials_per_task=options.get("max_trials_per_task"),
-            layout=options.get("layout", "auto"),
-            fp16=bool(options.get("fp16", False)),
-            cuda_graph=options.get("cuda_graph"),
-            seed=options.get("seed"),
-            warm_start=bool(options.get("warm_start", True)),
-            baseline=bool(options.get("baseline", True)),
             # A resumed job goes on with the budget the dead coordinator had not spent.
             prior_trials={
-                name: int(task["trials"])
-                for name, task in job.progress.get("tasks", {}).items()
-                if int(task.get("trials", 0)) > 0
+                name: task.trials for name, task in job.progress.tasks.items() if task.trials > 0
             },
         )
         observer = JobObserver(engine, job_id, owner, executor, resumed_from=job.progress)
@@ -221,21 +219,21 @@ def run_job(
                 result = compile_model(compile_options, observer=observer, executor=executor)
             except UserInputError as err:
                 job_store.finish(
-                    engine, job_id, owner, state="failed", error=str(err), error_kind="user"
+                    engine, job_id, owner, state=JobState.FAILED, error=str(err), error_kind="user"
                 )
                 return "failed"
             except Exception as err:
                 if heartbeat.lost:
                     return "lease lost"
                 if heartbeat.cancelled:
-                    job_store.finish(engine, job_id, owner, state="cancelled")
+                    job_store.finish(engine, job_id, owner, state=JobState.CANCELLED)
                     return "cancelled"
                 logger.error("job %s failed:\n%s", job_id, traceback.format_exc())
                 job_store.finish(
                     engine,
                     job_id,
                     owner,
-                    state="failed",
+                    state=JobState.FAILED,
                     error=f"internal error: {type(err).__name__}: {err}",
                     error_kind="internal",
                 )
@@ -244,7 +242,7 @@ def run_job(
             engine,
             job_id,
             owner,
-            state="succeeded",
+            state=JobState.SUCCEEDED,
             manifest=result.manifest,
             library=result.library_path.read_bytes(),
         )

@@ -16,9 +16,10 @@ from tunefarm.api.schemas import JobError, JobList, JobStatus, JobSubmit, JobSum
 from tunefarm.api.services import models
 from tunefarm.api.services.models import is_object_id
 from tunefarm.api.services.teams import Team
+from tunefarm.tuner.job_spec import JobSpec
 from tunefarm.tuner.settings import Settings
-from tunefarm.tuner.targets import parse_target
 from tunefarm.tuning_db import job_store
+from tunefarm.tuning_db.job_state import JobState
 from tunefarm.tuning_db.job_store import JOB_VIEW_COLUMNS, JobView, job_view
 from tunefarm.tuning_db.schema import JobRow
 from tunefarm.workers.job_tasks import submit_job
@@ -34,20 +35,12 @@ def submit(
     engine: Engine, celery: Celery, settings: Settings, team: Team, request: JobSubmit
 ) -> JobStatus:
     model = models.find_model(engine, team, request.model_id)
-    parse_target(request.target)  # an unknown target is refused now, not by the coordinator
-    options: dict[str, Any] = {
-        "target": request.target,
-        "trials": request.trials,
-        "max_trials_per_task": request.options.max_trials_per_task,
-        "layout": request.options.layout,
-        "fp16": request.options.fp16,
-        "seed": request.options.seed,
-    }
+    spec = JobSpec.model_validate(request.model_dump(exclude={"model_id"}))
     job_id = job_store.create_job(
         engine,
         model_name=model.name,
         model_onnx=models.read_model_bytes(settings, model),
-        options=options,
+        options=spec.model_dump(mode="json"),
         team_id=team.id,
         model_id=model.id,
     )
@@ -74,14 +67,14 @@ def list_jobs(
     engine: Engine,
     team: Team,
     *,
-    state: str | None,
+    state: JobState | None,
     model_id: str | None,
     limit: int,
     offset: int,
 ) -> JobList:
     query = select(*JOB_VIEW_COLUMNS).where(JobRow.team_id == team.id)
     if state is not None:
-        query = query.where(JobRow.state == state)
+        query = query.where(JobRow.state == state.value)
     if model_id is not None:
         query = query.where(JobRow.model_id == model_id)
     query = query.order_by(JobRow.created_at.desc(), JobRow.id).limit(limit + 1).offset(offset)
@@ -159,31 +152,32 @@ def _status(
     engine: Engine, settings: Settings, team: Team, job: JobView, *, with_coverage: bool
 ) -> JobStatus:
     progress = job.progress
+    spec = JobSpec.from_row(job.options)
     tasks = [
         TaskProgress(
             name=name,
-            trials=int(task.get("trials", 0)),
-            failures=int(task.get("failures", 0)),
-            best_latency_us=task.get("best_us"),
+            trials=task.trials,
+            failures=task.failures,
+            best_latency_us=task.best_us,
         )
-        for name, task in progress.get("tasks", {}).items()
+        for name, task in progress.tasks.items()
     ]
-    best = [task.best_latency_us for task in tasks if task.best_latency_us is not None]
+    best_us = progress.best_us_sum
     manifest = job.manifest
     return JobStatus(
         id=job.id,
-        state=job.state,  # type: ignore[arg-type]
+        state=job.state,
         model_id=job.model_id,
         model_name=job.model_name,
-        target=str(job.options.get("target", "")),
-        trials=int(job.options.get("trials", 0)),
-        options={k: v for k, v in job.options.items() if k not in ("target", "trials")},
-        trials_done=int(progress.get("trials", 0)),
-        trials_total=progress.get("trials_total"),
-        message=progress.get("message"),
+        target=spec.target,
+        trials=spec.trials,
+        options=spec.options,
+        trials_done=progress.trials,
+        trials_total=progress.trials_total,
+        message=progress.message,
         tasks=tasks,
         coverage=_coverage(engine, settings, team, job) if with_coverage else None,
-        estimated_latency_ms=round(sum(best) / 1000, 6) if best else None,
+        estimated_latency_ms=round(best_us / 1000, 6) if best_us is not None else None,
         best_latency_ms=manifest["latency"]["tuned"]["p50_ms"] if manifest else None,
         error=JobError(kind=job.error_kind, message=job.error) if job.error else None,
         cancel_requested=job.cancel_requested,
@@ -198,19 +192,20 @@ def _coverage(
 ) -> dict[str, Any] | None:
     if job.manifest is not None:
         return dict(job.manifest["coverage_before_tuning"])
-    if "coverage" in job.progress:
+    if job.progress.coverage is not None:
         # The job's own plan, written by its coordinator before the first trial.
-        return dict(job.progress["coverage"])
+        return job.progress.coverage.model_dump()
     if job.model_id is None or job.finished:
         return None
+    spec = JobSpec.from_row(job.options)
     try:
         model = models.find_model(engine, team, job.model_id)
         coverage = models.model_coverage(
             engine,
             models.model_file(settings, model.sha256),
-            str(job.options["target"]),
-            layout=str(job.options.get("layout", "auto")),
-            fp16=bool(job.options.get("fp16", False)),
+            spec.target,
+            layout=spec.options.layout,
+            fp16=spec.options.fp16,
             max_age_sec=COVERAGE_MAX_AGE_SEC,
         )
     except Exception:  # coverage is a courtesy: a status must answer without it
@@ -220,14 +215,15 @@ def _coverage(
 
 
 def _summary(job: JobView) -> JobSummary:
+    spec = JobSpec.from_row(job.options)
     return JobSummary(
         id=job.id,
-        state=job.state,  # type: ignore[arg-type]
+        state=job.state,
         model_id=job.model_id,
         model_name=job.model_name,
-        target=str(job.options.get("target", "")),
-        trials=int(job.options.get("trials", 0)),
-        trials_done=int(job.progress.get("trials", 0)),
+        target=spec.target,
+        trials=spec.trials,
+        trials_done=job.progress.trials,
         created_at=job.created_at,
         error=job.error,
     )

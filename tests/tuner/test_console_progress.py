@@ -8,11 +8,12 @@ from rich.console import Console
 
 from tunefarm.tuner.console_progress import ConsoleObserver
 from tunefarm.tuner.search import TaskProgress, TuningReport
+from tunefarm.tuning_db.job_state import JobState
 
 
 def _drive(console: Console) -> None:
     observer = ConsoleObserver(console)
-    observer.stage("importing", "importing into Relax")
+    observer.stage(JobState.IMPORTING, "importing into Relax")
     observer.tuning_started(8, [])
     report = TuningReport(trials=8, tasks={"conv": TaskProgress("conv", trials=8, best_sec=2e-4)})
     observer.tuning_progress(report)

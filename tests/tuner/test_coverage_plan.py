@@ -14,6 +14,7 @@ from sqlalchemy import create_engine, delete, func, select
 
 from tunefarm.tuner.compile_job import CompileOptions, compile_model
 from tunefarm.tuner.coverage_plan import plan_model
+from tunefarm.tuner.job_spec import JobSpec
 from tunefarm.tuner.sample_models import tiny_cnn
 from tunefarm.tuning_db.schema import TuningRecordRow, WorkloadRow
 
@@ -30,11 +31,9 @@ def tuned_database(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path,
     manifest = compile_model(
         CompileOptions(
             model_path=model,
-            target="llvm",
+            spec=JobSpec.of("llvm", 12, seed=3),
             out_dir=directory / "out",
             database_url=url,
-            trials=12,
-            seed=3,
             latency_samples=5,
         )
     ).manifest
@@ -45,7 +44,7 @@ def test_a_tuned_model_plans_as_covered_with_the_databases_best_times(
     tuned_database: tuple[str, Path, dict],  # type: ignore[type-arg]
 ) -> None:
     url, model, _ = tuned_database
-    plan = plan_model(model, target="llvm", database_url=url, trials=40).as_dict()
+    plan = plan_model(model, JobSpec.of("llvm", 40), database_url=url).as_dict()
     engine = create_engine(url)
     with engine.connect() as connection:
         best = dict(
@@ -82,7 +81,7 @@ def test_the_plan_is_exact_on_a_model_partly_in_the_database(
     with sqlite3.connect(url.removeprefix("sqlite:///")) as source, sqlite3.connect(copy) as dest:
         source.backup(dest)
     partial_url = f"sqlite:///{copy}"
-    before = plan_model(model, target="llvm", database_url=partial_url, trials=40).as_dict()
+    before = plan_model(model, JobSpec.of("llvm", 40), database_url=partial_url).as_dict()
     conv = next(task for task in before["tasks"] if "conv2d" in task["name"])
     assert conv["reuse"] == "exact"
     engine = create_engine(partial_url)
@@ -95,7 +94,7 @@ def test_the_plan_is_exact_on_a_model_partly_in_the_database(
         )
 
     plan = plan_model(
-        model, target="llvm", database_url=partial_url, trials=40, max_trials_per_task=16
+        model, JobSpec.of("llvm", 40, max_trials_per_task=16), database_url=partial_url
     ).as_dict()
     by_name = {task["name"]: task for task in plan["tasks"]}
     assert by_name[conv["name"]]["reuse"] == "none"
@@ -129,7 +128,7 @@ def test_a_model_of_other_shapes_plans_as_similar(
     url, _, _ = tuned_database
     sibling = tmp_path / "tiny16.onnx"
     onnx.save(tiny_cnn(image_size=16), str(sibling))
-    plan = plan_model(sibling, target="llvm", database_url=url, trials=40).as_dict()
+    plan = plan_model(sibling, JobSpec.of("llvm", 40), database_url=url).as_dict()
     assert plan["tasks_covered"] == 0
     conv = next(task for task in plan["tasks"] if "conv2d" in task["name"])
     assert conv["reuse"] == "similar"

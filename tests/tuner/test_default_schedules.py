@@ -12,6 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 from sqlalchemy import create_engine, func, select
 
 from tunefarm.tuner.compile_job import CompileOptions, compile_model
+from tunefarm.tuner.job_spec import JobSpec
 from tunefarm.tuning_db.schema import TuningRecordRow, WorkloadRow
 
 
@@ -53,12 +54,9 @@ def one_heavy_conv(path: Path) -> Path:
 def _compile(model: Path, out: Path, db_url: str, trials: int) -> dict:  # type: ignore[type-arg]
     options = CompileOptions(
         model_path=model,
-        target="llvm",
+        spec=JobSpec.of("llvm", trials, seed=3, baseline=False),
         out_dir=out,
         database_url=db_url,
-        trials=trials,
-        seed=3,
-        baseline=False,
     )
     return compile_model(options).manifest
 

@@ -31,6 +31,7 @@ from tests.tuner.opset_models import (
 )
 from tunefarm.tuner import build, library_report
 from tunefarm.tuner.compile_job import CompileOptions, compile_model
+from tunefarm.tuner.job_spec import JobOptions, JobSpec
 from tunefarm.tuner.latency import LatencyReport, TimeBox, time_calls
 from tunefarm.tuner.library_report import (
     Baseline,
@@ -48,13 +49,13 @@ QUICK = {"latency_samples": 5, "latency_budget_sec": 0.05}
 
 
 def _compile(model: Path, out: Path, db_url: str, **options: Any) -> dict[str, Any]:
+    choices = {key: options.pop(key) for key in list(options) if key in JobOptions.model_fields}
     result = compile_model(
         CompileOptions(
             model_path=model,
-            target="llvm",
+            spec=JobSpec.of("llvm", 0, **choices),
             out_dir=out,
             database_url=db_url,
-            trials=0,
             **{**QUICK, **options},
         )
     )

@@ -86,7 +86,7 @@ def _wait_for_trials(
     latest: Callable[[], JobView | None], more_than: int, what: str = "trials"
 ) -> JobView:
     return _wait_for(
-        lambda: ((j := latest()) and j.progress.get("trials", 0) > more_than and j) or None,
+        lambda: ((j := latest()) and j.progress.trials > more_than and j) or None,
         180,
         what,
     )
@@ -132,10 +132,11 @@ def test_a_job_is_measured_by_two_workers_and_matches_onnxruntime(
 
     job = _only_job(farm_db_url)()
     assert job is not None and job.state == "succeeded" and job.attempts == 1
-    assert job.progress["trials"] == 24
-    assert any(task["curve"] for task in job.progress["tasks"].values())
+    assert job.progress.trials == 24
+    assert any(task.curve for task in job.progress.tasks.values())
     # Where the time went (issue 16): the search loop's part and the workers' part.
-    split = job.progress["time_split"]
+    split = job.progress.time_split
+    assert split is not None
     assert split["coordinator"]["search_sec"] > 0
     assert split["coordinator"]["first_batch_sent_sec"] is not None
     # The workers also timed the default schedules before the search.
@@ -179,9 +180,9 @@ def test_cancel_stops_new_trials_within_seconds(
     job = _wait_for(lambda: ((j := latest()) and j.finished and j) or None, 30, "the cancel")
     assert job.state == "cancelled"
     assert time.monotonic() - asked < 15
-    trials = job.progress["trials"]
+    trials = job.progress.trials
     time.sleep(3)
-    assert (latest() or job).progress["trials"] == trials  # nothing more was measured
+    assert (latest() or job).progress.trials == trials  # nothing more was measured
     assert client.wait(timeout=60) == 1
     assert "was cancelled" in (client.stderr.read() if client.stderr else "")
 
@@ -213,7 +214,7 @@ def test_a_killed_coordinator_is_resumed_by_another(
     before = job.manifest["tuning"]["trials_before_resume"]
     assert before >= 8
     assert job.manifest["tuning"]["trials_run"] == 48 - before
-    assert job.progress["trials"] == 48
+    assert job.progress.trials == 48
     rows, distinct = _record_counts(farm_db_url)
     assert rows == distinct  # no duplicate records after the resume
 

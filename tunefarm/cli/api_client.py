@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from tunefarm.cli.job_display import JobSnapshot
+from tunefarm.tuner.job_spec import JobSpec
 
 
 class ApiClientError(Exception):
@@ -54,10 +55,8 @@ class ApiClient:
         with path.open("rb") as stream:
             return self._json("POST", "/v1/models", files={"file": (path.name, stream)})
 
-    def submit_job(
-        self, model_id: str, *, target: str, trials: int, options: dict[str, Any]
-    ) -> dict[str, Any]:
-        body = {"model_id": model_id, "target": target, "trials": trials, "options": options}
+    def submit_job(self, model_id: str, spec: JobSpec) -> dict[str, Any]:
+        body = {"model_id": model_id, **spec.model_dump(mode="json")}
         return self._json("POST", "/v1/jobs", json=body)
 
     def job(self, job_id: str) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from tunefarm.cli.app import (
     first_line,
 )
 from tunefarm.tuner.errors import UserInputError
+from tunefarm.tuner.job_spec import JobSpec
 from tunefarm.tuner.settings import Settings
 from tunefarm.tuning_db.engine import DatabaseUrlError
 
@@ -87,20 +88,23 @@ def compile_command(
         from tunefarm.tuner.compile_job import CompileOptions, compile_model
         from tunefarm.tuner.console_progress import ConsoleObserver
 
-        options = CompileOptions(
-            model_path=model,
-            target=target,
-            out_dir=out,
-            database_url=db or settings.resolved_database_url(),
-            trials=trials,
+        spec = JobSpec.of(
+            target,
+            trials,
             max_trials_per_task=max_trials_per_task,
-            layout=layout,  # type: ignore[arg-type]  # checked in check_options
+            layout=layout,
             fp16=fp16,
             cuda_graph=cuda_graph,
             seed=seed,
             warm_start=warm_start,
-            workers=workers,
             baseline=baseline,
+        )
+        options = CompileOptions(
+            model_path=model,
+            spec=spec,
+            out_dir=out,
+            database_url=db or settings.resolved_database_url(),
+            workers=workers,
             measure_timeout_sec=settings.measure_timeout_sec,
             max_model_bytes=settings.max_model_bytes,
             verbose=verbose,
@@ -145,15 +149,10 @@ def plan_command(
     from tunefarm.tuner.coverage_plan import plan_model
 
     try:
-        plan = plan_model(
-            model,
-            target=target,
-            database_url=database_url(db),
-            trials=trials,
-            max_trials_per_task=max_trials_per_task,
-            layout=layout,  # type: ignore[arg-type]  # checked in check_options
-            fp16=fp16,
+        spec = JobSpec.of(
+            target, trials, max_trials_per_task=max_trials_per_task, layout=layout, fp16=fp16
         )
+        plan = plan_model(model, spec, database_url=database_url(db))
     except (UserInputError, DatabaseUrlError) as err:
         fail(str(err))
     except SQLAlchemyError as err:
@@ -197,6 +196,7 @@ def _print_plan(plan: dict[str, Any]) -> None:
 def _compile_on_farm(options: CompileOptions) -> tuple[Path, Path, dict[str, Any]]:
     from tunefarm.cli.farm_client import download, follow, job_snapshot, submit_compile
     from tunefarm.cli.job_display import JobProgressDisplay
+    from tunefarm.tuning_db.job_state import JobState
     from tunefarm.tuning_db.sql_database import open_engine
 
     engine = open_engine(options.database_url)
@@ -214,12 +214,12 @@ def _compile_on_farm(options: CompileOptions) -> tuple[Path, Path, dict[str, Any
         )
     finally:
         display.close()
-    if job.state == "failed":
+    if job.state is JobState.FAILED:
         fail(
             f"job {job_id} failed: {job.error}",
             EXIT_USER_ERROR if job.error_kind == "user" else EXIT_INTERNAL_ERROR,
         )
-    if job.state == "cancelled":
+    if job.state is JobState.CANCELLED:
         fail(f"job {job_id} was cancelled", EXIT_INTERNAL_ERROR)
     library_path, manifest_path = download(engine, job, options.out_dir)
     assert job.manifest is not None

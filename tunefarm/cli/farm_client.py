@@ -6,12 +6,11 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import Engine
 
 from tunefarm.cli.job_display import JobSnapshot
-from tunefarm.tuner.compile_job import CompileOptions, check_options
+from tunefarm.tuner.compile_job import CompileOptions
 from tunefarm.tuner.errors import UserInputError
 from tunefarm.tuner.model_validation import validate_onnx_model
 from tunefarm.tuner.torch_import import is_exported_program
@@ -22,29 +21,17 @@ from tunefarm.workers.job_tasks import submit_job
 
 def submit_compile(options: CompileOptions, *, engine: Engine) -> str:
     """Validate here, store the model in the job row, and queue the job for a coordinator."""
-    check_options(options)
     if is_exported_program(options.model_path):
         raise UserInputError(
             f"{options.model_path}: farm jobs take ONNX models; compile a .pt2 program locally"
         )
     validated = validate_onnx_model(options.model_path, max_bytes=options.max_model_bytes)
-    job_options: dict[str, Any] = {
-        "target": options.target,
-        "trials": options.trials,
-        "max_trials_per_task": options.max_trials_per_task,
-        "layout": options.layout,
-        "fp16": options.fp16,
-        "cuda_graph": options.cuda_graph,
-        "seed": options.seed,
-        "warm_start": options.warm_start,
-        "baseline": options.baseline,
-    }
     # The validated model has its external data inlined: the job needs no other file.
     job_id = job_store.create_job(
         engine,
         model_name=options.model_path.name,
         model_onnx=validated.onnx().SerializeToString(),
-        options=job_options,
+        options=options.spec.model_dump(mode="json"),
     )
     submit_job(job_id)
     return job_id
@@ -82,13 +69,13 @@ def download(engine: Engine, job: JobView, out_dir: Path) -> tuple[Path, Path]:
 
 def job_snapshot(job: JobView) -> JobSnapshot:
     """What the progress display shows of a job row."""
-    best = [t["best_us"] for t in job.progress.get("tasks", {}).values() if t["best_us"]]
-    best_text = f"{sum(best) / 1000:.3f} ms" if best else "—"
-    workers = len(job.progress.get("measured_by", {}))
+    progress = job.progress
+    best_us = progress.best_us_sum
+    best_text = f"{best_us / 1000:.3f} ms" if best_us is not None else "—"
     return JobSnapshot(
         state=job.state,
-        message=job.progress.get("message", ""),
-        trials_done=job.progress.get("trials", 0),
-        trials_total=job.progress.get("trials_total"),
-        detail=f"best {best_text} · {workers} workers",
+        message=progress.message or "",
+        trials_done=progress.trials,
+        trials_total=progress.trials_total,
+        detail=f"best {best_text} · {len(progress.measured_by)} workers",
     )

@@ -19,7 +19,7 @@ def jobs_list_command(db: DatabaseOption = None) -> None:
     from tunefarm.tuning_db.sql_database import open_engine
 
     for job in job_store.list_jobs(open_engine(database_url(db))):
-        trials = job.progress.get("trials", 0)
+        trials = job.progress.trials
         print(f"{job.id}  {job.state:<10} {job.model_name}  trials {trials}  {job.error or ''}")
 
 
@@ -37,7 +37,8 @@ def jobs_show_command(
     job = job_store.get_job(open_engine(database_url(db)), job_id)
     if job is None:
         fail(f"no job {job_id}")
-    print(json.dumps(asdict(job), indent=2, default=str))
+    shown = asdict(job) | {"progress": job.progress.model_dump(mode="json", exclude_none=True)}
+    print(json.dumps(shown, indent=2, default=str))
 
 
 @jobs_app.command("cancel")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -22,6 +22,8 @@ from tunefarm.cli.app import (
     console,
     fail,
 )
+from tunefarm.tuner.errors import UserInputError
+from tunefarm.tuner.job_spec import JobSpec
 from tunefarm.tuner.settings import Settings
 
 
@@ -47,15 +49,21 @@ def submit_command(
     settings = Settings()
     if not model.is_file():
         fail(f"{model}: no such file")
-    options: dict[str, Any] = {"fp16": fp16, "layout": layout}
-    if max_trials_per_task is not None:
-        options["max_trials_per_task"] = max_trials_per_task
-    if seed is not None:
-        options["seed"] = seed
+    try:
+        spec = JobSpec.of(
+            target,
+            trials,
+            fp16=fp16,
+            layout=layout,
+            max_trials_per_task=max_trials_per_task,
+            seed=seed,
+        )
+    except UserInputError as err:
+        fail(str(err))
     try:
         with ApiClient(api_url or settings.api_url, token or settings.api_token) as client:
             uploaded = client.upload_model(model)
-            job = client.submit_job(uploaded["id"], target=target, trials=trials, options=options)
+            job = client.submit_job(uploaded["id"], spec)
             print(job["id"])
             if not wait:
                 return
