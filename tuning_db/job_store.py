@@ -202,12 +202,13 @@ def finish(
     job_id: str,
     owner: str,
     *,
-    state: JobState,
+    state: JobState | str,
     error: str | None = None,
     error_kind: str | None = None,
     manifest: dict[str, Any] | None = None,
     library: bytes | None = None,
 ) -> bool:
+    state = JobState(state)
     if not state.finished:
         raise ValueError(f"{state!r} is not a final state")
     return update_job(
