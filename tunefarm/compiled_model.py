@@ -14,6 +14,7 @@ from tunefarm.errors import TunefarmError
 
 LIBRARY = "model.so"
 MANIFEST = "manifest.json"
+TVM_ALIGNMENT = 64
 
 
 class CompiledModel:
@@ -58,13 +59,16 @@ class CompiledModel:
             )
         as_torch = any(_is_torch_tensor(value) for value in inputs)
         pairs = zip(inputs, self._inputs, strict=True)
-        arrays = [self._checked(value, spec) for value, spec in pairs]
-        outputs: list[Any] = self._model.run(arrays)
+        args = [self._argument(value, spec) for value, spec in pairs]
+        outputs = self._model.call(args)
         if as_torch:
             import torch
 
-            outputs = [torch.from_numpy(np.ascontiguousarray(array)) for array in outputs]
-        return outputs[0] if len(outputs) == 1 else tuple(outputs)
+            # DLPack: the torch tensors share the library's output memory, on its device.
+            results: list[Any] = [torch.from_dlpack(tensor) for tensor in outputs]
+        else:
+            results = [tensor.numpy() for tensor in outputs]
+        return results[0] if len(results) == 1 else tuple(results)
 
     def save(self, directory: str | Path) -> Path:
         """Copy ``model.so`` and ``manifest.json`` into ``directory``; return it."""
@@ -75,18 +79,35 @@ class CompiledModel:
                 shutil.copyfile(self.directory / name, out / name)
         return out
 
-    def _checked(self, value: Any, spec: tuple[str, list[int], str]) -> np.ndarray:
+    def _argument(self, value: Any, spec: tuple[str, list[int], str]) -> Any:
+        """``value`` as a tensor on the library's device. A contiguous torch tensor already
+        there is passed without a copy (DLPack); anything else is copied once."""
+        import tvm
+
         name, shape, dtype = spec
         if _is_torch_tensor(value):
-            value = value.detach().cpu().numpy()
-        array = np.asarray(value)
-        if list(array.shape) != shape:
-            raise TunefarmError(
-                f"input {name!r} has shape {list(array.shape)}; the model takes {shape}"
-            )
-        if array.dtype != np.dtype(dtype):
-            raise TunefarmError(f"input {name!r} is {array.dtype}; the model takes {dtype}")
-        return np.ascontiguousarray(array)
+            found_shape, found_dtype = list(value.shape), str(value.dtype).removeprefix("torch.")
+        else:
+            value = np.asarray(value)
+            found_shape, found_dtype = list(value.shape), str(value.dtype)
+        if found_shape != shape:
+            raise TunefarmError(f"input {name!r} has shape {found_shape}; the model takes {shape}")
+        if found_dtype != dtype:
+            raise TunefarmError(f"input {name!r} is {found_dtype}; the model takes {dtype}")
+        device = self._model.device
+        if _is_torch_tensor(value):
+            if value.requires_grad:
+                value = value.detach()
+            # TVM's kernels assume 64-byte aligned buffers (torch's own allocations are; a
+            # tensor made from a numpy array or a slice may not be).
+            if (
+                _torch_device_is(value, device)
+                and value.is_contiguous()
+                and value.data_ptr() % TVM_ALIGNMENT == 0
+            ):
+                return tvm.runtime.from_dlpack(value)
+            value = value.cpu().numpy()
+        return tvm.runtime.tensor(np.ascontiguousarray(value), device=device)
 
 
 def load(directory: str | Path) -> CompiledModel:
@@ -97,6 +118,14 @@ def load(directory: str | Path) -> CompiledModel:
 def _is_torch_tensor(value: Any) -> bool:
     torch = sys.modules.get("torch")  # a torch tensor means torch is imported already
     return torch is not None and isinstance(value, torch.Tensor)
+
+
+def _torch_device_is(tensor: Any, device: Any) -> bool:
+    """Whether the torch tensor sits on the TVM device (a CPU, or the same CUDA GPU)."""
+    kind = {1: "cpu", 2: "cuda"}.get(int(device.dlpack_device_type()))
+    if tensor.device.type != kind:
+        return False
+    return kind == "cpu" or tensor.device.index == device.index
 
 
 def _first_line(err: BaseException) -> str:

@@ -126,8 +126,11 @@ class LoadedModel:
 
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         args = [tvm.runtime.tensor(array, device=self.device) for array in inputs]
-        result = self.vm["main"](*args)
-        return [_to_numpy(value) for value in _flatten(result)]
+        return [_to_numpy(value) for value in self.call(args)]
+
+    def call(self, args: list[Any]) -> list[Any]:
+        """``main`` on tensors already on the device; its outputs as the VM's tensors."""
+        return _flatten(self.vm["main"](*args))
 
     def latency(
         self,

@@ -40,10 +40,29 @@ def test_an_onnx_file_compiles_into_a_callable_that_saves_and_loads(
     assert compiled.manifest["inputs"][0]["shape"] == [1, 3, 32, 32]
     assert compiled.input_names == ["image"]
 
-    # Torch tensors in, torch tensors out.
+    # Torch tensors in, torch tensors out (through DLPack, without a copy on the same device).
     result = compiled(torch.from_numpy(image))
     assert isinstance(result, torch.Tensor)
     np.testing.assert_allclose(result.numpy(), expected, rtol=1e-4, atol=1e-4)
+    # The next call does not write into the outputs the caller holds.
+    other = compiled(torch.zeros(1, 3, 32, 32))
+    np.testing.assert_allclose(result.numpy(), expected, rtol=1e-4, atol=1e-4)
+    assert not np.allclose(other.numpy(), expected)
+    # A tensor torch allocated (aligned, so passed as it is), and ones that need a copy first:
+    # not contiguous, not aligned (a numpy buffer may not be), tracked by autograd.
+    aligned = torch.empty(1, 3, 32, 32)
+    aligned.copy_(torch.from_numpy(image))
+    np.testing.assert_allclose(compiled(aligned).numpy(), expected, rtol=1e-4, atol=1e-4)
+    unaligned = torch.from_numpy(np.concatenate([[0.0], image.ravel()]).astype("float32"))[1:]
+    assert unaligned.data_ptr() % 64 != 0
+    np.testing.assert_allclose(
+        compiled(unaligned.reshape(1, 3, 32, 32)).numpy(), expected, rtol=1e-4, atol=1e-4
+    )
+    strided = torch.from_numpy(image.transpose(0, 1, 3, 2).copy()).transpose(2, 3)
+    assert not strided.is_contiguous()
+    np.testing.assert_allclose(
+        compiled(strided.requires_grad_()).numpy(), expected, rtol=1e-4, atol=1e-4
+    )
 
     saved = compiled.save(tmp_path / "saved")
     assert sorted(path.name for path in saved.iterdir()) == ["manifest.json", "model.so"]
