@@ -92,7 +92,7 @@ def _compile_on_farm(options: Any) -> None:
     from tunefarm.tuning_db.sql_database import open_engine
 
     engine = open_engine(options.database_url)
-    job_id = submit_compile(options, engine=engine)
+    job_id = submit_compile(options, engine=engine, say=lambda note: print(note, file=sys.stderr))
     job = follow(engine, job_id, on_update=lambda job: None)
     if job.state is not JobState.SUCCEEDED:
         raise TunefarmError(f"farm job {job_id} {job.state}: {job.error or 'no library'}")

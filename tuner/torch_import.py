@@ -5,8 +5,10 @@ the host, and a CUDA build then fails; a program exported in fp16 fails Relax's 
 So the weights come in as parameters and are bound as constants here (a CUDA build then uploads
 them), and programs are taken in fp32: ``--fp16`` converts them, as it does ONNX models.
 
-Loading a ``.pt2`` file runs no code from it, but it is read by torch's loader, so only local
-compiles take them: the API server and farm jobs take ONNX models only.
+Loading a ``.pt2`` file runs no code from it, but it is read by torch's loader, so the API
+server and the farm's coordinators never read one: they take ONNX models only. A client that
+sends a ``.pt2`` program to the farm converts it to ONNX first, on its own machine
+(``exported_program_as_onnx``), and says so.
 """
 
 from __future__ import annotations
@@ -92,6 +94,43 @@ def import_exported_program(validated: ValidatedModel) -> IRModule:
         raise ModelValidationError(
             f"{validated.path}: TVM's PyTorch importer failed: {_first_line(err)}"
         ) from err
+
+
+def exported_program_as_onnx(validated: ValidatedModel, out: Path) -> Path:
+    """The program as an ONNX file at ``out``, for the farm, which takes ONNX only.
+
+    TorchScript's exporter traces the program's module on zeros of its input shapes (the
+    program was exported in eval mode, which the trace keeps). Its ONNX goes through TVM's ONNX
+    importer on the farm, which converts fewer operators than the PyTorch importer of a local
+    compile.
+    """
+    import torch
+
+    assert validated.exported is not None
+    example = tuple(
+        torch.zeros(signature.shape, dtype=getattr(torch, signature.dtype))
+        for signature in validated.inputs
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                validated.exported.module(),
+                example,
+                str(out),
+                dynamo=False,
+                input_names=[signature.name for signature in validated.inputs],
+                # An exported program's module cannot be switched to eval(); it is eval already.
+                training=torch.onnx.TrainingMode.PRESERVE,
+                do_constant_folding=True,
+            )
+    except Exception as err:
+        raise ModelValidationError(
+            f"{validated.path}: cannot convert to ONNX for the farm ({_first_line(err)}); "
+            "compile it locally instead"
+        ) from None
+    return out
 
 
 def _signature(path: Path, name: str, value: Any) -> TensorSignature:

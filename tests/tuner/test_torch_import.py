@@ -126,22 +126,19 @@ def test_a_program_with_a_dynamic_dimension_is_refused(tmp_path: Path) -> None:
         validate_exported_program(path)
 
 
-def test_a_farm_job_refuses_a_pt2_program(tmp_path: Path) -> None:
-    path, _ = _saved(tmp_path)
-    result = subprocess.run(
-        [
-            *TUNEFARM,
-            "compile",
-            str(path),
-            "--farm",
-            "--out",
-            str(tmp_path / "out"),
-            "--db",
-            f"sqlite:///{tmp_path / 'tuning.db'}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 2
-    assert "farm jobs take ONNX models" in result.stderr
+def test_for_the_farm_a_program_becomes_an_onnx_model_that_matches_torch(tmp_path: Path) -> None:
+    import onnxruntime
+
+    from tunefarm.tuner.model_validation import validate_onnx_model
+    from tunefarm.tuner.torch_import import exported_program_as_onnx
+
+    path, module = _saved(tmp_path)
+    onnx_path = exported_program_as_onnx(validate_exported_program(path), tmp_path / "small.onnx")
+    validated = validate_onnx_model(onnx_path)
+    assert [(s.name, s.shape) for s in validated.inputs] == [("image", [1, 3, 16, 16])]
+    image = np.random.default_rng(1).standard_normal((1, 3, 16, 16)).astype("float32")
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    (ours,) = session.run(None, {"image": image})
+    with torch.no_grad():
+        expected = module(torch.from_numpy(image)).numpy()
+    np.testing.assert_allclose(ours, expected, atol=1e-4)

@@ -156,6 +156,26 @@ def test_a_job_is_measured_by_two_workers_and_matches_onnxruntime(
     )
 
 
+def test_a_pt2_program_goes_to_the_farm_as_onnx_converted_by_the_client(
+    start_worker: StartWorker, broker_url: str, farm_db_url: str, tmp_path: Path
+) -> None:
+    from tests.tuner.test_torch_import import _saved
+
+    program, _ = _saved(tmp_path)
+    env = _farm_env(broker_url, farm_db_url)
+    start_worker(env=env)
+    start_worker("--jobs", env=env)
+    client = _compile(program, tmp_path / "out", env, "--trials", "4", "--no-baseline")
+    stdout, stderr = client.communicate(timeout=600)
+    assert client.returncode == 0, stderr
+    assert "converted small.pt2 to ONNX here (small.onnx)" in stderr
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["model"]["format"] == "onnx"
+    assert manifest["tuning"]["trials_run"] == 4
+    job = _only_job(farm_db_url)()
+    assert job is not None and job.model_name == "small.onnx"
+
+
 def test_cancel_stops_new_trials_within_seconds(
     start_worker: StartWorker,
     broker_url: str,

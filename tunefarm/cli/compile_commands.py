@@ -22,6 +22,7 @@ from tunefarm.cli.app import (
     app,
     console,
     database_url,
+    error_console,
     fail,
     first_line,
 )
@@ -200,7 +201,9 @@ def _compile_on_farm(options: CompileOptions) -> tuple[Path, Path, dict[str, Any
     from tunefarm.tuning_db.sql_database import open_engine
 
     engine = open_engine(options.database_url)
-    job_id = submit_compile(options, engine=engine)
+    job_id = submit_compile(
+        options, engine=engine, say=lambda note: error_console.print(note, highlight=False)
+    )
     if console.is_terminal:
         console.print(f"submitted job {job_id}")
     display = JobProgressDisplay(console, job_id, label="tuning on the farm")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,28 +12,48 @@ from sqlalchemy import Engine
 
 from tunefarm.cli.job_display import JobSnapshot
 from tunefarm.tuner.compile_job import CompileOptions
-from tunefarm.tuner.errors import UserInputError
 from tunefarm.tuner.model_validation import validate_onnx_model
-from tunefarm.tuner.torch_import import is_exported_program
+from tunefarm.tuner.torch_import import (
+    exported_program_as_onnx,
+    is_exported_program,
+    validate_exported_program,
+)
 from tunefarm.tuning_db import job_store
 from tunefarm.tuning_db.job_store import JobView
 from tunefarm.workers.job_tasks import submit_job
 
 
-def submit_compile(options: CompileOptions, *, engine: Engine) -> str:
-    """Validate here, store the model in the job row, and queue the job for a coordinator."""
-    if is_exported_program(options.model_path):
-        raise UserInputError(
-            f"{options.model_path}: farm jobs take ONNX models; compile a .pt2 program locally"
-        )
-    validated = validate_onnx_model(options.model_path, max_bytes=options.max_model_bytes)
-    # The validated model has its external data inlined: the job needs no other file.
-    job_id = job_store.create_job(
-        engine,
-        model_name=options.model_path.name,
-        model_onnx=validated.onnx().SerializeToString(),
-        options=options.spec.model_dump(mode="json"),
+def onnx_for_the_farm(
+    path: Path, scratch: Path, *, max_bytes: int, say: Callable[[str], None]
+) -> Path:
+    """The file a farm job takes: an ONNX model as it is, a ``.pt2`` program converted to ONNX
+    here (the farm's processes never load a ``.pt2`` file: torch's loader is not for input
+    from strangers)."""
+    if not is_exported_program(path):
+        return path
+    converted = exported_program_as_onnx(
+        validate_exported_program(path, max_bytes=max_bytes), scratch / f"{path.stem}.onnx"
     )
+    say(f"converted {path.name} to ONNX here ({converted.name}): the farm takes ONNX models only")
+    return converted
+
+
+def submit_compile(
+    options: CompileOptions, *, engine: Engine, say: Callable[[str], None] = lambda _: None
+) -> str:
+    """Validate here, store the model in the job row, and queue the job for a coordinator."""
+    with tempfile.TemporaryDirectory(prefix="tunefarm-submit-") as scratch:
+        model = onnx_for_the_farm(
+            options.model_path, Path(scratch), max_bytes=options.max_model_bytes, say=say
+        )
+        validated = validate_onnx_model(model, max_bytes=options.max_model_bytes)
+        # The validated model has its external data inlined: the job needs no other file.
+        job_id = job_store.create_job(
+            engine,
+            model_name=model.name,
+            model_onnx=validated.onnx().SerializeToString(),
+            options=options.spec.model_dump(mode="json"),
+        )
     submit_job(job_id)
     return job_id
 

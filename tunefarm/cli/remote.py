@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -15,21 +16,26 @@ from tunefarm.cli.app import (
     Fp16Option,
     JobIdArgument,
     LayoutOption,
+    ModelArgument,
     SeedOption,
     TargetOption,
     TokenOption,
     app,
     console,
+    error_console,
     fail,
 )
 from tunefarm.tuner.errors import UserInputError
 from tunefarm.tuner.job_spec import JobSpec
 from tunefarm.tuner.settings import Settings
 
+if TYPE_CHECKING:
+    from tunefarm.cli.api_client import ApiClient
+
 
 @app.command("submit")
 def submit_command(
-    model: Annotated[Path, typer.Argument(help="The ONNX model file.")],
+    model: ModelArgument,
     target: TargetOption = "llvm",
     trials: Annotated[int, typer.Option(help="Total tuning trials.")] = 64,
     fp16: Fp16Option = False,
@@ -62,7 +68,7 @@ def submit_command(
         fail(str(err))
     try:
         with ApiClient(api_url or settings.api_url, token or settings.api_token) as client:
-            uploaded = client.upload_model(model)
+            uploaded = _upload(client, model, max_bytes=settings.max_model_bytes)
             job = client.submit_job(uploaded["id"], spec)
             print(job["id"])
             if not wait:
@@ -85,6 +91,24 @@ def submit_command(
         fail(f"job {final['id']} was cancelled", EXIT_INTERNAL_ERROR)
     latency = final.get("best_latency_ms")
     print(f"job {final['id']}: {final['state']}, tuned p50 {latency} ms")
+
+
+def _upload(client: ApiClient, model: Path, *, max_bytes: int) -> dict[str, Any]:
+    """Upload the model; a ``.pt2`` program goes as ONNX, converted here (the server never
+    loads a ``.pt2`` file)."""
+    from tunefarm.cli.farm_client import onnx_for_the_farm
+
+    with tempfile.TemporaryDirectory(prefix="tunefarm-submit-") as scratch:
+        try:
+            upload = onnx_for_the_farm(
+                model,
+                Path(scratch),
+                max_bytes=max_bytes,
+                say=lambda note: error_console.print(note, highlight=False),
+            )
+        except UserInputError as err:
+            fail(str(err))
+        return client.upload_model(upload)
 
 
 @app.command("download")
