@@ -166,7 +166,7 @@ def test_a_pt2_program_goes_to_the_farm_as_onnx_converted_by_the_client(
     start_worker(env=env)
     start_worker("--jobs", env=env)
     client = _compile(program, tmp_path / "out", env, "--trials", "4", "--no-baseline")
-    stdout, stderr = client.communicate(timeout=600)
+    _, stderr = client.communicate(timeout=600)
     assert client.returncode == 0, stderr
     assert "converted small.pt2 to ONNX here (small.onnx)" in stderr
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
