@@ -306,3 +306,43 @@ def test_bad_input_is_a_4xx_that_names_the_problem(
 
 def test_the_corpus_is_large_enough() -> None:
     assert len(CASES) >= 12
+
+
+class _Payload:
+    """Unpickled, this would create ``marker``: the proof that a server ran code it was sent."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        import os
+
+        return (os.mkdir, (str(self.marker),))
+
+
+def test_a_pt2_archive_with_a_pickle_that_runs_code_is_refused_and_nothing_ran(
+    client: TestClient, engine: Engine, context: FullContext, tmp_path: Path
+) -> None:
+    import pickle
+
+    marker = tmp_path / "the-payload-ran"
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as bundle:
+        # Where torch.export.save puts its pickled parts.
+        bundle.writestr("model/data.pkl", pickle.dumps(_Payload(marker)))
+        bundle.writestr("model/models/model.json", "{}")
+        bundle.writestr("model/version", "8.0")
+    assert not marker.exists()
+    before = _counts(engine)
+    response = client.post(
+        "/v1/models",
+        files={"file": ("model.pt2", archive.getvalue())},
+        headers=context.team.headers,
+    )
+    assert response.status_code == 422, response.text
+    assert "not an ONNX model" in response.json()["error"]["message"]
+    assert not marker.exists()
+    assert _counts(engine) == before
+    # The payload is live: unpickling it is what would have created the marker.
+    pickle.loads(pickle.dumps(_Payload(marker)))
+    assert marker.is_dir()
