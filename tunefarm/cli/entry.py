@@ -20,6 +20,9 @@ def main() -> None:
 
     use_physical_cores()
     try:
+        # Every command reads the TUNEFARM_* settings somewhere; a bad one fails here, first,
+        # whichever command it is.
+        Settings()
         app()
     except KeyboardInterrupt:
         error_console.print("interrupted")
