@@ -68,8 +68,14 @@ CASES: dict[str, tuple[Callable[[Path, Path], list[str]], str]] = {
         lambda m, d: [str(_model(m, d)), "--target", "tpu -v=4"],
         "unknown target kind 'tpu'",
     ),
-    "negative trials": (lambda m, d: [str(_model(m, d)), "--trials", "-3"], "--trials: Input should be greater than or equal to 0"),
-    "bad layout": (lambda m, d: [str(_model(m, d)), "--layout", "NWHC"], "--layout: Input should be"),
+    "negative trials": (
+        lambda m, d: [str(_model(m, d)), "--trials", "-3"],
+        "--trials: Input should be greater than or equal to 0",
+    ),
+    "bad layout": (
+        lambda m, d: [str(_model(m, d)), "--layout", "NWHC"],
+        "--layout: Input should be",
+    ),
 }
 
 
