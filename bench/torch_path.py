@@ -63,12 +63,15 @@ def example(
     return model.module, model.inputs
 
 
-def p50_ms(call: Any, runs: int) -> float:
+def p50_ms(call: Any, runs: int, sync: Any = lambda: None) -> float:
+    """Median of ``runs`` calls, each waited for (``sync``: the GPU's queue drained)."""
     call()
+    sync()
     times = []
     for _ in range(runs):
         started = time.perf_counter()
         call()
+        sync()
         times.append((time.perf_counter() - started) * 1e3)
     return round(statistics.median(times), 3)
 
@@ -98,15 +101,23 @@ def measure(
     _, fresh = example(name, seed=1, source=source)  # new inputs; the compiled module stays
     if name == "bert_base_masked":
         fresh = (fresh[0], inputs[1])  # the same padding
+    sync: Any = lambda: None  # noqa: E731
+    if target.startswith("cuda"):
+        # Both sides on the GPU: torch eager (fp32) there, and the library takes torch's CUDA
+        # tensors without a copy (DLPack); every timed call is waited for.
+        module, sync = module.cuda(), torch.cuda.synchronize
+        inputs = tuple(tensor.cuda() for tensor in inputs)
+        fresh = tuple(tensor.cuda() for tensor in fresh)
     with torch.no_grad():
-        expected = module(*fresh)
-        ours = compiled(*fresh)
+        expected = module(*fresh).float().cpu()
+        ours = compiled(*fresh).float().cpu()
         scale = float(expected.abs().max())
-        error = float((ours.float() - expected).abs().max()) / max(scale, 1e-12)
+        error = float((ours - expected).abs().max()) / max(scale, 1e-12)
         # A check proves nothing if the output hardly depends on the input.
-        sensitivity = float((module(*inputs) - expected).abs().max()) / max(scale, 1e-12)
-        torch_ms = p50_ms(lambda: module(*fresh), runs)
-    ours_ms = p50_ms(lambda: compiled(*fresh), runs)
+        seen = module(*inputs).float().cpu()
+        sensitivity = float((seen - expected).abs().max()) / max(scale, 1e-12)
+        torch_ms = p50_ms(lambda: module(*fresh), runs, sync)
+    ours_ms = p50_ms(lambda: compiled(*fresh), runs, sync)
     return {
         "model": name,
         "compile_sec": compile_sec,
