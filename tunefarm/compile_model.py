@@ -49,7 +49,7 @@ def compile(
         spec = JobSpec.of(
             target,
             trials,
-            layout=layout.upper() if layout.lower() in ("nchw", "nhwc") else layout,
+            layout=layout,
             fp16=fp16,
             seed=seed,
             baseline=baseline,

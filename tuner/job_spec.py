@@ -13,7 +13,14 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from tunefarm.tuner.errors import TargetError, UserInputError
 
@@ -42,6 +49,14 @@ class JobOptions(BaseModel):
     """Seed the search of a task with no record from the records of similar workloads."""
     baseline: bool = True
     """Report the untuned baseline (measured once per model, target and pipeline)."""
+
+    @field_validator("layout", mode="before")
+    @classmethod
+    def _any_case(cls, value: Any) -> Any:
+        # --layout nhwc, NHWC and Auto all mean what they say.
+        if isinstance(value, str) and value.upper() in ("NCHW", "NHWC", "AUTO"):
+            return "auto" if value.upper() == "AUTO" else value.upper()
+        return value
 
 
 class JobSpec(BaseModel):

@@ -52,6 +52,8 @@ class ValidatedModel:
 def validate_onnx_model(path: Path, *, max_bytes: int = DEFAULT_MAX_MODEL_BYTES) -> ValidatedModel:
     """Load and check ``path``; raise ``ModelValidationError`` with the reason if it is bad."""
     path = Path(path)
+    if path.is_dir():
+        raise ModelValidationError(f"{path}: a folder, not a model file")
     if not path.is_file():
         raise ModelValidationError(f"{path}: no such file")
     size = path.stat().st_size
@@ -60,7 +62,9 @@ def validate_onnx_model(path: Path, *, max_bytes: int = DEFAULT_MAX_MODEL_BYTES)
     if size > max_bytes:
         raise ModelValidationError(f"{path}: {size} bytes is over the limit of {max_bytes} bytes")
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        # The binary format whatever the suffix: onnx.load reads a .json file as ONNX's JSON
+        # form, and its parse errors are of another kind.
+        model = onnx.load(str(path), format="protobuf", load_external_data=False)
     except (DecodeError, ValueError, RuntimeError, OSError) as err:
         raise ModelValidationError(
             f"{path}: not an ONNX model, or a truncated one ({_first_line(err)})"

@@ -40,12 +40,36 @@ def parse_target(text: str) -> Target:
         raise TargetError(
             f"unknown target kind {kind!r}; tunefarm supports {', '.join(SUPPORTED_KINDS)}"
         )
+    if kind == "llvm" and "mcpu" in config:
+        _check_cpu_name(text, config)
     config = _with_defaults(config)
     try:
         return Target(config)
     except Exception as err:
         message = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
         raise TargetError(f"TVM rejects the target {text!r}: {message}") from err
+
+
+def _check_cpu_name(text: str, config: dict[str, Any]) -> None:
+    """LLVM takes any ``mcpu``, warns on stderr and generates generic code: refuse a name it
+    does not know, before anything is tuned or filed under it."""
+    import difflib
+
+    from tvm.target import codegen
+
+    without = {key: value for key, value in config.items() if key != "mcpu"}
+    try:
+        known = [str(name) for name in codegen.llvm_get_cpu_archlist(Target(without))]
+    except Exception:  # the triple's own problem, reported by the Target below
+        return
+    cpu = str(config["mcpu"])
+    if known and cpu not in known:
+        close = difflib.get_close_matches(cpu, known, n=4)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise TargetError(
+            f"LLVM knows no CPU {cpu!r} in {text!r}; {hint}it knows {len(known)}, "
+            f"such as {', '.join(known[:6])}"
+        )
 
 
 def _parse_friendly(text: str) -> dict[str, Any]:

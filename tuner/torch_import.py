@@ -37,6 +37,8 @@ def validate_exported_program(
 ) -> ValidatedModel:
     """Load ``path`` (``torch.export.save``); raise ``ModelValidationError`` if it is bad."""
     path = Path(path)
+    if path.is_dir():
+        raise ModelValidationError(f"{path}: a folder, not a model file")
     if not path.is_file():
         raise ModelValidationError(f"{path}: no such file")
     size = path.stat().st_size

@@ -76,7 +76,20 @@ CASES: dict[str, tuple[Callable[[Path, Path], list[str]], str]] = {
         lambda m, d: [str(_model(m, d)), "--layout", "NWHC"],
         "--layout: Input should be",
     ),
+    # Issue 19, the first hour's traps.
+    "a folder as the model": (lambda m, d: [str(d)], "a folder, not a model file"),
+    "a .json file as the model": (lambda m, d: [str(_json_file(d))], "not an ONNX model"),
+    "a misspelt CPU": (
+        lambda m, d: [str(_model(m, d)), "--target", "llvm -mcpu=skylak"],
+        "LLVM knows no CPU 'skylak' in 'llvm -mcpu=skylak'; did you mean skylake",
+    ),
 }
+
+
+def _json_file(folder: Path) -> Path:
+    path = folder / "config.json"
+    path.write_text('{"layers": 3}')
+    return path
 
 
 @pytest.mark.parametrize("case", list(CASES))

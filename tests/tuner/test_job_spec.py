@@ -53,3 +53,9 @@ def test_the_apis_job_body_is_the_spec_with_a_model() -> None:
     assert isinstance(body, JobSpec)
     spec = JobSpec.model_validate(body.model_dump(exclude={"model_id"}))
     assert spec.options.layout == "NCHW" and spec.trials == 3
+
+
+def test_the_layout_is_read_in_any_case() -> None:
+    assert JobSpec.of("llvm", 1, layout="nhwc").options.layout == "NHWC"
+    assert JobSpec.of("llvm", 1, layout="Nchw").options.layout == "NCHW"
+    assert JobSpec.of("llvm", 1, layout="AUTO").options.layout == "auto"

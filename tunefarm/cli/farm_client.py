@@ -98,5 +98,9 @@ def job_snapshot(job: JobView) -> JobSnapshot:
         message=progress.message or "",
         trials_done=progress.trials,
         trials_total=progress.trials_total,
-        detail=f"best {best_text} · {len(progress.measured_by)} workers",
+        detail=f"best {best_text} · {_count(len(progress.measured_by), 'worker')}",
     )
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"

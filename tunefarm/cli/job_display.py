@@ -37,7 +37,7 @@ class JobProgressDisplay:
         if snapshot.state != self._state:
             self._state = snapshot.state
             self.console.print(
-                f"[bold cyan]•[/] job {self.job_id}: {snapshot.state} {snapshot.message}"
+                f"[bold cyan]•[/] job {self.job_id}: {snapshot.state} — {snapshot.message}"
             )
         if snapshot.state == "tuning" and snapshot.trials_total:
             if self._progress is None:
