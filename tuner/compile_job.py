@@ -31,6 +31,7 @@ from tunefarm.tuner.default_schedules import (
     measure_default_schedules,
     needs_defaults,
 )
+from tunefarm.tuner.errors import UserInputError
 from tunefarm.tuner.kernel_profile import METHOD as KERNEL_PROFILE_METHOD
 from tunefarm.tuner.kernel_profile import KernelProfile, in_model_profile
 from tunefarm.tuner.latency import TimeBox, random_inputs
@@ -41,6 +42,7 @@ from tunefarm.tuner.pipelines import PipelineResult
 from tunefarm.tuner.pool_measure import CandidateWriter, TrialRunner
 from tunefarm.tuner.record_verification import verify_claimed_records
 from tunefarm.tuner.search import TuningReport, tune
+from tunefarm.tuner.targets import runtime_device
 from tunefarm.tuner.tasks import TuningTask, look_up_tasks
 from tunefarm.tuner.trial import MeasureSettings, measure_settings_for
 from tunefarm.tuner.trial_budget import TaskOutlook
@@ -109,6 +111,12 @@ def compile_model(
     observer = observer or SilentObserver()
     started = time.perf_counter()
     target = options.spec.tvm_target
+    if executor is None and not runtime_device(target).exist:
+        # Checked before anything is built or filed: a local compile times every candidate here.
+        raise UserInputError(
+            f"this machine has no {target.kind.name.upper()} device to measure on; compile for "
+            f"{options.spec.target!r} on a machine that has one, or on the farm (--farm)"
+        )
     measure = options.measure or measure_settings_for(target)
     use_physical_cores()  # the manifest's timings, and the warm pool spawned below
 

@@ -151,3 +151,23 @@ def test_a_bad_setting_names_its_variable(
     assert result.returncode == 2, result.stderr
     assert variable in result.stderr
     assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+
+
+@pytest.mark.skipif(tvm.cuda(0).exist, reason="this machine has a CUDA GPU")
+def test_a_local_cuda_compile_without_a_gpu_is_refused_before_anything_is_filed(
+    tmp_path: Path, tiny_cnn_path: Path, filled_db: str
+) -> None:
+    before = _snapshot(filled_db)
+    result = _run(
+        "compile",
+        str(_model(tiny_cnn_path, tmp_path)),
+        "--target",
+        "cuda",
+        "--db",
+        filled_db,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "no CUDA device to measure on" in result.stderr and "--farm" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert _snapshot(filled_db) == before
