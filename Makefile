@@ -28,9 +28,11 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 ## Tune and compile a small generated CNN on this CPU: prints where model.so and manifest.json are.
+## Its records go to demo-out/tuning.db, so a clone's first demo tunes; `make clean` resets it.
 demo: $(VENV)/.installed
 	$(BIN)/tunefarm sample-model $(DEMO_DIR)/tiny_cnn.onnx
-	$(BIN)/tunefarm compile $(DEMO_DIR)/tiny_cnn.onnx --target llvm --trials $(DEMO_TRIALS) --out $(DEMO_DIR)
+	$(BIN)/tunefarm compile $(DEMO_DIR)/tiny_cnn.onnx --target llvm --trials $(DEMO_TRIALS) --out $(DEMO_DIR) \
+		--db sqlite:///$(abspath $(DEMO_DIR))/tuning.db
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
