@@ -98,6 +98,9 @@ class OutputCheck:
     max_abs_diff: float | None
     """Largest output difference against ONNX Runtime (CPU) on the same random inputs."""
     not_checked: str | None = None
+    inconclusive: str | None = None
+    """Why a small difference proves nothing here: the reference output is constant, or it
+    does not change with the input (placeholder weights can do both)."""
 
 
 @dataclass(frozen=True)
@@ -176,6 +179,8 @@ class LibraryReport:
             untuned = f"untuned {latency.baseline.source} ({latency.baseline.reason})"
         if check.max_abs_diff is not None:
             checked = f"max |diff| vs ONNX Runtime: {check.max_abs_diff:.2e}"
+            if check.inconclusive is not None:
+                checked += f" (inconclusive: {check.inconclusive})"
         else:
             checked = f"outputs not checked ({check.not_checked})"
         first = f"latency p50: {untuned}, tuned {latency.tuned.p50_ms:.3f} ms; {checked}"
@@ -314,7 +319,10 @@ def _against_onnxruntime(
         started = time.perf_counter()
         reference = [np.asarray(value) for value in session.run(None, feed)]
         first_call_sec = time.perf_counter() - started
-        check = OutputCheck(max_abs_difference(outputs, reference))
+        check = OutputCheck(
+            max_abs_difference(outputs, reference),
+            inconclusive=_why_inconclusive(session, validated, reference),
+        )
     except Exception as err:
         _log_skipped("the output check", err)
         check = OutputCheck(None, f"ONNX Runtime could not run the model: {_one_line(err)}")
@@ -487,3 +495,19 @@ def _log_skipped(what: str, err: BaseException) -> None:
 
 def _plain(value: Baseline | OutputCheck | PeerTiming | NotRun) -> dict[str, Any]:
     return dict(vars(value))
+
+
+def _why_inconclusive(
+    session: Any, validated: ValidatedModel, reference: list[np.ndarray]
+) -> str | None:
+    """Whether agreeing with ``reference`` proves anything (issue 19: a bare 0.00e+00 from a
+    model whose outputs ignore their input is not a pass)."""
+    scale = max((float(np.abs(out).max()) for out in reference if out.size), default=0.0)
+    if all(out.size == 0 or float(np.ptp(out)) <= 1e-6 * max(scale, 1.0) for out in reference):
+        return "ONNX Runtime's output is constant"
+    other = random_inputs(validated.inputs, seed=7919)
+    feed = {s.name: array for s, array in zip(validated.inputs, other, strict=True)}
+    again = [np.asarray(value) for value in session.run(None, feed)]
+    if max_abs_difference(again, reference) <= 1e-6 * max(scale, 1.0):
+        return "ONNX Runtime's output does not change with the input"
+    return None

@@ -185,7 +185,53 @@ def test_a_failing_untuned_build_is_reported_and_the_compile_succeeds(
     assert manifest["reports_not_run"] == [{"report": "baseline", "reason": baseline["reason"]}]
     # The rest of the report is there.
     assert manifest["check_vs_onnxruntime"]["max_abs_diff"] < 1e-4
+    assert manifest["check_vs_onnxruntime"]["inconclusive"] is None
     assert manifest["vs_onnxruntime"]["latency"]["p50_ms"] > 0
+
+
+def _ignores_its_input(path: Path, *, constant: bool) -> Path:
+    """y = relu(x) * 0 + b: the same output whatever x; constant too when b is."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    bias = np.full((1, 8), 0.5, "float32") if constant else np.arange(8, dtype="float32")[None]
+    graph = helper.make_graph(
+        [
+            helper.make_node("Relu", ["x"], ["r"]),
+            helper.make_node("Mul", ["r", "zero"], ["z"]),
+            helper.make_node("Add", ["z", "bias"], ["y"]),
+        ],
+        "ignores_its_input",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])],
+        [
+            numpy_helper.from_array(np.zeros((1, 8), "float32"), "zero"),
+            numpy_helper.from_array(bias, "bias"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("constant", "why"),
+    [
+        (True, "ONNX Runtime's output is constant"),
+        (False, "ONNX Runtime's output does not change with the input"),
+    ],
+)
+def test_an_output_check_that_proves_nothing_says_it_is_inconclusive(
+    tmp_path: Path, constant: bool, why: str
+) -> None:
+    model = _ignores_its_input(tmp_path / "model.onnx", constant=constant)
+    manifest = _compile(model, tmp_path / "out", f"sqlite:///{tmp_path / 'db.sqlite'}")
+    check = manifest["check_vs_onnxruntime"]
+    assert check["max_abs_diff"] < 1e-6
+    assert check["inconclusive"] == why
+    summary = LibraryReport.from_manifest(manifest).summary_lines()[0]
+    assert f"(inconclusive: {why})" in summary
 
 
 # -- the untuned baseline: once per model, target and pipeline -----------------------------
