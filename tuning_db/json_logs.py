@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import tvm
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, func, select
 from tvm.s_tir.meta_schedule.database import Workload
 from tvm.target import Target
 
@@ -33,6 +33,10 @@ _records = Base.metadata.tables[TuningRecordRow.__tablename__]
 class TransferCounts:
     workloads: int
     records: int
+    new_workloads: int | None = None
+    """On an import: how many of ``workloads`` the database did not have (None on export)."""
+    new_records: int | None = None
+    """On an import: how many of ``records`` were not there already, measured."""
 
 
 def export_json_logs(url_or_engine: str | Engine, directory: Path) -> TransferCounts:
@@ -99,6 +103,7 @@ def import_json_logs(url_or_engine: str | Engine, directory: Path) -> TransferCo
     keys = {index: workload_key(mod) for index, mod in modules.items()}
     engine = open_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
     with engine.begin() as connection:
+        before = _verified_counts(connection)
         workload_ids = {
             index: file_workload(connection, mod, key=keys[index]) for index, mod in modules.items()
         }
@@ -108,7 +113,22 @@ def import_json_logs(url_or_engine: str | Engine, directory: Path) -> TransferCo
             for index, record in records
         ]
         insert_measured_records(connection, _records, rows)
-    return TransferCounts(workloads=len(set(keys.values())), records=len(records))
+        after = _verified_counts(connection)
+    return TransferCounts(
+        workloads=len(set(keys.values())),
+        records=len(records),
+        new_workloads=after[0] - before[0],
+        new_records=after[1] - before[1],
+    )
+
+
+def _verified_counts(connection: Connection) -> tuple[int, int]:
+    """Workloads, and measured records, in the database."""
+    workloads = connection.execute(select(func.count()).select_from(WorkloadRow)).scalar_one()
+    records = connection.execute(
+        select(func.count()).select_from(_records).where(_records.c.verified.is_(True))
+    ).scalar_one()
+    return int(workloads), int(records)
 
 
 def _json_lines(path: Path) -> list[Any]:

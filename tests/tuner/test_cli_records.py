@@ -35,7 +35,11 @@ def test_export_then_import_into_another_database(tmp_path: Path) -> None:
     target_url = f"sqlite:///{tmp_path / 'target.db'}"
     imported = _tunefarm("records", "import", str(tmp_path / "logs"), "--db", target_url)
     assert imported.returncode == 0, imported.stderr
-    assert "imported 1 workloads and 2 records" in imported.stdout
+    assert "imported 2 new records of 2 and 1 new workloads of 1" in imported.stdout
+    # Again: everything was there already, and the count says so (issue 19).
+    again = _tunefarm("records", "import", str(tmp_path / "logs"), "--db", target_url)
+    assert again.returncode == 0, again.stderr
+    assert "imported 0 new records of 2 and 0 new workloads of 1" in again.stdout
     assert len(SqlDatabase(target_url, target=TARGET)) == 2
 
 

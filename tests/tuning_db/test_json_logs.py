@@ -49,7 +49,9 @@ def test_export_is_read_by_tvm_and_import_restores_it(db_url: str, tmp_path: Pat
     fresh_url = f"sqlite:///{tmp_path / 'fresh.db'}"
     imported = import_json_logs(fresh_url, tmp_path / "logs")
     assert (imported.workloads, imported.records) == (1, 3)
-    import_json_logs(fresh_url, tmp_path / "logs")  # again: duplicates are skipped
+    assert (imported.new_workloads, imported.new_records) == (1, 3)
+    again = import_json_logs(fresh_url, tmp_path / "logs")  # duplicates are skipped
+    assert (again.new_workloads, again.new_records) == (0, 0)
     fresh = SqlDatabase(fresh_url, target=LLVM)
     assert len(fresh) == 3
     top = fresh.get_top_k(fresh.commit_workload(mod), 5)

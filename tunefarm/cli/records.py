@@ -52,4 +52,8 @@ def import_command(
         fail(f"database error: {first_line(err)}", EXIT_INTERNAL_ERROR)
     except (ValueError, OSError) as err:  # DatabaseUrlError is a ValueError
         fail(str(err))
-    print(f"imported {counts.workloads} workloads and {counts.records} records from {directory}")
+    print(
+        f"imported {counts.new_records} new records of {counts.records} and "
+        f"{counts.new_workloads} new workloads of {counts.workloads} from {directory} "
+        "(the others were there already)"
+    )
