@@ -28,8 +28,18 @@ def make_engine(url: str) -> Engine:
         return engine
     try:
         return create_engine(parsed, pool_pre_ping=True)
-    except Exception as err:  # a missing driver, an unknown dialect
+    except ModuleNotFoundError as err:  # the dialect's driver is not installed
+        package = DRIVER_PACKAGES.get(str(err.name), err.name)
+        raise DatabaseUrlError(
+            f"cannot use database URL {parsed!r}: its driver {err.name!r} is not installed "
+            f"(pip install {package!r})"
+        ) from err
+    except Exception as err:  # an unknown dialect
         raise DatabaseUrlError(f"cannot use database URL {parsed!r}: {err}") from err
+
+
+DRIVER_PACKAGES = {"psycopg": "psycopg[binary]", "psycopg2": "psycopg2-binary"}
+"""The pip package of a driver module, where its name is not the module's."""
 
 
 def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:

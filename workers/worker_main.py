@@ -65,6 +65,7 @@ def run_coordinator_worker(*, loglevel: str = "INFO") -> None:
     from tunefarm.workers.job_tasks import coordinator_name, start_reaper
     from tunefarm.workers.queues import JOBS_QUEUE
 
+    _check_database()
     stop = threading.Event()
     start_reaper(stop)
     try:
@@ -81,3 +82,28 @@ def run_coordinator_worker(*, loglevel: str = "INFO") -> None:
         )
     finally:
         stop.set()
+
+
+def _check_database() -> None:
+    """A coordinator without its database would only log a traceback every few seconds: say
+    so once, as the user's to fix, before it takes any job."""
+    from sqlalchemy import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from tunefarm.tuner.errors import UserInputError
+    from tunefarm.tuner.settings import Settings
+    from tunefarm.tuning_db.engine import DatabaseUrlError
+    from tunefarm.tuning_db.sql_database import open_engine
+
+    url = Settings().resolved_database_url()
+    try:
+        with open_engine(url).connect():
+            pass
+    except DatabaseUrlError as err:
+        raise UserInputError(str(err)) from None
+    except SQLAlchemyError as err:
+        shown = make_url(url).render_as_string(hide_password=True)
+        reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
+        raise UserInputError(
+            f"the farm's database {shown} cannot be reached ({reason}); check TUNEFARM_DATABASE_URL"
+        ) from None

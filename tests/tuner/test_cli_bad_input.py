@@ -171,3 +171,40 @@ def test_a_local_cuda_compile_without_a_gpu_is_refused_before_anything_is_filed(
     assert "no CUDA device to measure on" in result.stderr and "--farm" in result.stderr
     assert "Traceback" not in result.stderr
     assert _snapshot(filled_db) == before
+
+
+def test_a_database_driver_that_is_not_installed_is_named_with_its_package(
+    tmp_path: Path,
+) -> None:
+    # pg8000 is a PostgreSQL driver tunefarm does not install.
+    url = "postgresql+pg8000://nobody@127.0.0.1:1/farm"
+    for command in (["jobs", "list"], ["admin", "create-team", "team-a"]):
+        result = subprocess.run(
+            [*TUNEFARM, *command],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env={**os.environ, "TUNEFARM_DATABASE_URL": url},
+            timeout=120,
+        )
+        assert result.returncode == 2, (command, result.stderr)
+        assert "its driver 'pg8000' is not installed (pip install 'pg8000')" in result.stderr
+        assert "internal error" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_coordinator_without_its_database_says_so_once_and_exits(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*TUNEFARM, "worker", "--jobs"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "TUNEFARM_DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/x"},
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert (
+        "the farm's database postgresql+psycopg://nobody@127.0.0.1:1/x cannot be reached"
+        in (lines[0])
+    )

@@ -7,11 +7,14 @@ from pathlib import Path
 from typing import NoReturn
 
 from pydantic import ValidationError
+from sqlalchemy.exc import OperationalError
 
 # Each module registers its commands on the app.
 from tunefarm.cli import admin, compile_commands, jobs, records, remote, service  # noqa: F401
 from tunefarm.cli.app import EXIT_INTERNAL_ERROR, EXIT_USER_ERROR, app, error_console
+from tunefarm.tuner.errors import UserInputError
 from tunefarm.tuner.settings import Settings
+from tunefarm.tuning_db.engine import DatabaseUrlError
 
 
 def main() -> None:
@@ -27,6 +30,20 @@ def main() -> None:
     except KeyboardInterrupt:
         error_console.print("interrupted")
         sys.exit(130)
+    except (UserInputError, DatabaseUrlError) as err:
+        # Bad input a command did not catch itself (a database URL whose driver is missing).
+        error_console.print(f"error: {err}", highlight=False, soft_wrap=True)
+        sys.exit(EXIT_USER_ERROR)
+    except OperationalError as err:
+        # The database is down or refuses us: not a bug of ours, and no traceback helps.
+        reason = str(err.orig or err).strip().splitlines()[0]
+        error_console.print(
+            f"error: the database cannot be reached ({reason}); check --db or "
+            "TUNEFARM_DATABASE_URL",
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(EXIT_INTERNAL_ERROR)
     except ValidationError as err:
         if err.title == Settings.__name__:
             # A TUNEFARM_* variable that does not parse is the user's to fix, not a bug of ours.

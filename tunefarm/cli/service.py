@@ -27,10 +27,10 @@ def worker_command(
     """Start a measure worker for TARGET's queue on the farm's broker (TUNEFARM_BROKER_URL)."""
     from tunefarm.workers.worker_main import run_coordinator_worker, run_measure_worker
 
-    if jobs:
-        run_coordinator_worker()
-        return
     try:
+        if jobs:
+            run_coordinator_worker()
+            return
         run_measure_worker(
             target,
             device=device,
