@@ -175,6 +175,21 @@ def test_a_pt2_program_goes_to_the_farm_as_onnx_converted_by_the_client(
     job = _only_job(farm_db_url)()
     assert job is not None and job.model_name == "small.onnx"
 
+    # A job left behind (a Ctrl-C on compile --farm) is in reach: follow it, download it.
+    library = (tmp_path / "out" / "model.so").read_bytes()
+    for command in (["follow", job.id, "--out"], ["download", job.id, "--out"]):
+        folder = tmp_path / command[0]
+        again = subprocess.run(
+            [sys.executable, "-m", "tunefarm", "jobs", *command, str(folder)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **env},
+            timeout=300,
+        )
+        assert again.returncode == 0, again.stderr
+        assert (folder / "model.so").read_bytes() == library
+        assert json.loads((folder / "manifest.json").read_text()) == manifest
+
 
 def test_cancel_stops_new_trials_within_seconds(
     start_worker: StartWorker,

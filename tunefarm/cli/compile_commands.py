@@ -12,7 +12,6 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from tunefarm.cli.app import (
     EXIT_INTERNAL_ERROR,
-    EXIT_USER_ERROR,
     DatabaseOption,
     Fp16Option,
     LayoutOption,
@@ -195,9 +194,8 @@ def _print_plan(plan: dict[str, Any]) -> None:
 
 
 def _compile_on_farm(options: CompileOptions) -> tuple[Path, Path, dict[str, Any]]:
-    from tunefarm.cli.farm_client import download, follow, job_snapshot, submit_compile
-    from tunefarm.cli.job_display import JobProgressDisplay
-    from tunefarm.tuning_db.job_state import JobState
+    from tunefarm.cli.farm_client import download, submit_compile
+    from tunefarm.cli.jobs import follow_to_the_end
     from tunefarm.tuning_db.sql_database import open_engine
 
     engine = open_engine(options.database_url)
@@ -206,24 +204,7 @@ def _compile_on_farm(options: CompileOptions) -> tuple[Path, Path, dict[str, Any
     )
     if console.is_terminal:
         console.print(f"submitted job {job_id}")
-    display = JobProgressDisplay(console, job_id, label="tuning on the farm")
-    try:
-        job = follow(engine, job_id, on_update=lambda job: display.show(job_snapshot(job)))
-    except KeyboardInterrupt:
-        fail(
-            f"stopped following job {job_id}; it keeps running "
-            f"(tunefarm jobs cancel {job_id} stops it)",
-            130,
-        )
-    finally:
-        display.close()
-    if job.state is JobState.FAILED:
-        fail(
-            f"job {job_id} failed: {job.error}",
-            EXIT_USER_ERROR if job.error_kind == "user" else EXIT_INTERNAL_ERROR,
-        )
-    if job.state is JobState.CANCELLED:
-        fail(f"job {job_id} was cancelled", EXIT_INTERNAL_ERROR)
+    job = follow_to_the_end(engine, job_id)
     library_path, manifest_path = download(engine, job, options.out_dir)
     assert job.manifest is not None
     return library_path, manifest_path, job.manifest
