@@ -158,10 +158,9 @@ def tune_one(
         "error": job.error,
         "wall_sec": round(time.monotonic() - started, 1),
         "cancelled_after_sec": round(cancelled_at - started, 1) if cancelled_at else None,
-        "trials": sum(int(task.get("trials", 0)) for task in tasks.values()),
+        "trials": sum(task.trials for task in tasks.values()),
         "tasks": {
-            name: {"trials": task.get("trials"), "best_us": task.get("best_us")}
-            for name, task in tasks.items()
+            name: {"trials": task.trials, "best_us": task.best_us} for name, task in tasks.items()
         },
         "manifest": job.manifest,
     }
