@@ -77,3 +77,51 @@ def clip_converter() -> Iterator[None]:
         yield
     finally:
         onnx_frontend._get_convert_map = original
+
+
+def clips_as_min_max(mod: tvm.IRModule) -> tvm.IRModule:
+    """Relax ``clip`` calls with constant bounds rewritten as ``ConstantBoundClip`` imports them.
+
+    TVM's PyTorch importer turns ReLU6 (``hardtanh``) into ``R.clip(x, T.float64(0),
+    T.float64(6))``, whose ``PrimValue`` bounds ``ToMixedPrecision`` cannot take: ``--fp16``
+    failed on MobileNetV2 through ``torch.export``.
+    """
+
+    @relax.expr_functor.mutator
+    class _Rewriter(relax.PyExprMutator):  # type: ignore[misc]
+        def visit_call_(self, call: relax.Call) -> relax.Expr:
+            call = super().visit_call_(call)
+            if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.clip"):
+                return call
+            data, *bounds = call.args
+            values = [_prim_constant(bound) for bound in bounds]
+            rank = int(getattr(data.ty, "ndim", -1))  # a tensor of known rank only
+            if any(value is _COMPUTED for value in values) or rank < 0:
+                return call
+            dtype = str(data.ty.dtype)
+            low, high = values
+            result: relax.Expr = data
+            if low is not None:
+                result = self.builder_.emit(
+                    relax.op.maximum(result, _broadcast_constant(low, rank, dtype))
+                )
+            if high is not None:
+                result = relax.op.minimum(result, _broadcast_constant(high, rank, dtype))
+            return result
+
+    rewriter = _Rewriter(mod)
+    for name, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            rewriter.builder_.update_func(name, rewriter.visit_expr(func))
+    return relax.transform.Normalize()(rewriter.builder_.get())
+
+
+def _prim_constant(bound: Any) -> Any:
+    """A scalar bound's number (TVM 0.27 passes ``FloatImm``/``IntImm``); None for an infinite
+    one; ``_COMPUTED`` for anything else."""
+    if not isinstance(bound, (tvm.tirx.FloatImm, tvm.tirx.IntImm)):
+        return _COMPUTED
+    number = float(bound.value)
+    if math.isnan(number):
+        return _COMPUTED
+    return None if math.isinf(number) else number

@@ -81,6 +81,8 @@ def import_exported_program(validated: ValidatedModel) -> IRModule:
     from tvm import relax
     from tvm.relax.frontend.torch import from_exported_program
 
+    from tunefarm.tuner.clip_rewrites import clips_as_min_max
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -91,7 +93,7 @@ def import_exported_program(validated: ValidatedModel) -> IRModule:
         main = mod["main"]
         user_inputs = int(main.attrs["num_input"])
         weights = dict(zip(list(main.params)[user_inputs:], params.get("main", []), strict=True))
-        return relax.transform.BindParams("main", weights)(mod)
+        return clips_as_min_max(relax.transform.BindParams("main", weights)(mod))
     except Exception as err:
         raise ModelValidationError(
             f"{validated.path}: TVM's PyTorch importer failed: {_first_line(err)}"

@@ -142,3 +142,30 @@ def test_for_the_farm_a_program_becomes_an_onnx_model_that_matches_torch(tmp_pat
     with torch.no_grad():
         expected = module(torch.from_numpy(image)).numpy()
     np.testing.assert_allclose(ours, expected, atol=1e-4)
+
+
+def test_a_relu6_program_converts_to_fp16_and_matches_torch(tmp_path: Path) -> None:
+    """TVM's PyTorch importer gives ReLU6 scalar bounds that fp16's pass cannot take
+    (MobileNetV2 failed with --fp16 on the H100); they come in as min/max with constants."""
+    from tunefarm.tuner.pipelines import PipelineOptions, run_pipeline
+    from tunefarm.tuner.targets import parse_target
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU6()
+    ).eval()
+    image = torch.randn(1, 3, 16, 16) * 4
+    path = tmp_path / "relu6.pt2"
+    torch.export.save(torch.export.export(module, (image,)), str(path))
+    mod = import_exported_program(validate_exported_program(path))
+    assert "relax.clip" not in mod.script()
+    target = parse_target("llvm")
+    result = run_pipeline(mod, target=target, options=PipelineOptions(layout="auto", fp16=True))
+    vm = relax.VirtualMachine(tvm.compile(result.mod, target=target), tvm.cpu())
+    out = vm["main"](tvm.runtime.tensor(image.numpy()))
+    ours = (out[0] if not hasattr(out, "numpy") else out).numpy().astype("float32")
+    with torch.no_grad():
+        expected = module(image).numpy()
+    assert float(expected.max()) == 6.0 and float(expected.min()) == 0.0  # both bounds bite
+    scale = float(np.abs(expected).max())
+    assert float(np.abs(ours - expected).max()) / scale <= 1e-2
