@@ -8,10 +8,10 @@ machine. The error is the largest absolute difference over the largest absolute 
 outputs of the example input and the new one are apart on the same scale: below 1e-2 the check
 is reported "inconclusive". With torch's default initialization, the plain MobileNetV2 hardly
 looks at its input (two random images: outputs 2e-7 apart on their scale), so its check is
-inconclusive here;
-``--source torchvision`` takes torchvision's and transformers' models instead (the GPU host has
-them), whose initialization keeps the signal. Denormals are flushed, as torch's own CPU
-kernels would otherwise crawl on the tiny activations of random weights.
+inconclusive unless batch norm's statistics are calibrated: ``calibrated`` runs four random
+batches through each plain model with batch norm first. ``--source torchvision`` takes
+torchvision's and transformers' models instead (the GPU host has them). Denormals are flushed,
+as torch's own CPU kernels would otherwise crawl on the tiny activations of random weights.
 
 Models are the plain-torch definitions of ``cpu_models.py``: ``resnet50``, ``mobilenet_v2``,
 and ``bert_base_masked``, BERT-base's 12 encoder layers on 128 tokens with its attention mask
@@ -60,7 +60,26 @@ def example(
         hidden = torch.randn(1, cpu_models.BERT_SEQUENCE, cpu_models.BERT_HIDDEN)
         return module, (hidden, mask)
     model = cpu_models.build(name, seed=seed)
-    return model.module, model.inputs
+    return calibrated(model.module, model.inputs), model.inputs
+
+
+def calibrated(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> torch.nn.Module:
+    """Batch norm's running statistics from random batches, as training would leave them.
+
+    With the defaults (mean 0, variance 1) a deep random network's activations fade out, and
+    the output stops depending on the input: the check would prove nothing.
+    """
+    norms = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return module
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a plain average over the calibration batches
+    module.train()
+    with torch.no_grad():
+        for _ in range(4):
+            module(*(torch.randn(8, *tensor.shape[1:]) for tensor in inputs))
+    return module.eval()
 
 
 def p50_ms(call: Any, runs: int, sync: Any = lambda: None) -> float:
