@@ -27,7 +27,12 @@ from tvm.ir import IRModule
 
 from tunefarm.tuner.job_spec import JobSpec
 from tunefarm.tuner.tasks import TuningTask, look_up_tasks
-from tunefarm.tuner.trial_budget import TaskOutlook, allocate_trials
+from tunefarm.tuner.trial_budget import (
+    MIN_TASK_TRIALS,
+    TaskOutlook,
+    allocate_trials,
+    estimated_times,
+)
 
 Reuse = Literal["exact", "class", "similar", "none"]
 
@@ -90,6 +95,10 @@ class CoveragePlan:
     tasks: tuple[TaskCoverage, ...]
     trial_budget: int
     """Trials the job will spend at most: the sum of the tasks' planned trials."""
+    first_round_trials: int = 0
+    """The smallest budget that gives every task without a record of its own some trials."""
+    new_without_trials: tuple[str, ...] = ()
+    """Tasks without a record of their own, worth trials, that this budget gives none."""
 
     def _share(self, reuse: tuple[Reuse, ...]) -> tuple[int, float]:
         chosen = [task for task in self.tasks if task.reuse in reuse]
@@ -102,11 +111,19 @@ class CoveragePlan:
         covered = f"{plan['tasks_covered']} covered"
         if by_reuse["class"]:
             covered += f" ({by_reuse['class']} measured on another machine of the target class)"
-        return (
+        line = (
             f"{plan['tasks_total']} tasks: {covered}, {by_reuse['similar']} similar, "
             f"{by_reuse['none']} new; {plan['flops_percent']:.0f}% of FLOPs covered; "
             f"up to {self.trial_budget} trials"
         )
+        left_out = plan["uncovered_without_trials"]
+        if self.trial_budget > 0 and left_out:
+            # Issue 19: a small budget must not leave tasks untuned without a word.
+            line += (
+                f"; {left_out} tasks without a record of their own get no trial (trials for "
+                f"each need --trials {plan['first_round_trials']} or more)"
+            )
+        return line
 
     def as_dict(self) -> dict[str, Any]:
         total_flops = sum(task.weighted_flops for task in self.tasks)
@@ -130,6 +147,8 @@ class CoveragePlan:
             "tasks_similar_percent": percent(similar, total),
             "flops_similar_percent": percent(similar_flops, total_flops),
             "trial_budget": self.trial_budget,
+            "uncovered_without_trials": len(self.new_without_trials),
+            "first_round_trials": self.first_round_trials,
             "tasks": [task.as_dict() for task in self.tasks],
         }
 
@@ -179,16 +198,43 @@ def plan_coverage(
                 measured=database.measured_count(task.mod),
             )
         )
-    shares = allocate_trials(
-        [
-            TaskOutlook(row.name, row.weight, row.flops, row.best_sec, spent=row.measured)
-            for row in rows
-        ],
-        trials,
-        max_per_task=max_trials_per_task,
-    )
+    outlooks = [
+        TaskOutlook(row.name, row.weight, row.flops, row.best_sec, spent=row.measured)
+        for row in rows
+    ]
+    shares = allocate_trials(outlooks, trials, max_per_task=max_trials_per_task)
     rows = [replace(row, planned_trials=shares[row.name]) for row in rows]
-    return CoveragePlan(tasks=tuple(rows), trial_budget=sum(shares.values()))
+    # Tasks with no estimated time (no FLOPs, as a transpose) never get trials: not counted.
+    timed = {name for name, sec in estimated_times(outlooks).items() if sec > 0}
+    new = {row.name for row in rows if row.reuse in ("similar", "none") and row.name in timed}
+    return CoveragePlan(
+        tasks=tuple(rows),
+        trial_budget=sum(shares.values()),
+        first_round_trials=_first_round(outlooks, new, max_trials_per_task),
+        new_without_trials=tuple(sorted(name for name in new if shares[name] == 0)),
+    )
+
+
+def _first_round(outlooks: list[TaskOutlook], new: set[str], max_per_task: int | None) -> int:
+    """The smallest budget that gives every task in ``new`` some trials (the allocation goes
+    by each task's share of the time, so that is more than a minimum for each)."""
+    if not new:
+        return 0
+
+    def enough(total: int) -> bool:
+        shares = allocate_trials(outlooks, total, max_per_task=max_per_task)
+        return all(shares[name] > 0 for name in new)
+
+    high = MIN_TASK_TRIALS * len(new)
+    while not enough(high):
+        if high > 10_000_000:  # a task whose claim is zero never gets any
+            return high
+        high *= 2
+    low = high // 2
+    while low + 1 < high:  # enough(high) holds, enough(low) does not (or low is 0)
+        middle = (low + high) // 2
+        low, high = (low, middle) if enough(middle) else (middle, high)
+    return high
 
 
 def plan_model(model_path: Path, spec: JobSpec, *, database_url: str) -> CoveragePlan:

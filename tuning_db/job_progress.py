@@ -30,6 +30,8 @@ class PlanCoverage(BaseModel):
     tasks_similar_percent: float
     flops_similar_percent: float
     trial_budget: int
+    uncovered_without_trials: int = 0
+    first_round_trials: int = 0
     tasks: list[dict[str, Any]]
 
 

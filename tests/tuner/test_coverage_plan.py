@@ -182,3 +182,24 @@ def test_the_plan_command_rejects_a_bad_target_and_a_bad_model(tmp_path: Path) -
     )
     assert bad_model.returncode == 2
     assert "garbage.onnx" in bad_model.stderr and "Traceback" not in bad_model.stderr
+
+
+def test_a_budget_that_leaves_new_tasks_without_trials_says_so(tmp_path: Path) -> None:
+    model = tmp_path / "tiny32.onnx"
+    onnx.save(tiny_cnn(image_size=32), str(model))
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    small = plan_model(model, JobSpec.of("llvm", 8), database_url=url)
+    plan = small.as_dict()
+    assert plan["tasks_by_reuse"]["none"] == plan["tasks_total"] > 1
+    # 8 trials make one search; the tasks with no FLOPs (transposes) never get trials.
+    worth_trials = [task for task in plan["tasks"] if task["flops"] > 0]
+    assert len(worth_trials) > 1
+    assert plan["uncovered_without_trials"] == len(worth_trials) - 1
+    assert plan["first_round_trials"] >= 8 * len(worth_trials)
+    assert f"need --trials {plan['first_round_trials']} or more" in small.summary()
+    enough = plan_model(model, JobSpec.of("llvm", plan["first_round_trials"]), database_url=url)
+    assert enough.as_dict()["uncovered_without_trials"] == 0
+    assert "get no trial" not in enough.summary()
+    # And it is the smallest such budget.
+    short = plan_model(model, JobSpec.of("llvm", plan["first_round_trials"] - 1), database_url=url)
+    assert short.as_dict()["uncovered_without_trials"] > 0

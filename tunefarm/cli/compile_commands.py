@@ -191,6 +191,12 @@ def _print_plan(plan: dict[str, Any]) -> None:
         "and its room to improve (column trials)",
         highlight=False,
     )
+    if plan["trial_budget"] > 0 and plan["uncovered_without_trials"]:
+        console.print(
+            f"{plan['uncovered_without_trials']} tasks without a record of their own get no "
+            f"trial; trials for each need --trials {plan['first_round_trials']} or more",
+            highlight=False,
+        )
 
 
 def _compile_on_farm(options: CompileOptions) -> tuple[Path, Path, dict[str, Any]]:
