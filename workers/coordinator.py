@@ -117,6 +117,13 @@ class JobObserver:
         self._written = 0.0
 
     def stage(self, phase: Phase, message: str) -> None:
+        if phase is JobState.TUNING and self.executor.parallel_trials() is None:
+            # Issue 19: a farm without a worker for the target was silent for 25 minutes.
+            message += (
+                f" (no live measure worker serves queue {self.executor.queue}: measurements "
+                f"wait for one, and fail after {self.executor.queue_timeout_sec:.0f} s)"
+            )
+            logger.warning("job %s: %s", self.job_id, message)
         self.progress.message = message
         job_store.update_job(
             self.engine, self.job_id, self.owner, state=phase, progress=self.progress

@@ -191,6 +191,34 @@ def test_a_pt2_program_goes_to_the_farm_as_onnx_converted_by_the_client(
         assert json.loads((folder / "manifest.json").read_text()) == manifest
 
 
+def test_a_job_with_no_measure_worker_for_its_target_says_so(
+    start_worker: StartWorker,
+    broker_url: str,
+    farm_db_url: str,
+    tiny_cnn_path: Path,
+    tmp_path: Path,
+) -> None:
+    env = _farm_env(broker_url, farm_db_url)
+    start_worker("--jobs", env=env)  # a coordinator, and no measure worker at all
+    client = _compile(tiny_cnn_path, tmp_path / "out", env, "--trials", "8")
+    latest = _only_job(farm_db_url)
+    try:
+        job = _wait_for(
+            lambda: (
+                ((j := latest()) and "no live measure worker" in (j.progress.message or "") and j)
+                or None
+            ),
+            120,
+            "the job to say that no worker serves its queue",
+        )
+        assert job.state == "tuning"
+        assert "serves queue measure.llvm." in (job.progress.message or "")
+    finally:
+        job_store.request_cancel(open_engine(farm_db_url), latest().id)  # type: ignore[union-attr]
+        client.kill()
+        client.wait(timeout=60)
+
+
 def test_cancel_stops_new_trials_within_seconds(
     start_worker: StartWorker,
     broker_url: str,

@@ -29,13 +29,13 @@ class JobProgressDisplay:
         self.label = label
         self._progress: Progress | None = None
         self._bar: Any = None
-        self._state = ""
+        self._shown: tuple[str, str] = ("", "")
 
     def show(self, snapshot: JobSnapshot) -> None:
         if not self.enabled:
             return
-        if snapshot.state != self._state:
-            self._state = snapshot.state
+        if (snapshot.state, snapshot.message) != self._shown:
+            self._shown = (snapshot.state, snapshot.message)
             self.console.print(
                 f"[bold cyan]•[/] job {self.job_id}: {snapshot.state} — {snapshot.message}"
             )
