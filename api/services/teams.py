@@ -8,8 +8,9 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from tunefarm.api.errors import InvalidInput, NotFound, Unauthorized
@@ -50,6 +51,25 @@ def create_team(engine: Engine, name: str) -> tuple[Team, str]:
         raise InvalidInput(f"a team named {name!r} exists already") from err
     team = Team(id=int(team_id), name=name)
     return team, create_token(engine, name)
+
+
+@dataclass(frozen=True)
+class TeamSummary:
+    name: str
+    created_at: datetime
+    tokens: int
+
+
+def list_teams(engine: Engine) -> list[TeamSummary]:
+    """Every team, oldest first, with how many tokens it has (never the tokens)."""
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(TeamRow.name, TeamRow.created_at, func.count(ApiTokenRow.id))
+            .outerjoin(ApiTokenRow, ApiTokenRow.team_id == TeamRow.id)
+            .group_by(TeamRow.id, TeamRow.name, TeamRow.created_at)
+            .order_by(TeamRow.created_at, TeamRow.name)
+        ).all()
+    return [TeamSummary(name, created_at, int(tokens)) for name, created_at, tokens in rows]
 
 
 def create_token(engine: Engine, team_name: str) -> str:

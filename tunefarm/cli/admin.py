@@ -46,3 +46,18 @@ def create_token_command(
         fail(err.message)
     error_console.print(f"a new token for team {team}, shown once:")
     print(token)
+
+
+@admin_app.command("list-teams")
+def list_teams_command(db: DatabaseOption = None) -> None:
+    """Every team, with when it was made and how many tokens it has."""
+    from tunefarm.api.services.teams import list_teams
+    from tunefarm.tuning_db.sql_database import open_engine
+
+    teams = list_teams(open_engine(database_url(db)))
+    if not teams:
+        error_console.print("no teams yet (tunefarm admin create-team NAME)")
+        return
+    for team in teams:
+        tokens = f"{team.tokens} token" + ("" if team.tokens == 1 else "s")
+        print(f"{team.name}  created {team.created_at:%Y-%m-%d %H:%M}  {tokens}")
