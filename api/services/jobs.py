@@ -119,8 +119,9 @@ async def events(engine: Engine, settings: Settings, team: Team, job_id: str) ->
             last = data
             yield f"event: progress\ndata: {data}\n\n"
         if job.finished:
+            # The last word is the whole status, coverage included, as GET /v1/jobs/{id} has it.
             final = await anyio.to_thread.run_sync(
-                lambda: status(engine, settings, team, job_id, with_coverage=False)
+                lambda: status(engine, settings, team, job_id, with_coverage=True)
             )
             yield f"event: end\ndata: {final.model_dump_json()}\n\n"
             return

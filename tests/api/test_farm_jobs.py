@@ -177,6 +177,8 @@ def test_a_full_job_through_http(farm: Farm, tiny_cnn_path: Path, tmp_path: Path
 
         status = client.get(f"/v1/jobs/{job_id}").json()
         assert status["coverage"]["tasks_total"] >= 2
+        # The end event is the same status (issue 19: its coverage was null).
+        assert events[-1][1]["coverage"] == status["coverage"]
         assert status["best_latency_ms"] > 0
         assert status["error"] is None
 
