@@ -55,6 +55,11 @@ class JobProgressDisplay:
                 )
             self._progress.update(self._bar, completed=snapshot.trials_done, detail=snapshot.detail)
         else:
+            if self._progress is not None:
+                # The count the tuning ended with: the last poll while tuning may be behind it.
+                self._progress.update(
+                    self._bar, completed=snapshot.trials_done, detail=snapshot.detail
+                )
             self.close()
 
     def close(self) -> None:
