@@ -28,6 +28,7 @@ class ConsoleObserver:
         self._progress: Progress | None = None
         self._bar: TaskID | None = None
         self._weights: dict[str, int] = {}
+        self._before: dict[str, float | None] = {}
 
     def stage(self, phase: Phase, message: str) -> None:
         if self.enabled:
@@ -40,11 +41,12 @@ class ConsoleObserver:
         if not self.enabled:
             return
         self._weights = {task.name: task.weight for task in tasks}
+        self._before = {task.name: task.best_sec_before for task in tasks}
         self._progress = Progress(
             TextColumn("tuning {task.fields[count]} tasks"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("trials · best {task.fields[best]}"),
+            TextColumn("trials · estimated {task.fields[best]}"),
             TimeElapsedColumn(),
             console=self.console,
             transient=False,
@@ -57,14 +59,27 @@ class ConsoleObserver:
     def tuning_progress(self, report: TuningReport) -> None:
         if self._progress is None or self._bar is None:
             return
-        known = [
-            (progress.best_sec, self._weights.get(name, 1))
-            for name, progress in report.tasks.items()
-            if progress.best_sec is not None
-        ]
-        # The model's latency estimate: the weighted sum of each task's best kernel so far.
-        best = f"{sum(sec * weight for sec, weight in known) * 1e3:.3f} ms" if known else "—"
-        self._progress.update(self._bar, completed=report.trials, best=best)
+        self._progress.update(self._bar, completed=report.trials, best=self.estimate(report))
+
+    def estimate(self, report: TuningReport) -> str:
+        """The whole model's latency estimate: each task's best kernel so far, weighted, else
+        what the database had for it (a record, a default schedule). Tasks with neither yet
+        make it a lower bound, and say so: a sum over the measured tasks only went up as more
+        were measured (issue 19)."""
+        total, unknown = 0.0, 0
+        for name in set(self._weights) | set(report.tasks):
+            progress = report.tasks.get(name)
+            sec = progress.best_sec if progress is not None else None
+            if sec is None:
+                sec = self._before.get(name)
+            if sec is None:
+                unknown += 1
+                continue
+            total += sec * self._weights.get(name, 1)
+        if unknown == len(set(self._weights) | set(report.tasks)):
+            return "—"
+        text = f"{total * 1e3:.3f} ms"
+        return f"≥ {text} ({unknown} tasks not timed yet)" if unknown else text
 
     def tuning_finished(self) -> None:
         if self._progress is not None:

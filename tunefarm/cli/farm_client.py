@@ -92,13 +92,14 @@ def job_snapshot(job: JobView) -> JobSnapshot:
     """What the progress display shows of a job row."""
     progress = job.progress
     best_us = progress.best_us_sum
+    # Unweighted, over the tasks measured so far: what the job row knows, said as such.
     best_text = f"{best_us / 1000:.3f} ms" if best_us is not None else "—"
     return JobSnapshot(
         state=job.state,
         message=progress.message or "",
         trials_done=progress.trials,
         trials_total=progress.trials_total,
-        detail=f"best {best_text} · {_count(len(progress.measured_by), 'worker')}",
+        detail=f"measured tasks' best {best_text} · {_count(len(progress.measured_by), 'worker')}",
     )
 
 
