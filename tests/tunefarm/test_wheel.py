@@ -44,12 +44,15 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ),
     )
     command = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps"]
-    subprocess.run(
+    built = subprocess.run(
         [*command, "--no-build-isolation", "--wheel-dir", str(out), str(source)],
         check=True,
         capture_output=True,
+        text=True,
         timeout=300,
     )
+    # Issue 19: setuptools warned at every install that `project.license` was deprecated.
+    assert "project.license" not in built.stderr, built.stderr
     (path,) = out.glob("tunefarm-*.whl")
     return path
 
