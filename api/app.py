@@ -35,7 +35,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1",
         summary="Tune and compile ONNX models with TVM on a farm of workers.",
         lifespan=lifespan,
+        docs_url=None,  # served below from our own assets, not a CDN
     )
+    _serve_docs_offline(app)
     app.state.settings = settings
     app.state.engine = open_engine(settings.resolved_database_url())
     # The API's own Celery app: its broker is the settings', not whatever was imported first.
@@ -53,6 +55,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.add_middleware(BodyLimit, limit_for=body_limit)
     return app
+
+
+DOCS_ASSETS = "/docs-assets"
+
+
+def _serve_docs_offline(app: FastAPI) -> None:
+    """Swagger UI at ``/docs`` from the installed ``swagger-ui-bundle``: FastAPI's default
+    loads it from a CDN, and a farm's network often reaches none (issue 19)."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import HTMLResponse
+    from fastapi.staticfiles import StaticFiles
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} API",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
+        )
 
 
 def app_from_environment() -> FastAPI:
