@@ -90,7 +90,7 @@ class JobSpec(BaseModel):
     @classmethod
     def of(cls, target: str, trials: int, **options: Any) -> JobSpec:
         """The spec from Python or CLI arguments; bad ones raise ``UserInputError``, in the
-        CLI's words (``--max-trials-per-task must be ...``)."""
+        CLI's words (``--max-trials-per-task: Input should be ...``)."""
         try:
             return cls(target=target, trials=trials, options=JobOptions(**options))
         except ValidationError as err:
