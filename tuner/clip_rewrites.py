@@ -38,11 +38,8 @@ class ConstantBoundClip(onnx_frontend.Clip):  # type: ignore[misc]
         rank = len(data.ty.shape)
         dtype = str(data.ty.dtype)
         low, high = bounds
-        if low is not None:
-            data = bb.emit(relax.op.maximum(data, _broadcast_constant(low, rank, dtype)))
-        if high is not None:
-            data = bb.emit(relax.op.minimum(data, _broadcast_constant(high, rank, dtype)))
-        return data
+        clamped = _clamped(data, low, high, rank=rank, dtype=dtype, emit=bb.emit)
+        return bb.emit(clamped) if high is not None else clamped
 
 
 _COMPUTED = object()
@@ -58,6 +55,18 @@ def _scalar(bound: Any) -> Any:
     if value.size != 1 or math.isnan(float(value.reshape(-1)[0])):
         return _COMPUTED
     return value.reshape(-1)[0]
+
+
+def _clamped(
+    data: relax.Expr, low: Any, high: Any, *, rank: int, dtype: str, emit: Any
+) -> relax.Expr:
+    """``minimum(maximum(data, low), high)`` with the bounds as constants of ``data``'s rank; a
+    None bound is left out. The maximum is emitted; the minimum is left to the caller to bind."""
+    if low is not None:
+        data = emit(relax.op.maximum(data, _broadcast_constant(low, rank, dtype)))
+    if high is not None:
+        data = relax.op.minimum(data, _broadcast_constant(high, rank, dtype))
+    return data
 
 
 def _broadcast_constant(value: Any, rank: int, dtype: str) -> relax.Expr:
@@ -98,16 +107,10 @@ def clips_as_min_max(mod: tvm.IRModule) -> tvm.IRModule:
             rank = int(getattr(data.ty, "ndim", -1))  # a tensor of known rank only
             if any(value is _COMPUTED for value in values) or rank < 0:
                 return call
-            dtype = str(data.ty.dtype)
             low, high = values
-            result: relax.Expr = data
-            if low is not None:
-                result = self.builder_.emit(
-                    relax.op.maximum(result, _broadcast_constant(low, rank, dtype))
-                )
-            if high is not None:
-                result = relax.op.minimum(result, _broadcast_constant(high, rank, dtype))
-            return result
+            return _clamped(
+                data, low, high, rank=rank, dtype=str(data.ty.dtype), emit=self.builder_.emit
+            )
 
     rewriter = _Rewriter(mod)
     for name, func in mod.functions_items():
