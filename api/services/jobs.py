@@ -177,7 +177,7 @@ def _status(
         trials_total=progress.trials_total,
         message=progress.message,
         tasks=tasks,
-        coverage=_coverage(engine, settings, team, job) if with_coverage else None,
+        coverage=_coverage(engine, settings, team, job, spec) if with_coverage else None,
         estimated_latency_ms=round(best_us / 1000, 6) if best_us is not None else None,
         best_latency_ms=manifest["latency"]["tuned"]["p50_ms"] if manifest else None,
         error=JobError(kind=job.error_kind, message=job.error) if job.error else None,
@@ -189,7 +189,7 @@ def _status(
 
 
 def _coverage(
-    engine: Engine, settings: Settings, team: Team, job: JobView
+    engine: Engine, settings: Settings, team: Team, job: JobView, spec: JobSpec
 ) -> dict[str, Any] | None:
     if job.manifest is not None:
         return dict(job.manifest["coverage_before_tuning"])
@@ -198,7 +198,6 @@ def _coverage(
         return job.progress.coverage.model_dump()
     if job.model_id is None or job.finished:
         return None
-    spec = JobSpec.from_row(job.options)
     try:
         model = models.find_model(engine, team, job.model_id)
         coverage = models.model_coverage(
