@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from tunefarm.cli.app import DatabaseOption, app, database_url, error_console, fail
+from tunefarm.cli.app import DatabaseOption, app, counted, database_url, error_console, fail
 
 admin_app = typer.Typer(help="Teams and API tokens (run where TUNEFARM_DATABASE_URL points).")
 app.add_typer(admin_app, name="admin")
@@ -59,5 +59,6 @@ def list_teams_command(db: DatabaseOption = None) -> None:
         error_console.print("no teams yet (tunefarm admin create-team NAME)")
         return
     for team in teams:
-        tokens = f"{team.tokens} token" + ("" if team.tokens == 1 else "s")
-        print(f"{team.name}  created {team.created_at:%Y-%m-%d %H:%M}  {tokens}")
+        print(
+            f"{team.name}  created {team.created_at:%Y-%m-%d %H:%M}  {counted(team.tokens, 'token')}"
+        )

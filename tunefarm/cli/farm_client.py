@@ -10,6 +10,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
+from tunefarm.cli.app import counted
 from tunefarm.cli.job_display import JobSnapshot
 from tunefarm.tuner.compile_job import CompileOptions
 from tunefarm.tuner.model_validation import validate_onnx_model
@@ -99,9 +100,5 @@ def job_snapshot(job: JobView) -> JobSnapshot:
         message=progress.message or "",
         trials_done=progress.trials,
         trials_total=progress.trials_total,
-        detail=f"measured tasks' best {best_text} · {_count(len(progress.measured_by), 'worker')}",
+        detail=f"measured tasks' best {best_text} · {counted(len(progress.measured_by), 'worker')}",
     )
-
-
-def _count(number: int, noun: str) -> str:
-    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
