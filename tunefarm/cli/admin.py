@@ -59,6 +59,5 @@ def list_teams_command(db: DatabaseOption = None) -> None:
         error_console.print("no teams yet (tunefarm admin create-team NAME)")
         return
     for team in teams:
-        print(
-            f"{team.name}  created {team.created_at:%Y-%m-%d %H:%M}  {counted(team.tokens, 'token')}"
-        )
+        tokens = counted(team.tokens, "token")
+        print(f"{team.name}  created {team.created_at:%Y-%m-%d %H:%M}  {tokens}")
