@@ -53,6 +53,40 @@ def time_calls(run: Callable[[], Any], *, samples: int, warmup: int) -> dict[str
         "p90_ms": round(float(np.percentile(values, 90)), 4),
         "p99_ms": round(float(np.percentile(values, 99)), 4),
         "samples": samples,
+        **back_to_back(run, calls=BACK_TO_BACK_CALLS),
+        **gpu_busy(run, calls=PROFILED_CALLS),
+    }
+
+
+BACK_TO_BACK_CALLS = 500
+PROFILED_CALLS = 50
+
+
+def back_to_back(run: Callable[[], Any], *, calls: int) -> dict[str, float]:
+    """Mean ms per call over ``calls`` calls queued back to back, one event pair around all.
+
+    Per-call timing waits for each call; here the host queues the next call while the GPU
+    runs the last, which is what serving a stream of requests sees (torch's reduce-overhead
+    mode looks twice as fast this way)."""
+    torch.cuda.synchronize()
+    start = torch.cuda.Event(enable_timing=True)
+    end = torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(calls):
+        run()
+    end.record()
+    end.synchronize()
+    return {"mean_back_to_back_ms": round(start.elapsed_time(end) / calls, 4)}
+
+
+def gpu_busy(run: Callable[[], Any], *, calls: int) -> dict[str, float]:
+    """GPU time per call summed over its kernels (CUPTI, through torch.profiler)."""
+    from gpu_fidelity import kernel_times
+
+    kernels = kernel_times(run, calls)
+    return {
+        "gpu_busy_us": round(sum(row["us_per_call"] for row in kernels.values()), 1),
+        "kernels_per_call": round(sum(row["launches"] for row in kernels.values()) / calls, 1),
     }
 
 
@@ -87,6 +121,7 @@ def tvm_peers(
     database_url: str | None,
     reference: np.ndarray,
     samples: int,
+    vendor: bool = False,
 ) -> dict[str, Any]:
     import tvm
 
@@ -124,6 +159,10 @@ def tvm_peers(
     started = time.perf_counter()
     executable = build.compile_untuned(pipeline.mod, target=target, cuda_graph=True)
     measure("TVM untuned + CUDA graph", executable, time.perf_counter() - started)
+    if vendor:
+        results.update(
+            vendor_rows(model, onnx_path, half=half, database_url=database_url, measure=measure)
+        )
     if database_url is not None:
         database = SqlDatabase(database_url, target=target)
         look_up_tasks(tasks, database=database, target=target)
@@ -153,6 +192,52 @@ def tvm_peers(
             for task in tasks
         ]
     return results
+
+
+def vendor_rows(
+    model: gpu_models.BenchModel,
+    onnx_path: Path,
+    *,
+    half: bool,
+    database_url: str | None,
+    measure: Callable[[str, Any, float], None],
+) -> dict[str, Any]:
+    """Convolutions and matmuls on cuDNN and cuBLASLt (``--vendor-kernels``), the rest TVM's
+    (tuned from the database where it has records). The library is exported and loaded, as a
+    user gets it: the vendor calls live in the .so."""
+    import tvm
+
+    from tunefarm.tuner import build, vendor_kernels
+    from tunefarm.tuner.model_validation import validate_onnx_model
+    from tunefarm.tuner.onnx_import import import_onnx
+    from tunefarm.tuner.pipelines import PipelineOptions, run_pipeline
+    from tunefarm.tuner.targets import parse_target
+    from tunefarm.tuning_db import SqlDatabase
+
+    target = parse_target("cuda")
+    validated = validate_onnx_model(onnx_path, max_bytes=4 * 1024**3)
+    pipeline = run_pipeline(
+        import_onnx(validated),
+        target=target,
+        options=PipelineOptions(fp16=half, vendor_kernels=True),
+    )
+    rows: dict[str, Any] = {"vendor_calls": dict(vendor_kernels.vendor_calls(pipeline.mod))}
+    print(f"    vendor calls: {rows['vendor_calls']}", flush=True)
+    vendor_kernels.register_in_process()
+    started = time.perf_counter()
+    if database_url is not None:
+        database = SqlDatabase(database_url, target=target)
+        executable = build.compile_tuned(
+            pipeline.mod, target=target, database=database, cuda_graph=True
+        )
+        label = "tunefarm tuned + vendor kernels + CUDA graph"
+    else:
+        executable = build.compile_untuned(pipeline.mod, target=target, cuda_graph=True)
+        label = "TVM untuned + vendor kernels + CUDA graph"
+    library = onnx_path.with_suffix(f".{'fp16' if half else 'fp32'}.vendor.so")
+    build.export_library(executable, library, vendor_kernels=True)
+    measure(label, tvm.runtime.load_module(str(library)), time.perf_counter() - started)
+    return rows
 
 
 def trial_counts(database: Any, tasks: list[Any]) -> dict[str, Any]:
@@ -195,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tune-log", type=Path, action="append", default=[])
     parser.add_argument("--max-autotune", action="store_true")
     parser.add_argument("--skip-torch-compile", action="store_true")
+    parser.add_argument(
+        "--vendor-kernels", action="store_true", help="add the cuDNN/cuBLASLt row (issue 17)"
+    )
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--work", type=Path, default=Path("/tmp/gpu-peers"))
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
@@ -226,7 +314,9 @@ def main(argv: list[str] | None = None) -> int:
             "python": platform.python_version(),
         },
         "versions": {"torch": torch.__version__, "tvm": tvm.__version__},
-        "timer": "CUDA events around each call on the default stream, after 20 warm-up calls",
+        "timer": "CUDA events around each call on the default stream, after 20 warm-up calls; "
+        f"mean_back_to_back_ms: one event pair around {BACK_TO_BACK_CALLS} queued calls; "
+        f"gpu_busy_us: CUPTI kernel time per call over {PROFILED_CALLS} calls",
         "tuning": [json.loads(path.read_text()) for path in args.tune_log if path.is_file()],
         "models": {},
     }
@@ -245,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
                     database_url=database_url,
                     reference=reference,
                     samples=args.samples,
+                    vendor=args.vendor_kernels,
                 )
             )
             result["models"][f"{name} {precision}"] = row

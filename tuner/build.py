@@ -12,6 +12,7 @@ from tvm.runtime import Executable
 from tvm.s_tir.meta_schedule.database import Database
 from tvm.target import Target
 
+from tunefarm.tuner import vendor_kernels as vendor
 from tunefarm.tuner.targets import is_gpu
 
 
@@ -44,8 +45,9 @@ def compile_tuned(
         return tvm.compile(mod, target=target)
 
 
-def export_library(executable: Executable, path: Path) -> str:
-    """Write the shared library and return its sha256."""
+def export_library(executable: Executable, path: Path, *, vendor_kernels: bool = False) -> str:
+    """Write the shared library and return its sha256; ``vendor_kernels`` links the shim in."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    executable.export_library(str(path))
+    link = vendor.link_arguments() if vendor_kernels else {}
+    executable.export_library(str(path), **link)
     return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -21,7 +21,7 @@ from typing import Any, Literal, Protocol
 import tvm
 from tvm.target import Target
 
-from tunefarm.tuner import build
+from tunefarm.tuner import build, vendor_kernels
 from tunefarm.tuner.compile_options import CompileOptions
 from tunefarm.tuner.coverage_plan import CoveragePlan, plan_coverage
 from tunefarm.tuner.cpu_schedule_rules import TUNED, TVM_DEFAULT, schedule_origin
@@ -125,6 +125,7 @@ def compile_model(
         target=target,
         layout=options.spec.options.layout,
         fp16=options.spec.options.fp16,
+        vendor_kernels=options.spec.options.vendor_kernels,
         max_bytes=options.max_model_bytes,
         on_step=lambda message: observer.stage(JobState.IMPORTING, message),
     )
@@ -185,6 +186,10 @@ def compile_model(
 
     observer.stage(JobState.BUILDING, "building with the best records")
     cuda_graph = build.use_cuda_graph(options.spec.options.cuda_graph, target)
+    uses_vendor = bool(vendor_kernels.vendor_calls(pipeline.mod))
+    if uses_vendor:
+        # The graph-free build and the reports run the library in this process.
+        vendor_kernels.register_in_process()
     # A CUDA graph replays as one launch, with nothing to time per kernel: the kernels are
     # profiled in a build without the graph. That build runs beside the library's own (TVM
     # releases the GIL while it lowers, and NVRTC compiles a module on one core), so on the
@@ -206,7 +211,7 @@ def compile_model(
         )
         options.out_dir.mkdir(parents=True, exist_ok=True)
         library_path = options.out_dir / "model.so"
-        sha256 = build.export_library(tuned, library_path)
+        sha256 = build.export_library(tuned, library_path, vendor_kernels=uses_vendor)
 
         observer.stage(
             JobState.BUILDING, "measuring latency and checking outputs against ONNX Runtime"
@@ -418,12 +423,20 @@ def _manifest(
         "machine": {"hostname": platform.node(), "processor": platform.processor() or None},
         "inputs": [signature.as_dict() for signature in validated.inputs],
         "outputs": [signature.as_dict() for signature in validated.outputs],
-        "library": {"file": "model.so", "sha256": sha256},
+        "library": {
+            "file": "model.so",
+            "sha256": sha256,
+            # What the library loads at run time beyond TVM (tunefarm's loader brings them in).
+            "runtime_libraries": list(vendor_kernels.RUNTIME_LIBRARIES)
+            if vendor_kernels.vendor_calls(pipeline.mod)
+            else [],
+        },
         "pipeline": {
             "name": pipeline.pipeline,
             "phases": pipeline.phases,
             "layout": pipeline.layout,
             "fp16": options.spec.options.fp16,
+            "vendor_calls": dict(vendor_kernels.vendor_calls(pipeline.mod)),
             "cuda_graph": build.use_cuda_graph(options.spec.options.cuda_graph, target),
             "fused": [kernel.as_dict() for kernel in pipeline.fused],
         },

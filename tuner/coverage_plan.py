@@ -248,7 +248,13 @@ def plan_model(model_path: Path, spec: JobSpec, *, database_url: str) -> Coverag
 
     target = spec.tvm_target
     choices = spec.options
-    tasks = analyse_model(model_path, target=target, layout=choices.layout, fp16=choices.fp16).tasks
+    tasks = analyse_model(
+        model_path,
+        target=target,
+        layout=choices.layout,
+        fp16=choices.fp16,
+        vendor_kernels=choices.vendor_kernels,
+    ).tasks
     database = SqlDatabase(database_url, target=target)
     look_up_tasks(tasks, database=database, target=target)
     return plan_coverage(

@@ -40,6 +40,8 @@ class JobOptions(BaseModel):
     fp16: bool = False
     """Convert to float16 mixed precision."""
     layout: Layout = "auto"
+    vendor_kernels: bool = False
+    """CUDA: run convolutions and matmuls with cuDNN and cuBLASLt (needs ``tunefarm[vendor]``)."""
     max_trials_per_task: int | None = Field(default=None, ge=1, le=MAX_TRIALS)
     """Cap per task; ``None``: an even share of the trials."""
     seed: int | None = Field(default=None, ge=0, le=2**31 - 1)

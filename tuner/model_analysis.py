@@ -39,6 +39,7 @@ def analyse_model(
     target: Target,
     layout: Layout = "auto",
     fp16: bool = False,
+    vendor_kernels: bool = False,
     max_bytes: int = DEFAULT_MAX_MODEL_BYTES,
     on_step: Callable[[str], None] | None = None,
 ) -> AnalysedModel:
@@ -55,7 +56,9 @@ def analyse_model(
         relax_mod = import_onnx(validated)
     step("running the pass pipeline")
     pipeline = run_pipeline(
-        relax_mod, target=target, options=PipelineOptions(layout=layout, fp16=fp16)
+        relax_mod,
+        target=target,
+        options=PipelineOptions(layout=layout, fp16=fp16, vendor_kernels=vendor_kernels),
     )
     return AnalysedModel(
         validated=validated,

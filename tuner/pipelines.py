@@ -22,6 +22,7 @@ from tunefarm.tuner.channel_padding import pad_output_channels
 from tunefarm.tuner.cpu_schedule_rules import CpuShape
 from tunefarm.tuner.errors import UserInputError
 from tunefarm.tuner.targets import is_gpu
+from tunefarm.tuner.vendor_kernels import offload_pass
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,8 @@ Layout = Literal["NCHW", "NHWC", "auto"]
 class PipelineOptions:
     layout: Layout = "auto"
     fp16: bool = False
+    vendor_kernels: bool = False
+    """Offload convolutions and matmuls to cuDNN and cuBLASLt (CUDA targets only)."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,11 @@ def default_phases(target: Target, options: PipelineOptions) -> list[Phase]:
             # Whole vector registers for the CPU default schedules (ShuffleNet's 58 channels).
             layout_passes.append(pad_output_channels(CpuShape.of(target).lanes("float32")))
         phases.append(Phase("layout-and-precision", layout_passes))
+    if options.vendor_kernels:
+        if target.kind.name != "cuda":
+            raise UserInputError("vendor kernels (cuDNN, cuBLASLt) are for CUDA targets only")
+        # Before legalization, while convolutions, bias adds and ReLUs are still Relax ops.
+        phases.append(Phase("vendor-kernels", [offload_pass()]))
     phases += [
         # Every Relax op becomes a TIR PrimFunc with an op pattern that fusion reads.
         Phase(

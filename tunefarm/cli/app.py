@@ -38,6 +38,13 @@ DatabaseOption = Annotated[
     typer.Option(help="Database URL (default: SQLite in the data dir; TUNEFARM_DATABASE_URL)."),
 ]
 Fp16Option = Annotated[bool, typer.Option(help="Convert to float16 mixed precision.")]
+VendorKernelsOption = Annotated[
+    bool,
+    typer.Option(
+        "--vendor-kernels",
+        help="CUDA: run convolutions and matmuls with cuDNN and cuBLASLt (tunefarm[vendor]).",
+    ),
+]
 LayoutOption = Annotated[str, typer.Option(help="NHWC, NCHW or auto.")]
 SeedOption = Annotated[int | None, typer.Option(help="Seed of the search.")]
 JobIdArgument = Annotated[str, typer.Argument(help="The job's id.")]

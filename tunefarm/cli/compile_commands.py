@@ -18,6 +18,7 @@ from tunefarm.cli.app import (
     ModelArgument,
     SeedOption,
     TargetOption,
+    VendorKernelsOption,
     app,
     console,
     database_url,
@@ -42,6 +43,7 @@ def compile_command(
     out: Annotated[Path, typer.Option(help="Where model.so and manifest.json go.")] = Path("out"),
     db: DatabaseOption = None,
     fp16: Fp16Option = False,
+    vendor_kernels: VendorKernelsOption = False,
     cuda_graph: Annotated[
         bool | None,
         typer.Option(
@@ -94,6 +96,7 @@ def compile_command(
             max_trials_per_task=max_trials_per_task,
             layout=layout,
             fp16=fp16,
+            vendor_kernels=vendor_kernels,
             cuda_graph=cuda_graph,
             seed=seed,
             warm_start=warm_start,

@@ -1,0 +1,198 @@
+"""The rewrite to vendor kernels (issue 17), checked on the CPU.
+
+The shim itself runs only on a GPU (``bench/gpu_peers.py --vendor-kernels`` measures it there).
+Here the two vendor functions are registered from numpy with the contract ``vendor_shim.cc``
+implements, so a rewritten model run on the CPU must give what the original gives: that checks
+which bias, residual and ReLU each call took, and that nothing was lost or computed twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tvm
+import tvm_ffi
+from tvm import relax
+from tvm.ir import IRModule
+
+from tunefarm.tuner import vendor_kernels
+from tunefarm.tuner.errors import UserInputError
+from tunefarm.tuner.model_validation import validate_onnx_model
+from tunefarm.tuner.onnx_import import import_onnx
+from tunefarm.tuner.pipelines import PipelineOptions, default_phases, run_pipeline
+from tunefarm.tuner.sample_models import write_sample
+from tunefarm.tuner.targets import parse_target
+
+CUDA = parse_target('{"kind": "cuda", "arch": "sm_90"}')
+
+
+def _conv_nhwc(x: np.ndarray, w: np.ndarray, config: list[int]) -> np.ndarray:
+    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups = config[:7]
+    n, h, width, _ = x.shape
+    k, r, s, c_group = w.shape
+    padded = np.pad(x, ((0, 0), (pad_h, pad_h), (pad_w, pad_w), (0, 0)))
+    out_h = (h + 2 * pad_h - dil_h * (r - 1) - 1) // stride_h + 1
+    out_w = (width + 2 * pad_w - dil_w * (s - 1) - 1) // stride_w + 1
+    out = np.zeros((n, out_h, out_w, k), dtype=np.float32)
+    k_group = k // groups
+    for i in range(r):
+        for j in range(s):
+            patch = padded[
+                :,
+                i * dil_h : i * dil_h + stride_h * (out_h - 1) + 1 : stride_h,
+                j * dil_w : j * dil_w + stride_w * (out_w - 1) + 1 : stride_w,
+                :,
+            ]
+            for g in range(groups):
+                out[..., g * k_group : (g + 1) * k_group] += (
+                    patch[..., g * c_group : (g + 1) * c_group]
+                    @ w[g * k_group : (g + 1) * k_group, i, j, :].T
+                )
+    return out
+
+
+def _epilogue(acc: np.ndarray, bias: np.ndarray, residual: np.ndarray, relu: int, res: int):  # type: ignore[no-untyped-def]
+    out = acc + bias.reshape(-1)
+    if res:
+        out = out + residual
+    return np.maximum(out, 0) if relu else out
+
+
+@pytest.fixture
+def numpy_vendor_functions() -> Iterator[list[str]]:
+    """The shim's two functions, in numpy; returns the log of calls (function names)."""
+    calls: list[str] = []
+
+    def conv(x: Any, w: Any, bias: Any, z: Any, config: Any, out: Any) -> None:
+        cfg = [int(v) for v in config]
+        acc = _conv_nhwc(x.numpy(), w.numpy(), cfg)
+        out.copyfrom(_epilogue(acc, bias.numpy(), z.numpy(), cfg[7], cfg[8]).astype("float32"))
+        calls.append(vendor_kernels.CONV_FUNC)
+
+    def matmul(x: Any, w: Any, bias: Any, residual: Any, config: Any, out: Any) -> None:
+        transposed, relu, res = (int(v) for v in config)
+        weight = w.numpy().T if transposed else w.numpy()
+        acc = x.numpy() @ weight
+        out.copyfrom(_epilogue(acc, bias.numpy(), residual.numpy(), relu, res).astype("float32"))
+        calls.append(vendor_kernels.MATMUL_FUNC)
+
+    tvm.register_global_func(vendor_kernels.CONV_FUNC, conv, override=True)
+    tvm.register_global_func(vendor_kernels.MATMUL_FUNC, matmul, override=True)
+    yield calls
+    tvm_ffi.remove_global_func(vendor_kernels.CONV_FUNC)
+    tvm_ffi.remove_global_func(vendor_kernels.MATMUL_FUNC)
+
+
+@pytest.fixture(scope="module")
+def small_resnet(tmp_path_factory: pytest.TempPathFactory) -> IRModule:
+    path = write_sample("small-resnet", tmp_path_factory.mktemp("models") / "small_resnet.onnx")
+    return import_onnx(validate_onnx_model(path))
+
+
+def _before_legalize(mod: IRModule) -> IRModule:
+    """The model as the vendor phase sees it on CUDA: NHWC data, OHWI weights, fp32."""
+    phases = default_phases(CUDA, PipelineOptions())
+    with CUDA, tvm.transform.PassContext(opt_level=3):
+        for phase in phases:
+            if phase.name == "legalize":
+                break
+            mod = tvm.transform.Sequential(phase.passes)(mod)
+    return mod
+
+
+def _run_on_cpu(mod: IRModule, image: np.ndarray) -> np.ndarray:
+    executable = tvm.compile(mod, target=parse_target("llvm"))
+    vm = relax.VirtualMachine(executable, tvm.cpu())
+    return vm["main"](tvm.runtime.tensor(image)).numpy()
+
+
+def test_every_conv_and_matmul_chain_becomes_one_vendor_call(small_resnet: IRModule) -> None:
+    before = _before_legalize(small_resnet)
+    after, counts = vendor_kernels.offload_to_vendor_kernels(before)
+    # small-resnet: 6 convolutions (one a strided 1x1 shortcut) and the classifier's matmul.
+    assert counts == {vendor_kernels.CONV_FUNC: 6, vendor_kernels.MATMUL_FUNC: 1}
+    assert vendor_kernels.vendor_calls(after) == counts
+    script = after["main"].script()
+    for op in ("R.nn.conv2d", "R.matmul", "R.nn.relu"):
+        assert op not in script
+    configs = [
+        [int(v) for v in call.args[1].fields[4].values]
+        for call in _vendor_call_nodes(after)
+        if call.args[0].global_symbol == vendor_kernels.CONV_FUNC
+    ]
+    # Both residual blocks end in a conv that adds the shortcut and applies ReLU.
+    assert sum(cfg[8] for cfg in configs) == 2
+    assert all(cfg[7] == 1 for cfg in configs if cfg[8] == 1)
+
+
+def test_the_rewritten_model_computes_what_the_original_does(
+    small_resnet: IRModule, numpy_vendor_functions: list[str]
+) -> None:
+    before = _before_legalize(small_resnet)
+    after, counts = vendor_kernels.offload_to_vendor_kernels(before)
+    image = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype("float32")
+    expected = _run_on_cpu(before, image)
+    got = _run_on_cpu(after, image)
+    assert sorted(numpy_vendor_functions) == sorted(counts.elements())
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_asymmetric_padding_and_other_layouts_stay_tvm_kernels() -> None:
+    x = relax.Var("x", relax.TensorType((1, 8, 8, 4), "float32"))
+    weight = relax.const(np.ones((4, 3, 3, 4), dtype="float32"))
+    builder = relax.BlockBuilder()
+    with builder.function("main", [x]):
+        with builder.dataflow():
+            asymmetric = builder.emit(
+                relax.op.nn.conv2d(
+                    x, weight, padding=[0, 0, 1, 1], data_layout="NHWC", kernel_layout="OHWI"
+                )
+            )
+            out = builder.emit_output(asymmetric)
+        builder.emit_func_output(out)
+    mod, counts = vendor_kernels.offload_to_vendor_kernels(builder.get())
+    assert not counts
+    assert "R.nn.conv2d" in mod["main"].script()
+
+
+def test_vendor_kernels_are_for_cuda_only(small_resnet: IRModule) -> None:
+    with pytest.raises(UserInputError, match="CUDA targets only"):
+        run_pipeline(
+            small_resnet,
+            target=parse_target("llvm"),
+            options=PipelineOptions(vendor_kernels=True),
+        )
+
+
+def test_the_cuda_pipeline_leaves_no_conv_task(small_resnet: IRModule) -> None:
+    result = run_pipeline(
+        small_resnet, target=CUDA, options=PipelineOptions(fp16=True, vendor_kernels=True)
+    )
+    assert "vendor-kernels" in result.phases
+    assert not [kernel for kernel in result.fused if "conv2d" in kernel.ops]
+    assert sum(vendor_kernels.vendor_calls(result.mod).values()) == 7
+
+
+def test_a_missing_vendor_toolchain_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # No NVIDIA wheels and no CUDA home: what a CPU-only install has.
+    monkeypatch.setattr(vendor_kernels, "_nvidia_folders", lambda: [])
+    monkeypatch.setattr(vendor_kernels, "CUDA_HOME", tmp_path)
+    with pytest.raises(vendor_kernels.VendorKernelsUnavailable, match=r"tunefarm\[vendor\]"):
+        vendor_kernels.find_toolchain()
+
+
+def _vendor_call_nodes(mod: IRModule) -> list[relax.Call]:
+    found: list[relax.Call] = []
+
+    def visit(expr: relax.Expr) -> None:
+        if isinstance(expr, relax.Call) and getattr(expr.op, "name", "") == "relax.call_dps_packed":
+            found.append(expr)
+
+    relax.analysis.post_order_visit(mod["main"].body, visit)
+    return found

@@ -1,0 +1,455 @@
+"""cuDNN convolutions and cuBLASLt matmuls in place of tuned kernels, on CUDA targets (issue 17).
+
+MetaSchedule's CUDA search space has no split-K and no Hopper instructions, so the convolutions
+and matmuls with few output rows (ResNet's last stages, a batch-1 classifier) stay far from
+what the vendor libraries reach. This module:
+
+- rewrites each eligible convolution or matmul chain of the Relax graph, with its bias, residual
+  add and ReLU, into one ``call_dps_packed`` to a function of ``vendor_shim.cc``;
+- compiles that shim against the cuDNN and cuBLASLt headers of NVIDIA's pip wheels, so the
+  exported library carries the calls (a Python callback would keep only its name);
+- loads the vendor libraries before such a library is loaded.
+
+Shapes the rewrite does not take (asymmetric padding, mixed dtypes) stay TVM kernels.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import importlib.util
+import logging
+import os
+import subprocess
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.ir import Constant, IRModule
+
+from tunefarm.tuner.errors import UserInputError
+
+logger = logging.getLogger(__name__)
+
+CONV_FUNC = "tunefarm_cudnn_conv2d"
+MATMUL_FUNC = "tunefarm_cublaslt_matmul"
+SHIM_SOURCE = Path(__file__).with_name("vendor_shim.cc")
+# The CUDA toolkit's headers (crt/ is not in the runtime wheel) and libraries, after the wheels.
+CUDA_HOME = Path("/usr/local/cuda")
+# sonames the shim links against; the loader brings them in before the library.
+RUNTIME_LIBRARIES = ("libcudart.so.13", "libcublasLt.so.13", "libcudnn.so.9")
+# cuDNN 9 opens its parts by soname when first used; load them first, dependencies first.
+_CUDNN_PARTS = (
+    "libcudnn_graph.so.9",
+    "libcudnn_engines_precompiled.so.9",
+    "libcudnn_engines_runtime_compiled.so.9",
+    "libcudnn_heuristic.so.9",
+    "libcudnn_ops.so.9",
+    "libcudnn_cnn.so.9",
+    "libcudnn_adv.so.9",
+)
+
+
+class VendorKernelsUnavailable(UserInputError):
+    """The headers, libraries or compiler the vendor kernels need are not on this machine."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The graph rewrite
+
+
+@dataclass(frozen=True)
+class VendorCall:
+    """One chain of the graph that becomes one vendor call."""
+
+    func: str
+    x: relax.Expr
+    weight: relax.Expr
+    bias: Constant
+    residual: relax.Expr | None
+    config: tuple[int, ...]
+    ops: tuple[str, ...]
+
+
+def offload_to_vendor_kernels(mod: IRModule) -> tuple[IRModule, Counter[str]]:
+    """``mod`` with every eligible chain in ``main`` replaced; how many of each function."""
+    function = mod["main"]
+    calls = _find_chains(function)
+    if not calls:
+        return mod, Counter()
+    mod = _ChainRewriter(mod, calls).rewrite_main()
+    # The chains' old bindings are unused now; nothing may legalize or tune them.
+    mod = relax.transform.DeadCodeElimination()(mod)
+    return mod, Counter(call.func for call in calls.values())
+
+
+def offload_pass() -> tvm.transform.Pass:
+    """``offload_to_vendor_kernels`` as a module pass, for a pipeline phase."""
+
+    def transform(mod: IRModule, _context: tvm.transform.PassContext) -> IRModule:
+        mod, counts = offload_to_vendor_kernels(mod)
+        logger.info("vendor kernels: %s", dict(counts) or "no eligible operator")
+        return mod
+
+    return tvm.transform.module_pass(transform, opt_level=0, name="OffloadToVendorKernels")
+
+
+def vendor_calls(mod: IRModule) -> Counter[str]:
+    """How many calls to each vendor function ``mod``'s Relax functions make."""
+    counts: Counter[str] = Counter()
+
+    def visit(expr: relax.Expr) -> None:
+        if _op_name(expr) == "relax.call_dps_packed":
+            assert isinstance(expr, relax.Call)
+            name = getattr(expr.args[0], "global_symbol", None)
+            if name in (CONV_FUNC, MATMUL_FUNC):
+                counts[str(name)] += 1
+
+    for function in mod.functions.values():
+        if isinstance(function, relax.Function):
+            relax.analysis.post_order_visit(function.body, visit)
+    return counts
+
+
+def _op_name(expr: relax.Expr) -> str | None:
+    if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
+        return str(expr.op.name)
+    return None
+
+
+def _tensor_info(expr: relax.Expr) -> relax.TensorType | None:
+    info = expr.ty
+    if isinstance(info, relax.TensorType) and info.shape is not None:
+        return info
+    return None
+
+
+def _static_shape(expr: relax.Expr) -> tuple[int, ...] | None:
+    info = _tensor_info(expr)
+    if info is None or not isinstance(info.shape, relax.ShapeExpr):
+        return None
+    dims = []
+    for dim in info.shape.values:
+        if not isinstance(dim, tvm.tirx.IntImm):
+            return None
+        dims.append(int(dim))
+    return tuple(dims)
+
+
+def _dtype(expr: relax.Expr) -> str | None:
+    info = _tensor_info(expr)
+    return str(info.dtype) if info is not None else None
+
+
+def _use_counts(function: relax.Function) -> Counter[relax.Var]:
+    counts: Counter[relax.Var] = Counter()
+
+    def visit(expr: relax.Expr) -> None:
+        if isinstance(expr, relax.Var):
+            counts[expr] += 1
+
+    relax.analysis.post_order_visit(function.body, visit)
+    return counts
+
+
+def _bias_vector(expr: relax.Expr, channels: int, dtype: str) -> Constant | None:
+    """A constant that broadcasts along the last axis only, as a 1-D constant of ``channels``."""
+    if not isinstance(expr, Constant) or _dtype(expr) != dtype:
+        return None
+    shape = _static_shape(expr)
+    if shape is None or not shape or shape[-1] != channels or any(d != 1 for d in shape[:-1]):
+        return None
+    return relax.const(expr.value.numpy().reshape(channels), dtype)
+
+
+def _anchor(value: relax.Expr) -> tuple[str, tuple[int, ...], relax.Expr, relax.Expr] | None:
+    """(function, config head, x, weight) for a convolution or matmul the shim can run."""
+    op = _op_name(value)
+    if op not in ("relax.nn.conv2d", "relax.matmul"):
+        return None
+    assert isinstance(value, relax.Call)
+    x, weight = value.args[0], value.args[1]
+    dtype = _dtype(value)
+    if dtype not in ("float16", "float32") or _dtype(x) != dtype or _dtype(weight) != dtype:
+        return None
+    x_shape = _static_shape(x)
+    if x_shape is None or len(x_shape) < 2 or _static_shape(value) is None:
+        return None
+    attrs = value.attrs
+    if op == "relax.nn.conv2d":
+        if (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NHWC", "OHWI", "NHWC"):
+            return None
+        top, left, bottom, right = (int(p) for p in attrs.padding)
+        if (top, left) != (bottom, right) or not isinstance(weight, Constant):
+            return None
+        strides = [int(s) for s in attrs.strides]
+        dilation = [int(d) for d in attrs.dilation]
+        return CONV_FUNC, (*strides, top, left, *dilation, int(attrs.groups)), x, weight
+    shape = _static_shape(weight)
+    if shape is not None and len(shape) == 2 and isinstance(weight, Constant):
+        return MATMUL_FUNC, (0,), x, weight
+    return None
+
+
+def _find_chains(function: relax.Function) -> dict[relax.Var, VendorCall]:
+    """Each chain's last variable, with the vendor call that computes it."""
+    uses = _use_counts(function)
+    bindings: dict[relax.Var, relax.Expr] = {}
+    users: dict[relax.Var, list[relax.Var]] = {}
+    body = function.body
+    if not isinstance(body, relax.SeqExpr):
+        return {}
+    for block in body.blocks:
+        for binding in block.bindings:
+            if not isinstance(binding, relax.VarBinding):
+                continue
+            bindings[binding.var] = binding.value
+            if isinstance(binding.value, relax.Call):
+                for arg in binding.value.args:
+                    if isinstance(arg, relax.Var):
+                        users.setdefault(arg, []).append(binding.var)
+    chains: dict[relax.Var, VendorCall] = {}
+    # A binding belongs to one chain at most: where two branches meet in a residual add, the
+    # first chain takes the add and the other ends before it.
+    claimed: set[relax.Var] = set()
+    for var, value in bindings.items():
+        anchor = _anchor(value)
+        if anchor is None:
+            continue
+        func, head, x, weight = anchor
+        out_shape = _static_shape(value)
+        dtype = _dtype(value)
+        assert out_shape is not None and dtype is not None
+        channels = out_shape[-1]
+        bias: Constant | None = None
+        residual: relax.Expr | None = None
+        relu = False
+        ops = [_op_name(value) or ""]
+        end = var
+        while uses[end] == 1 and len(users.get(end, [])) == 1 and not relu:
+            user = users[end][0]
+            if user in claimed:
+                break
+            user_value = bindings[user]
+            op = _op_name(user_value)
+            if op == "relax.nn.relu":
+                relu = True
+            elif op == "relax.add" and residual is None:
+                assert isinstance(user_value, relax.Call)
+                left, right = user_value.args
+                other = right if left.same_as(end) else left
+                vector = None if bias is not None else _bias_vector(other, channels, dtype)
+                if vector is not None:
+                    bias = vector
+                elif (
+                    isinstance(other, relax.Var)
+                    and _static_shape(other) == out_shape
+                    and _dtype(other) == dtype
+                ):
+                    residual = other
+                else:
+                    break
+            else:
+                break
+            ops.append(op)
+            end = user
+            claimed.add(end)
+        if bias is None:
+            bias = relax.const(np.zeros(channels, dtype=dtype), dtype)
+        config = (*head, int(relu), int(residual is not None))
+        chains[end] = VendorCall(func, x, weight, bias, residual, config, tuple(ops))
+    return chains
+
+
+@relax.expr_functor.mutator
+class _ChainRewriter(relax.PyExprMutator):  # type: ignore[misc]
+    def __init__(self, mod: IRModule, calls: dict[relax.Var, VendorCall]) -> None:
+        super().__init__(mod)
+        self.calls = calls
+
+    def rewrite_main(self) -> IRModule:
+        main = self.builder_.get().get_global_var("main")
+        self.builder_.update_func(main, self.visit_expr(self.builder_.get()[main]))
+        return self.builder_.get()
+
+    def visit_var_binding_(self, binding: relax.VarBinding) -> None:
+        call = self.calls.get(binding.var)
+        if call is None:
+            super().visit_var_binding_(binding)
+            return
+        x = self.visit_expr(call.x)
+        residual = self.visit_expr(call.residual) if call.residual is not None else x
+        args = relax.Tuple([x, call.weight, call.bias, residual, relax.ShapeExpr(call.config)])
+        value = relax.call_dps_packed(call.func, args, out_ty=binding.var.ty)
+        value = self.builder_.normalize(value)
+        self.builder_.emit_normalized(relax.VarBinding(binding.var, value))
+
+
+# ---------------------------------------------------------------------------------------------
+# Building the shim
+
+
+@dataclass(frozen=True)
+class VendorToolchain:
+    include_dirs: tuple[Path, ...]
+    library_dirs: tuple[Path, ...]
+
+    def link_options(self) -> list[str]:
+        options = [f"-L{path}" for path in self.library_dirs]
+        # The build machine's wheel folders, for a library loaded where it was built.
+        options += [f"-Wl,-rpath,{path}" for path in self.library_dirs]
+        # TVM puts these options before the object files, where --as-needed would drop them.
+        return [*options, "-Wl,--no-as-needed", *(f"-l:{name}" for name in RUNTIME_LIBRARIES)]
+
+
+def _nvidia_folders() -> list[Path]:
+    """The folders of NVIDIA's pip wheels (``nvidia/cu13``, ``nvidia/cudnn``...)."""
+    spec = importlib.util.find_spec("nvidia")
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    return [
+        path
+        for location in spec.submodule_search_locations
+        for path in sorted(Path(location).iterdir())
+        if path.is_dir()
+    ]
+
+
+def _find_file(name: str, subdir: str, extra: list[Path]) -> Path | None:
+    for folder in [*(path / subdir for path in _nvidia_folders()), *extra]:
+        if (folder / name).exists():
+            return folder
+    return None
+
+
+def find_toolchain() -> VendorToolchain:
+    """The include and library folders the shim needs, or a message that names what is missing."""
+    import tvm_ffi
+
+    cuda_home = [CUDA_HOME / "include", CUDA_HOME / "lib64"]
+    wanted = {
+        "cublasLt.h": "include",
+        "cudnn.h": "include",
+        "cuda_runtime_api.h": "include",
+        "crt/host_defines.h": "include",
+        "libcublasLt.so.13": "lib",
+        "libcudnn.so.9": "lib",
+        "libcudart.so.13": "lib",
+    }
+    found: dict[str, Path] = {}
+    missing = []
+    for name, subdir in wanted.items():
+        folder = _find_file(name, subdir, cuda_home)
+        if folder is None:
+            missing.append(name)
+        else:
+            found[name] = folder
+    if missing:
+        raise VendorKernelsUnavailable(
+            f"vendor kernels need {', '.join(missing)}: install NVIDIA's wheels with "
+            "`pip install 'tunefarm[vendor]'` (nvidia-cublas, nvidia-cudnn-cu13, "
+            "nvidia-cuda-runtime)"
+        )
+    includes = [Path(tvm_ffi.__file__).parent / "include"]
+    includes += [found[name] for name in wanted if wanted[name] == "include"]
+    libraries = [found[name] for name in wanted if wanted[name] == "lib"]
+    return VendorToolchain(tuple(dict.fromkeys(includes)), tuple(dict.fromkeys(libraries)))
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tunefarm" / "vendor"
+
+
+def link_arguments(cache_dir: Path | None = None) -> dict[str, Any]:
+    """``export_library`` keywords that link the shim and the vendor libraries into a library."""
+    toolchain = find_toolchain()
+    obj = compile_shim(toolchain, cache_dir or default_cache_dir())
+    return {"addons": [str(obj)], "options": toolchain.link_options()}
+
+
+def register_in_process(cache_dir: Path | None = None) -> None:
+    """Make the shim's functions global in this process, for executables not exported yet.
+
+    An exported library finds them in itself; an ``Executable`` run in the building process
+    (the graph-free profile build, the benchmarks) looks them up in the global registry.
+    """
+    import tvm_ffi
+
+    if tvm.get_global_func(CONV_FUNC, allow_missing=True) is not None:
+        return
+    toolchain = find_toolchain()
+    obj = compile_shim(toolchain, cache_dir or default_cache_dir())
+    shared = obj.with_suffix(".so")
+    if not shared.exists():
+        partial = obj.with_suffix(".so.partial")
+        subprocess.run(
+            ["g++", "-shared", "-o", str(partial), str(obj), *toolchain.link_options()],
+            check=True,
+            capture_output=True,
+        )
+        partial.rename(shared)
+    preload_runtime_libraries()
+    module = tvm_ffi.load_module(str(shared))
+    for name in (CONV_FUNC, MATMUL_FUNC):
+        tvm_ffi.register_global_func(name, module[name], override=True)
+
+
+def compile_shim(toolchain: VendorToolchain, cache_dir: Path) -> Path:
+    """The shim's object file, compiled once per source and header set into ``cache_dir``."""
+    source = SHIM_SOURCE.read_bytes()
+    key = hashlib.sha256(source + repr(toolchain).encode()).hexdigest()[:16]
+    obj = cache_dir / f"tunefarm_vendor_{key}.o"
+    if obj.exists():
+        return obj
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    partial = obj.with_suffix(".o.partial")
+    command = [
+        "g++",
+        "-std=c++17",
+        "-O2",
+        "-fPIC",
+        "-Wno-deprecated-declarations",
+        *(f"-I{path}" for path in toolchain.include_dirs),
+        "-c",
+        str(SHIM_SOURCE),
+        "-o",
+        str(partial),
+    ]
+    try:
+        subprocess.run(command, check=True, capture_output=True, text=True)
+    except FileNotFoundError as err:
+        raise VendorKernelsUnavailable("vendor kernels need a C++ compiler (g++)") from err
+    except subprocess.CalledProcessError as err:
+        errors = [line for line in err.stderr.splitlines() if "error" in line]
+        raise VendorKernelsUnavailable(
+            f"the vendor kernel shim did not compile: {(errors or ['g++ failed'])[0].strip()}"
+        ) from err
+    partial.rename(obj)
+    return obj
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading a library that calls them
+
+
+def preload_runtime_libraries() -> list[str]:
+    """Load cuDNN and cuBLASLt globally, so a library that links them finds them by soname."""
+    loaded = []
+    for name in (*RUNTIME_LIBRARIES[:2], *_CUDNN_PARTS, RUNTIME_LIBRARIES[2]):
+        folder = _find_file(name, "lib", [CUDA_HOME / "lib64"])
+        target = str(folder / name) if folder is not None else name
+        try:
+            ctypes.CDLL(target, mode=ctypes.RTLD_GLOBAL)
+        except OSError as err:
+            if name in RUNTIME_LIBRARIES:
+                raise VendorKernelsUnavailable(
+                    f"this library calls cuDNN and cuBLASLt, and {name} did not load ({err}); "
+                    "install `tunefarm[vendor]` where it runs"
+                ) from err
+            continue
+        loaded.append(target)
+    return loaded

@@ -1,0 +1,387 @@
+// Vendor kernels for tunefarm's CUDA libraries: cuDNN convolutions and cuBLASLt matmuls with
+// their epilogues (bias, residual, ReLU), called from the Relax graph through call_dps_packed.
+//
+// This file is compiled on the machine that builds a library and linked into the exported .so,
+// so the library carries its vendor calls itself (a Python callback would keep only its name).
+// The Relax VM finds each function as the symbol __tvm_ffi_<name> of the library.
+//
+// Calls run on TVM's current stream, so they are captured into the library's CUDA graph. The VM
+// runs every captured region once before it captures it; that first call builds and caches the
+// plan (descriptors, the algorithm timed fastest, the workspace), so nothing is allocated or
+// timed while a graph is being captured.
+
+#include <cublasLt.h>
+#include <cuda_runtime_api.h>
+#include <cudnn.h>
+#include <tvm/ffi/container/shape.h>
+#include <tvm/ffi/container/tensor.h>
+#include <tvm/ffi/error.h>
+#include <tvm/ffi/extra/c_env_api.h>
+#include <tvm/ffi/function.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <sstream>
+#include <vector>
+
+namespace tunefarm_vendor {
+
+using tvm::ffi::Shape;
+using tvm::ffi::TensorView;
+
+#define TF_CHECK_CUDA(call)                                                          \
+  do {                                                                               \
+    cudaError_t status_ = (call);                                                    \
+    if (status_ != cudaSuccess)                                                      \
+      TVM_FFI_THROW(RuntimeError) << #call << ": " << cudaGetErrorString(status_);   \
+  } while (0)
+
+#define TF_CHECK_CUDNN(call)                                                         \
+  do {                                                                               \
+    cudnnStatus_t status_ = (call);                                                  \
+    if (status_ != CUDNN_STATUS_SUCCESS)                                             \
+      TVM_FFI_THROW(RuntimeError) << #call << ": " << cudnnGetErrorString(status_);  \
+  } while (0)
+
+#define TF_CHECK_CUBLAS(call)                                                        \
+  do {                                                                               \
+    cublasStatus_t status_ = (call);                                                 \
+    if (status_ != CUBLAS_STATUS_SUCCESS)                                            \
+      TVM_FFI_THROW(RuntimeError) << #call << ": cuBLAS status " << int(status_);    \
+  } while (0)
+
+// One workspace per device for every vendor call. It is allocated once and never freed or
+// grown: a captured graph keeps the address it saw.
+constexpr size_t kWorkspaceBytes = size_t(64) << 20;
+
+struct DeviceState {
+  cudnnHandle_t cudnn = nullptr;
+  cublasLtHandle_t cublaslt = nullptr;
+  void* workspace = nullptr;
+};
+
+std::mutex g_mutex;
+std::map<int, DeviceState> g_devices;
+
+cudaStream_t CurrentStream(int device) {
+  return static_cast<cudaStream_t>(TVMFFIEnvGetStream(kDLCUDA, device));
+}
+
+bool Capturing(cudaStream_t stream) {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  TF_CHECK_CUDA(cudaStreamIsCapturing(stream, &status));
+  return status != cudaStreamCaptureStatusNone;
+}
+
+// Must be called with g_mutex held.
+DeviceState& State(int device, cudaStream_t stream) {
+  DeviceState& state = g_devices[device];
+  if (state.workspace == nullptr) {
+    if (Capturing(stream)) {
+      TVM_FFI_THROW(RuntimeError) << "tunefarm vendor kernels: first call inside a CUDA graph "
+                                     "capture; the library must run once before it is captured";
+    }
+    TF_CHECK_CUDNN(cudnnCreate(&state.cudnn));
+    TF_CHECK_CUBLAS(cublasLtCreate(&state.cublaslt));
+    TF_CHECK_CUDA(cudaMalloc(&state.workspace, kWorkspaceBytes));
+  }
+  return state;
+}
+
+void* Data(const TensorView& t) {
+  return static_cast<char*>(t.data_ptr()) + t.byte_offset();
+}
+
+bool IsHalf(DLDataType dtype) { return dtype.code == kDLFloat && dtype.bits == 16; }
+bool IsFloat(DLDataType dtype) { return dtype.code == kDLFloat && dtype.bits == 32; }
+
+void CheckDtype(const TensorView& t, DLDataType expected, const char* what) {
+  if (t.dtype().code != expected.code || t.dtype().bits != expected.bits) {
+    TVM_FFI_THROW(TypeError) << "tunefarm vendor kernels: " << what
+                             << " must have the input's dtype";
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Convolution: y = act(conv(x, w) + bias [+ z]), NHWC data, OHWI (KRSC) weights.
+
+// config: stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, relu, has_residual
+constexpr int kConvConfigSize = 9;
+
+struct ConvPlan {
+  cudnnTensorDescriptor_t x = nullptr, y = nullptr, bias = nullptr;
+  cudnnFilterDescriptor_t w = nullptr;
+  cudnnConvolutionDescriptor_t conv = nullptr;
+  cudnnActivationDescriptor_t act = nullptr;
+  cudnnConvolutionFwdAlgo_t algo = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM;
+  size_t workspace = 0;
+};
+
+using ConvKey = std::vector<int64_t>;
+std::map<ConvKey, ConvPlan> g_conv_plans;
+
+cudnnStatus_t RunConv(DeviceState& state, const ConvPlan& plan, const TensorView& x,
+                      const TensorView& w, const TensorView& bias, const TensorView& z,
+                      bool has_residual, const TensorView& y) {
+  const float one = 1.0f;
+  const float residual_scale = has_residual ? 1.0f : 0.0f;
+  // With no residual, z is y itself and is scaled by zero, as cuDNN documents for that case.
+  return cudnnConvolutionBiasActivationForward(
+      state.cudnn, &one, plan.x, Data(x), plan.w, Data(w), plan.conv, plan.algo,
+      state.workspace, plan.workspace, &residual_scale, plan.y, has_residual ? Data(z) : Data(y),
+      plan.bias, Data(bias), plan.act, plan.y, Data(y));
+}
+
+ConvPlan MakeConvPlan(DeviceState& state, cudaStream_t stream, const TensorView& x,
+                      const TensorView& w, const TensorView& bias, const TensorView& z,
+                      const int64_t* cfg, const TensorView& y) {
+  const bool half = IsHalf(x.dtype());
+  const cudnnDataType_t data_type = half ? CUDNN_DATA_HALF : CUDNN_DATA_FLOAT;
+  const bool relu = cfg[7] != 0, has_residual = cfg[8] != 0;
+  ConvPlan plan;
+  TF_CHECK_CUDNN(cudnnCreateTensorDescriptor(&plan.x));
+  TF_CHECK_CUDNN(cudnnCreateTensorDescriptor(&plan.y));
+  TF_CHECK_CUDNN(cudnnCreateTensorDescriptor(&plan.bias));
+  TF_CHECK_CUDNN(cudnnCreateFilterDescriptor(&plan.w));
+  TF_CHECK_CUDNN(cudnnCreateConvolutionDescriptor(&plan.conv));
+  TF_CHECK_CUDNN(cudnnCreateActivationDescriptor(&plan.act));
+  TF_CHECK_CUDNN(cudnnSetTensor4dDescriptor(plan.x, CUDNN_TENSOR_NHWC, data_type, x.size(0),
+                                            x.size(3), x.size(1), x.size(2)));
+  TF_CHECK_CUDNN(cudnnSetTensor4dDescriptor(plan.y, CUDNN_TENSOR_NHWC, data_type, y.size(0),
+                                            y.size(3), y.size(1), y.size(2)));
+  TF_CHECK_CUDNN(
+      cudnnSetTensor4dDescriptor(plan.bias, CUDNN_TENSOR_NHWC, data_type, 1, y.size(3), 1, 1));
+  TF_CHECK_CUDNN(cudnnSetFilter4dDescriptor(plan.w, data_type, CUDNN_TENSOR_NHWC, w.size(0),
+                                            w.size(3), w.size(1), w.size(2)));
+  TF_CHECK_CUDNN(cudnnSetConvolution2dDescriptor(
+      plan.conv, static_cast<int>(cfg[2]), static_cast<int>(cfg[3]), static_cast<int>(cfg[0]),
+      static_cast<int>(cfg[1]), static_cast<int>(cfg[4]), static_cast<int>(cfg[5]),
+      CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+  TF_CHECK_CUDNN(cudnnSetConvolutionGroupCount(plan.conv, static_cast<int>(cfg[6])));
+  TF_CHECK_CUDNN(cudnnSetActivationDescriptor(
+      plan.act, relu ? CUDNN_ACTIVATION_RELU : CUDNN_ACTIVATION_IDENTITY, CUDNN_NOT_PROPAGATE_NAN,
+      0.0));
+  TF_CHECK_CUDNN(cudnnSetStream(state.cudnn, stream));
+
+  // The candidates are cuDNN's algorithms for the plain convolution; each is then timed in the
+  // fused call that will really run, and the fastest that cuDNN accepts is kept. (cuDNN takes
+  // only IMPLICIT_PRECOMP_GEMM for the identity activation.)
+  std::vector<std::pair<cudnnConvolutionFwdAlgo_t, cudnnMathType_t>> candidates;
+  if (relu) {
+    TF_CHECK_CUDNN(cudnnSetConvolutionMathType(plan.conv, CUDNN_DEFAULT_MATH));
+    std::array<cudnnConvolutionFwdAlgoPerf_t, CUDNN_CONVOLUTION_FWD_ALGO_COUNT> found{};
+    int count = 0;
+    TF_CHECK_CUDNN(cudnnFindConvolutionForwardAlgorithmEx(
+        state.cudnn, plan.x, Data(x), plan.w, Data(w), plan.conv, plan.y, Data(y),
+        static_cast<int>(found.size()), &count, found.data(), state.workspace, kWorkspaceBytes));
+    for (int i = 0; i < count; ++i) {
+      if (found[i].status == CUDNN_STATUS_SUCCESS && found[i].memory <= kWorkspaceBytes) {
+        candidates.emplace_back(found[i].algo, found[i].mathType);
+      }
+    }
+  }
+  for (cudnnMathType_t math : {CUDNN_TENSOR_OP_MATH, CUDNN_DEFAULT_MATH}) {
+    candidates.emplace_back(CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM, math);
+  }
+
+  cudaEvent_t start, stop;
+  TF_CHECK_CUDA(cudaEventCreate(&start));
+  TF_CHECK_CUDA(cudaEventCreate(&stop));
+  float best_ms = -1.0f;
+  cudnnConvolutionFwdAlgo_t best_algo = plan.algo;
+  cudnnMathType_t best_math = CUDNN_DEFAULT_MATH;
+  size_t best_workspace = 0;
+  for (const auto& [algo, math] : candidates) {
+    TF_CHECK_CUDNN(cudnnSetConvolutionMathType(plan.conv, math));
+    size_t bytes = 0;
+    if (cudnnGetConvolutionForwardWorkspaceSize(state.cudnn, plan.x, plan.w, plan.conv, plan.y,
+                                                algo, &bytes) != CUDNN_STATUS_SUCCESS ||
+        bytes > kWorkspaceBytes) {
+      continue;
+    }
+    plan.algo = algo;
+    plan.workspace = bytes;
+    // The first call warms up and tells whether cuDNN takes this algorithm in the fused call.
+    if (RunConv(state, plan, x, w, bias, z, has_residual, y) != CUDNN_STATUS_SUCCESS) continue;
+    constexpr int kRuns = 5;
+    TF_CHECK_CUDA(cudaEventRecord(start, stream));
+    bool ok = true;
+    for (int i = 0; i < kRuns && ok; ++i) {
+      ok = RunConv(state, plan, x, w, bias, z, has_residual, y) == CUDNN_STATUS_SUCCESS;
+    }
+    TF_CHECK_CUDA(cudaEventRecord(stop, stream));
+    TF_CHECK_CUDA(cudaEventSynchronize(stop));
+    float ms = 0.0f;
+    TF_CHECK_CUDA(cudaEventElapsedTime(&ms, start, stop));
+    if (ok && (best_ms < 0 || ms < best_ms)) {
+      best_ms = ms;
+      best_algo = algo;
+      best_math = math;
+      best_workspace = bytes;
+    }
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  if (best_ms < 0) {
+    TVM_FFI_THROW(RuntimeError) << "tunefarm vendor kernels: cuDNN has no algorithm for this "
+                                   "convolution";
+  }
+  // The math type is a property of the descriptor, which the loop left at the last candidate's.
+  TF_CHECK_CUDNN(cudnnSetConvolutionMathType(plan.conv, best_math));
+  plan.algo = best_algo;
+  plan.workspace = best_workspace;
+  return plan;
+}
+
+void Conv2d(TensorView x, TensorView w, TensorView bias, TensorView z, Shape config,
+            TensorView y) {
+  if (config.size() != kConvConfigSize) {
+    TVM_FFI_THROW(ValueError) << "tunefarm_cudnn_conv2d: config needs " << kConvConfigSize
+                              << " values";
+  }
+  if (x.ndim() != 4 || w.ndim() != 4 || y.ndim() != 4) {
+    TVM_FFI_THROW(ValueError) << "tunefarm_cudnn_conv2d: NHWC data and OHWI weights expected";
+  }
+  if (!IsHalf(x.dtype()) && !IsFloat(x.dtype())) {
+    TVM_FFI_THROW(TypeError) << "tunefarm_cudnn_conv2d: float16 or float32 only";
+  }
+  CheckDtype(w, x.dtype(), "the weight");
+  CheckDtype(y, x.dtype(), "the output");
+  CheckDtype(bias, x.dtype(), "the bias");
+  const int device = x.device().device_id;
+  TF_CHECK_CUDA(cudaSetDevice(device));
+  cudaStream_t stream = CurrentStream(device);
+  std::lock_guard<std::mutex> lock(g_mutex);
+  DeviceState& state = State(device, stream);
+  ConvKey key(config.begin(), config.end());
+  for (int i = 0; i < 4; ++i) key.push_back(x.size(i));
+  for (int i = 0; i < 4; ++i) key.push_back(w.size(i));
+  key.push_back(x.dtype().bits);
+  key.push_back(device);
+  auto it = g_conv_plans.find(key);
+  if (it == g_conv_plans.end()) {
+    if (Capturing(stream)) {
+      TVM_FFI_THROW(RuntimeError) << "tunefarm_cudnn_conv2d: no plan for a call inside a CUDA "
+                                     "graph capture";
+    }
+    it = g_conv_plans.emplace(key, MakeConvPlan(state, stream, x, w, bias, z, config.data(), y))
+             .first;
+  }
+  TF_CHECK_CUDNN(cudnnSetStream(state.cudnn, stream));
+  TF_CHECK_CUDNN(RunConv(state, it->second, x, w, bias, z, config[8] != 0, y));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Matmul: y[M, N] = x[M, K] @ w + bias [+ residual], then ReLU if asked. w is [K, N], or [N, K]
+// when transposed. Row-major tensors are cuBLASLt's column-major transposes, so the product is
+// computed as y^T = w^T x^T.
+
+// config: transposed_w, relu, has_residual
+constexpr int kMatmulConfigSize = 3;
+
+struct MatmulPlan {
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+  size_t workspace = 0;
+};
+
+std::map<std::vector<int64_t>, MatmulPlan> g_matmul_plans;
+
+MatmulPlan MakeMatmulPlan(DeviceState& state, int64_t m, int64_t n, int64_t k, bool half,
+                          bool transposed_w, bool relu) {
+  const cudaDataType_t data_type = half ? CUDA_R_16F : CUDA_R_32F;
+  MatmulPlan plan;
+  TF_CHECK_CUBLAS(cublasLtMatmulDescCreate(&plan.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const cublasOperation_t op_a = transposed_w ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t op_b = CUBLAS_OP_N;
+  TF_CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_a,
+                                                 sizeof(op_a)));
+  TF_CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_b,
+                                                 sizeof(op_b)));
+  const cublasLtEpilogue_t epilogue = relu ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_BIAS;
+  TF_CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE,
+                                                 &epilogue, sizeof(epilogue)));
+  // A = w^T as stored: [N, K] column-major is w[K, N] row-major; transposed, w[N, K] row-major
+  // is [K, N] column-major.
+  if (transposed_w) {
+    TF_CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&plan.a, data_type, k, n, k));
+  } else {
+    TF_CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&plan.a, data_type, n, k, n));
+  }
+  TF_CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&plan.b, data_type, k, m, k));
+  TF_CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&plan.c, data_type, n, m, n));
+
+  cublasLtMatmulPreference_t preference;
+  TF_CHECK_CUBLAS(cublasLtMatmulPreferenceCreate(&preference));
+  const size_t workspace = kWorkspaceBytes;
+  TF_CHECK_CUBLAS(cublasLtMatmulPreferenceSetAttribute(
+      preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace, sizeof(workspace)));
+  cublasLtMatmulHeuristicResult_t result{};
+  int count = 0;
+  TF_CHECK_CUBLAS(cublasLtMatmulAlgoGetHeuristic(state.cublaslt, plan.desc, plan.a, plan.b,
+                                                 plan.c, plan.c, preference, 1, &result, &count));
+  cublasLtMatmulPreferenceDestroy(preference);
+  if (count == 0) {
+    TVM_FFI_THROW(RuntimeError) << "tunefarm vendor kernels: cuBLASLt has no algorithm for a "
+                                << m << "x" << n << "x" << k << " matmul";
+  }
+  plan.algo = result.algo;
+  plan.workspace = result.workspaceSize;
+  return plan;
+}
+
+void Matmul(TensorView x, TensorView w, TensorView bias, TensorView residual, Shape config,
+            TensorView y) {
+  if (config.size() != kMatmulConfigSize) {
+    TVM_FFI_THROW(ValueError) << "tunefarm_cublaslt_matmul: config needs " << kMatmulConfigSize
+                              << " values";
+  }
+  if (!IsHalf(x.dtype()) && !IsFloat(x.dtype())) {
+    TVM_FFI_THROW(TypeError) << "tunefarm_cublaslt_matmul: float16 or float32 only";
+  }
+  if (w.ndim() != 2 || x.ndim() < 2) {
+    TVM_FFI_THROW(ValueError) << "tunefarm_cublaslt_matmul: a 2-D weight expected";
+  }
+  CheckDtype(w, x.dtype(), "the weight");
+  CheckDtype(y, x.dtype(), "the output");
+  CheckDtype(bias, x.dtype(), "the bias");
+  const bool transposed_w = config[0] != 0, relu = config[1] != 0, has_residual = config[2] != 0;
+  const int64_t k = x.size(-1);
+  const int64_t m = x.numel() / k;
+  const int64_t n = transposed_w ? w.size(0) : w.size(1);
+  const int device = x.device().device_id;
+  TF_CHECK_CUDA(cudaSetDevice(device));
+  cudaStream_t stream = CurrentStream(device);
+  std::lock_guard<std::mutex> lock(g_mutex);
+  DeviceState& state = State(device, stream);
+  std::vector<int64_t> key{m, n, k, x.dtype().bits, config[0], config[1], device};
+  auto it = g_matmul_plans.find(key);
+  if (it == g_matmul_plans.end()) {
+    if (Capturing(stream)) {
+      TVM_FFI_THROW(RuntimeError) << "tunefarm_cublaslt_matmul: no plan for a call inside a "
+                                     "CUDA graph capture";
+    }
+    it = g_matmul_plans
+             .emplace(key, MakeMatmulPlan(state, m, n, k, IsHalf(x.dtype()), transposed_w, relu))
+             .first;
+  }
+  MatmulPlan& plan = it->second;
+  void* bias_pointer = Data(bias);
+  TF_CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                                 &bias_pointer, sizeof(bias_pointer)));
+  const float one = 1.0f;
+  const float residual_scale = has_residual ? 1.0f : 0.0f;
+  TF_CHECK_CUBLAS(cublasLtMatmul(state.cublaslt, plan.desc, &one, Data(w), plan.a, Data(x),
+                                 plan.b, &residual_scale, has_residual ? Data(residual) : Data(y),
+                                 plan.c, Data(y), plan.c, &plan.algo, state.workspace,
+                                 plan.workspace, stream));
+}
+
+}  // namespace tunefarm_vendor
+
+TVM_FFI_DLL_EXPORT_TYPED_FUNC(tunefarm_cudnn_conv2d, tunefarm_vendor::Conv2d);
+TVM_FFI_DLL_EXPORT_TYPED_FUNC(tunefarm_cublaslt_matmul, tunefarm_vendor::Matmul);
