@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tunefarm.tuner.job_spec import JobOptions, JobSpec
+from tunefarm.tuning_db.job_progress import PlanCoverage
 from tunefarm.tuning_db.job_state import JobState
 
 
@@ -104,9 +105,10 @@ class JobStatus(BaseModel):
     trials_total: int | None
     message: str | None
     tasks: list[TaskProgress]
-    coverage: dict[str, Any] | None
-    """Before tuning, from the manifest once the job has one; else the database's coverage
-    of the model now."""
+    coverage: PlanCoverage | Coverage | None
+    """The job's own plan (``PlanCoverage``: from the manifest once the job has one, else from
+    its progress); before the plan exists, the database's coverage of the model now
+    (``Coverage``, without its task list)."""
     estimated_latency_ms: float | None
     """Sum of the best kernel found so far of each task being tuned."""
     best_latency_ms: float | None

@@ -96,7 +96,15 @@ def p50_ms(call: Any, runs: int, sync: Any = lambda: None) -> float:
 
 
 def measure(
-    name: str, *, trials: int, target: str, fp16: bool, runs: int, work: Path, source: str
+    name: str,
+    *,
+    trials: int,
+    target: str,
+    fp16: bool,
+    runs: int,
+    work: Path,
+    source: str,
+    vendor_kernels: bool = False,
 ) -> dict[str, Any]:
     import tunefarm
 
@@ -113,6 +121,7 @@ def measure(
             out_dir=work / name,
             progress=False,
             baseline=False,
+            vendor_kernels=vendor_kernels,
         )
     except tunefarm.TunefarmError as err:
         return {"model": name, "error": str(err)}
@@ -148,6 +157,7 @@ def measure(
         "ours_over_torch": round(ours_ms / torch_ms, 3),
         "tasks": len(compiled.manifest.get("tasks", [])),
         "layout": compiled.manifest["pipeline"]["layout"],
+        "vendor_calls": compiled.manifest["pipeline"].get("vendor_calls", {}),
     }
 
 
@@ -157,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=0)
     parser.add_argument("--target", default="llvm")
     parser.add_argument("--fp16", action="store_true")
+    parser.add_argument("--vendor-kernels", action="store_true", help="cuDNN/cuBLASLt (CUDA)")
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--source", choices=["plain", "torchvision"], default="plain")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -186,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
                 runs=args.runs,
                 work=Path(scratch),
                 source=args.source,
+                vendor_kernels=args.vendor_kernels,
             )
             result["rows"].append(row)
             path.write_text(json.dumps(result, indent=1))

@@ -27,6 +27,7 @@ def compile(
     progress: bool = True,
     seed: int | None = None,
     baseline: bool = True,
+    vendor_kernels: bool = False,
 ) -> CompiledModel:
     """Tune and compile ``model`` for ``target``; return it as a callable.
 
@@ -35,7 +36,8 @@ def compile(
     ``torch.export`` at those shapes; export fp32 and let ``fp16`` convert). ``database`` is a
     SQLAlchemy URL (default: ``Settings``'s, as the CLI). ``out_dir`` keeps ``model.so`` and
     ``manifest.json`` (default: a new temporary folder). ``farm`` runs the job on the farm's
-    workers (ONNX files only). Every failure the caller can fix is a ``TunefarmError`` with a
+    workers (ONNX files only). ``vendor_kernels`` (CUDA) runs convolutions and matmuls with
+    cuDNN and cuBLASLt. Every failure the caller can fix is a ``TunefarmError`` with a
     one-line message.
     """
     from tunefarm.tuner.compile_job import CompileOptions
@@ -53,6 +55,7 @@ def compile(
             fp16=fp16,
             seed=seed,
             baseline=baseline,
+            vendor_kernels=vendor_kernels,
         )
         options = CompileOptions(
             model_path=model_path,

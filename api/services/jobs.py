@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 from celery import Celery
+from pydantic import ValidationError
 from sqlalchemy import Engine, select
 
 from tunefarm.api.errors import Conflict, NotFound, ServiceUnavailable
-from tunefarm.api.schemas import JobError, JobList, JobStatus, JobSubmit, JobSummary, TaskProgress
+from tunefarm.api.schemas import (
+    Coverage,
+    JobError,
+    JobList,
+    JobStatus,
+    JobSubmit,
+    JobSummary,
+    TaskProgress,
+)
 from tunefarm.api.services import models
 from tunefarm.api.services.models import is_object_id
 from tunefarm.api.services.teams import Team
 from tunefarm.tuner.job_spec import JobSpec
 from tunefarm.tuner.settings import Settings
 from tunefarm.tuning_db import job_store
+from tunefarm.tuning_db.job_progress import PlanCoverage
 from tunefarm.tuning_db.job_state import JobState
 from tunefarm.tuning_db.job_store import JOB_VIEW_COLUMNS, JobView, job_view
 from tunefarm.tuning_db.schema import JobRow
@@ -190,12 +199,15 @@ def _status(
 
 def _coverage(
     engine: Engine, settings: Settings, team: Team, job: JobView, spec: JobSpec
-) -> dict[str, Any] | None:
+) -> PlanCoverage | Coverage | None:
     if job.manifest is not None:
-        return dict(job.manifest["coverage_before_tuning"])
+        try:
+            return PlanCoverage.model_validate(job.manifest["coverage_before_tuning"])
+        except (KeyError, ValidationError):
+            logger.warning("job %s: its manifest's coverage is not a plan", job.id)
     if job.progress.coverage is not None:
         # The job's own plan, written by its coordinator before the first trial.
-        return job.progress.coverage.model_dump()
+        return job.progress.coverage
     if job.model_id is None or job.finished:
         return None
     try:
@@ -211,7 +223,8 @@ def _coverage(
     except Exception:  # coverage is a courtesy: a status must answer without it
         logger.warning("no coverage for job %s", job.id, exc_info=True)
         return None
-    return json.loads(coverage.model_dump_json(exclude={"tasks"}))
+    # Its tasks are the status's own ``tasks``; a status polled many times a second stays small.
+    return coverage.model_copy(update={"tasks": []})
 
 
 def _summary(job: JobView) -> JobSummary:
