@@ -21,7 +21,7 @@ from typing import Any, Literal, Protocol
 import tvm
 from tvm.target import Target
 
-from tunefarm.tuner import build, vendor_kernels
+from tunefarm.tuner import build, interrupts, vendor_kernels
 from tunefarm.tuner.compile_options import CompileOptions
 from tunefarm.tuner.coverage_plan import CoveragePlan, plan_coverage
 from tunefarm.tuner.cpu_schedule_rules import TUNED, TVM_DEFAULT, schedule_origin
@@ -106,9 +106,42 @@ def compile_model(
     """Run the whole job; raise ``UserInputError`` for anything the user must fix.
 
     Trials run on ``executor`` (the farm's measure workers, say); by default on a local
-    ``WarmPool`` started for this job.
+    ``WarmPool`` started for this job. A Ctrl-C (``tuner.interrupts``) stops it at its next
+    step with ``KeyboardInterrupt``; what was measured stays in the database.
     """
-    observer = observer or SilentObserver()
+    with interrupts.cooperative():
+        return _compile_model(
+            options,
+            observer=_StopsOnInterrupt(observer or SilentObserver()),
+            executor=executor,
+        )
+
+
+class _StopsOnInterrupt:
+    """An observer that, before each report, stops the compile if the user pressed Ctrl-C:
+    the stages are the compile's steps."""
+
+    def __init__(self, inner: CompileObserver) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._inner, name)
+        if not callable(attribute):
+            return attribute
+
+        def report(*args: Any, **kwargs: Any) -> Any:
+            interrupts.stop_if_requested()
+            return attribute(*args, **kwargs)
+
+        return report
+
+
+def _compile_model(
+    options: CompileOptions,
+    *,
+    observer: Any,
+    executor: TrialExecutor | None,
+) -> CompileResult:
     started = time.perf_counter()
     target = options.spec.tvm_target
     if executor is None and not runtime_device(target).exist:

@@ -21,6 +21,7 @@ from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 from tvm.s_tir.meta_schedule.database import TuningRecord
 from tvm.target import Target
 
+from tunefarm.tuner import interrupts
 from tunefarm.tuner.cpu_schedule_rules import TVM_DEFAULT, cpu_default_schedules
 from tunefarm.tuner.tasks import TuningTask
 from tunefarm.tuner.trial import MeasureSettings, TrialRequest
@@ -86,6 +87,7 @@ def measure_default_schedules(
     ]
     handles = executor.submit(requests) if requests else []
     for candidate, handle in zip(candidates, handles, strict=True):
+        interrupts.stop_if_requested()  # what is filed stays filed
         result = handle.result()
         defaults = report.tasks.setdefault(candidate.task.name, TaskDefaults())
         if result.run_secs is None:

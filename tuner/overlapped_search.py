@@ -51,6 +51,7 @@ from tvm.s_tir.meta_schedule.search_strategy import MeasureCandidate
 from tvm.s_tir.meta_schedule.tune_context import TuneContext
 from tvm.s_tir.meta_schedule.utils import remove_build_dir
 
+from tunefarm.tuner import interrupts
 from tunefarm.tuner.settings import Settings
 from tunefarm.tuning_db.sql_database import FAILED_RUN_SEC
 
@@ -236,7 +237,8 @@ class _OverlappedLoop:
 
     def run(self) -> None:
         try:
-            self._loop()
+            with interrupts.cooperative():
+                self._loop()
         finally:
             for task in self.tasks:
                 if task.prepared:
@@ -244,6 +246,7 @@ class _OverlappedLoop:
 
     def _loop(self) -> None:
         while True:
+            interrupts.stop_if_requested()
             for batch in [batch for batch in self.in_flight if batch.done()]:
                 self._join(batch)
             if len(self.in_flight) >= self.max_in_flight:
@@ -290,6 +293,7 @@ class _OverlappedLoop:
                         self.cost_model,
                     )
             except Exception as err:  # a ScheduleError from a rule, most often
+                interrupts.stop_if_requested()  # not the task's fault: the user's Ctrl-C
                 if attempt == PREPARE_ATTEMPTS:
                     self._drop(task, err)
             else:
@@ -320,6 +324,7 @@ class _OverlappedLoop:
         try:
             candidates = task.ctx.generate_measure_candidates()
         except Exception as err:
+            interrupts.stop_if_requested()
             self._drop(task, err)
             return
         finally:

@@ -75,10 +75,16 @@ class VendorCall:
     ops: tuple[str, ...]
 
 
-def offload_to_vendor_kernels(mod: IRModule) -> tuple[IRModule, Counter[str]]:
-    """``mod`` with every eligible chain in ``main`` replaced; how many of each function."""
+def offload_to_vendor_kernels(
+    mod: IRModule, *, conv_epilogue: bool = True
+) -> tuple[IRModule, Counter[str]]:
+    """``mod`` with every eligible chain in ``main`` replaced; how many of each function.
+
+    ``conv_epilogue=False`` hands cuDNN the convolutions alone: their bias, residual and ReLU
+    stay in the graph, where TVM fuses them into one elementwise kernel.
+    """
     function = mod["main"]
-    calls = _find_chains(function)
+    calls = _find_chains(function, conv_epilogue=conv_epilogue)
     if not calls:
         return mod, Counter()
     mod = _ChainRewriter(mod, calls).rewrite_main()
@@ -195,7 +201,7 @@ def _anchor(value: relax.Expr) -> tuple[str, tuple[int, ...], relax.Expr, relax.
     return None
 
 
-def _find_chains(function: relax.Function) -> dict[relax.Var, VendorCall]:
+def _find_chains(function: relax.Function, *, conv_epilogue: bool) -> dict[relax.Var, VendorCall]:
     """Each chain's last variable, with the vendor call that computes it."""
     uses = _use_counts(function)
     bindings: dict[relax.Var, relax.Expr] = {}
@@ -230,7 +236,8 @@ def _find_chains(function: relax.Function) -> dict[relax.Var, VendorCall]:
         relu = False
         ops = [_op_name(value) or ""]
         end = var
-        while uses[end] == 1 and len(users.get(end, [])) == 1 and not relu:
+        plain = func == CONV_FUNC and not conv_epilogue
+        while not plain and uses[end] == 1 and len(users.get(end, [])) == 1 and not relu:
             user = users[end][0]
             if user in claimed:
                 break
@@ -261,6 +268,8 @@ def _find_chains(function: relax.Function) -> dict[relax.Var, VendorCall]:
         if bias is None:
             bias = relax.const(np.zeros(channels, dtype=dtype), dtype)
         config = (*head, int(relu), int(residual is not None))
+        if func == CONV_FUNC:
+            config += (int(plain),)
         chains[end] = VendorCall(func, x, weight, bias, residual, config, tuple(ops))
     return chains
 

@@ -108,10 +108,13 @@ void CheckDtype(const TensorView& t, DLDataType expected, const char* what) {
 // ---------------------------------------------------------------------------------------------
 // Convolution: y = act(conv(x, w) + bias [+ z]), NHWC data, OHWI (KRSC) weights.
 
-// config: stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, relu, has_residual
-constexpr int kConvConfigSize = 9;
+// config: stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, relu, has_residual,
+// plain. A plain call is the convolution alone (cudnnConvolutionForward; bias, residual and
+// activation are left to the graph): cuDNN's fused call takes fewer of its fast kernels.
+constexpr int kConvConfigSize = 10;
 
 struct ConvPlan {
+  bool plain = false;
   cudnnTensorDescriptor_t x = nullptr, y = nullptr, bias = nullptr;
   cudnnFilterDescriptor_t w = nullptr;
   cudnnConvolutionDescriptor_t conv = nullptr;
@@ -127,6 +130,12 @@ cudnnStatus_t RunConv(DeviceState& state, const ConvPlan& plan, const TensorView
                       const TensorView& w, const TensorView& bias, const TensorView& z,
                       bool has_residual, const TensorView& y) {
   const float one = 1.0f;
+  if (plan.plain) {
+    const float zero = 0.0f;
+    return cudnnConvolutionForward(state.cudnn, &one, plan.x, Data(x), plan.w, Data(w), plan.conv,
+                                   plan.algo, state.workspace, plan.workspace, &zero, plan.y,
+                                   Data(y));
+  }
   const float residual_scale = has_residual ? 1.0f : 0.0f;
   // With no residual, z is y itself and is scaled by zero, as cuDNN documents for that case.
   return cudnnConvolutionBiasActivationForward(
@@ -142,6 +151,7 @@ ConvPlan MakeConvPlan(DeviceState& state, cudaStream_t stream, const TensorView&
   const cudnnDataType_t data_type = half ? CUDNN_DATA_HALF : CUDNN_DATA_FLOAT;
   const bool relu = cfg[7] != 0, has_residual = cfg[8] != 0;
   ConvPlan plan;
+  plan.plain = cfg[9] != 0;
   TF_CHECK_CUDNN(cudnnCreateTensorDescriptor(&plan.x));
   TF_CHECK_CUDNN(cudnnCreateTensorDescriptor(&plan.y));
   TF_CHECK_CUDNN(cudnnCreateTensorDescriptor(&plan.bias));
@@ -170,7 +180,7 @@ ConvPlan MakeConvPlan(DeviceState& state, cudaStream_t stream, const TensorView&
   // fused call that will really run, and the fastest that cuDNN accepts is kept. (cuDNN takes
   // only IMPLICIT_PRECOMP_GEMM for the identity activation.)
   std::vector<std::pair<cudnnConvolutionFwdAlgo_t, cudnnMathType_t>> candidates;
-  if (relu) {
+  if (relu || plan.plain) {
     TF_CHECK_CUDNN(cudnnSetConvolutionMathType(plan.conv, CUDNN_DEFAULT_MATH));
     std::array<cudnnConvolutionFwdAlgoPerf_t, CUDNN_CONVOLUTION_FWD_ALGO_COUNT> found{};
     int count = 0;
@@ -184,7 +194,7 @@ ConvPlan MakeConvPlan(DeviceState& state, cudaStream_t stream, const TensorView&
     }
   }
   for (cudnnMathType_t math : {CUDNN_TENSOR_OP_MATH, CUDNN_DEFAULT_MATH}) {
-    candidates.emplace_back(CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM, math);
+    if (!plan.plain) candidates.emplace_back(CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM, math);
   }
 
   cudaEvent_t start, stop;

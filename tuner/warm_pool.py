@@ -44,6 +44,19 @@ def _die_with_parent() -> None:
 
 
 @contextlib.contextmanager
+def _interrupts_blocked() -> Iterator[None]:
+    """SIGINT blocked in this thread while it spawns processes, which inherit the mask."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
+@contextlib.contextmanager
 def _callers_main_left_out() -> Iterator[None]:
     """Spawn workers without running the caller's script in them.
 
@@ -115,8 +128,12 @@ class WarmPool:
                 initializer=_initialize_worker,
                 initargs=(lock,),
             )
-            # Start every worker now, so the first batch does not pay for the imports.
-            with _callers_main_left_out():
+            # Start every worker now, so the first batch does not pay for the imports. The
+            # workers start with Ctrl-C blocked (a signal mask survives fork and exec): the
+            # terminal sends SIGINT to the whole process group, and only this process decides
+            # what an interrupt means (issue 19: every worker printed a traceback, then the
+            # compile died with a segfault).
+            with _callers_main_left_out(), _interrupts_blocked():
                 futures = [self._executor.submit(warm_up) for _ in range(self.workers)]
             for future in futures:
                 future.result()
@@ -164,7 +181,10 @@ class WarmPool:
         self.start()
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, exc_type: object, *exc_info: object) -> None:
+        if exc_type is KeyboardInterrupt:
+            # Do not wait for the trials in flight (up to their timeout): the user asked to stop.
+            self.restart()
         self.close()
 
 

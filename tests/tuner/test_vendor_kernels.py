@@ -70,7 +70,10 @@ def numpy_vendor_functions() -> Iterator[list[str]]:
     def conv(x: Any, w: Any, bias: Any, z: Any, config: Any, out: Any) -> None:
         cfg = [int(v) for v in config]
         acc = _conv_nhwc(x.numpy(), w.numpy(), cfg)
-        out.copyfrom(_epilogue(acc, bias.numpy(), z.numpy(), cfg[7], cfg[8]).astype("float32"))
+        if cfg[9]:  # plain: the convolution alone
+            out.copyfrom(acc)
+        else:
+            out.copyfrom(_epilogue(acc, bias.numpy(), z.numpy(), cfg[7], cfg[8]).astype("float32"))
         calls.append(vendor_kernels.CONV_FUNC)
 
     def matmul(x: Any, w: Any, bias: Any, residual: Any, config: Any, out: Any) -> None:
@@ -129,16 +132,26 @@ def test_every_conv_and_matmul_chain_becomes_one_vendor_call(small_resnet: IRMod
     assert all(cfg[7] == 1 for cfg in configs if cfg[8] == 1)
 
 
+@pytest.mark.parametrize("conv_epilogue", [True, False], ids=["fused", "plain"])
 def test_the_rewritten_model_computes_what_the_original_does(
-    small_resnet: IRModule, numpy_vendor_functions: list[str]
+    small_resnet: IRModule, numpy_vendor_functions: list[str], conv_epilogue: bool
 ) -> None:
     before = _before_legalize(small_resnet)
-    after, counts = vendor_kernels.offload_to_vendor_kernels(before)
+    after, counts = vendor_kernels.offload_to_vendor_kernels(before, conv_epilogue=conv_epilogue)
     image = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype("float32")
     expected = _run_on_cpu(before, image)
     got = _run_on_cpu(after, image)
     assert sorted(numpy_vendor_functions) == sorted(counts.elements())
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_plain_convolutions_leave_their_epilogues_to_the_graph(small_resnet: IRModule) -> None:
+    after, counts = vendor_kernels.offload_to_vendor_kernels(
+        _before_legalize(small_resnet), conv_epilogue=False
+    )
+    assert counts[vendor_kernels.CONV_FUNC] == 6
+    script = after["main"].script()
+    assert "R.nn.conv2d" not in script and "R.nn.relu" in script
 
 
 def test_asymmetric_padding_and_other_layouts_stay_tvm_kernels() -> None:

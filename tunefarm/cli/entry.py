@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -22,6 +23,7 @@ def main() -> None:
     from tunefarm.tuner.cpu_threads import use_physical_cores
 
     use_physical_cores()
+    signal.signal(signal.SIGINT, _on_interrupt)
     try:
         # Every command reads the TUNEFARM_* settings somewhere; a bad one fails here, first,
         # whichever command it is.
@@ -54,6 +56,19 @@ def main() -> None:
         _internal_error(err)
     except Exception as err:
         _internal_error(err)
+
+
+def _on_interrupt(signum: int, frame: object) -> None:
+    # Also recorded: where the interrupt lands inside a TVM callback it becomes a TVM error,
+    # and the tuning loop stops on the record instead (tuner.interrupts).
+    from tunefarm.tuner import interrupts
+
+    if interrupts.in_cooperative_section() and not interrupts.requested():
+        interrupts.request()
+        error_console.print("stopping after the step in flight (Ctrl-C again to stop now)")
+        return
+    interrupts.request()
+    raise KeyboardInterrupt
 
 
 def _internal_error(err: Exception) -> NoReturn:
