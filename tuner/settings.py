@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     max_model_bytes: int = 2 * 1024**3
     measure_timeout_sec: float = 60.0
     """Longest a candidate may take to build and run before it counts as failed."""
+    measure_queue_timeout_sec: float = Field(default=600.0, gt=0)
+    """Farm mode: how long a batch may wait for a measure worker to take it. A job none of
+    whose batches was ever taken fails then, with the queue's name in its error."""
     search_overlap: bool = True
     """Search the next batch while the current one is measured (``tuner/overlapped_search.py``);
     False runs MetaSchedule's own task scheduler loop."""

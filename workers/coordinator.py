@@ -224,12 +224,25 @@ def run_job(
         with Heartbeat(engine, job_id, owner, executor, lease_sec=lease_sec) as heartbeat:
             try:
                 result = compile_model(compile_options, observer=observer, executor=executor)
+                if executor.unserved is not None:
+                    raise UserInputError(executor.unserved)
             except UserInputError as err:
                 job_store.finish(
                     engine, job_id, owner, state=JobState.FAILED, error=str(err), error_kind="user"
                 )
                 return "failed"
             except Exception as err:
+                if executor.unserved is not None:
+                    # Whatever broke after the batches came back empty, this is the cause.
+                    job_store.finish(
+                        engine,
+                        job_id,
+                        owner,
+                        state=JobState.FAILED,
+                        error=executor.unserved,
+                        error_kind="user",
+                    )
+                    return "failed"
                 if heartbeat.lost:
                     return "lease lost"
                 if heartbeat.cancelled:

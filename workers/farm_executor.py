@@ -65,6 +65,10 @@ class CeleryTrialExecutor:
         """Queueing, build, run and device wait, summed over the trials that came back."""
         self.stopped: str | None = None
         """Set by ``stop``: no more sends, and waiting trials come back with this error."""
+        self.unserved: str | None = None
+        """Set when a batch waited ``queue_timeout_sec`` untaken and no worker had ever
+        measured anything for this executor: no one serves the queue, and the job must fail
+        saying so (issue 19) rather than build from nothing."""
 
     def stop(self, reason: str) -> None:
         """Stop sending and waiting (the job was cancelled or lost its lease)."""
@@ -234,10 +238,14 @@ class _Chunk:
                 # and died before it began (its message sits unacknowledged for hours).
                 return "a measure worker took the batch and was lost before starting it"
             if self.started_at is None and now - self.sent_at > self.executor.queue_timeout_sec:
-                return (
+                problem = (
                     f"no measure worker took the batch within {self.executor.queue_timeout_sec:.0f}"
                     f" s; is a worker running for queue {self.executor.queue!r}?"
                 )
+                if not self.executor.measured_by:
+                    self.executor.unserved = problem
+                    self.executor.stop(problem)
+                return problem
             if self.started_at is not None and now - self.started_at > running_limit:
                 return f"the measure worker went silent for {running_limit:.0f} s (lost?)"
             time.sleep(POLL_SEC)

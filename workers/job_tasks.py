@@ -52,6 +52,7 @@ def _make_executor(target: Target) -> CeleryTrialExecutor:
         measure_queue(target),
         chunk_size=settings.measure_chunk_size,
         timeout_sec=settings.measure_timeout_sec,
+        queue_timeout_sec=settings.measure_queue_timeout_sec,
     )
 
 

@@ -198,7 +198,8 @@ def test_a_job_with_no_measure_worker_for_its_target_says_so(
     tiny_cnn_path: Path,
     tmp_path: Path,
 ) -> None:
-    env = _farm_env(broker_url, farm_db_url)
+    # Batches wait 20 s for a worker here (10 minutes by default).
+    env = {**_farm_env(broker_url, farm_db_url), "TUNEFARM_MEASURE_QUEUE_TIMEOUT_SEC": "20"}
     start_worker("--jobs", env=env)  # a coordinator, and no measure worker at all
     client = _compile(tiny_cnn_path, tmp_path / "out", env, "--trials", "8")
     latest = _only_job(farm_db_url)
@@ -213,10 +214,22 @@ def test_a_job_with_no_measure_worker_for_its_target_says_so(
         )
         assert job.state == "tuning"
         assert "serves queue measure.llvm." in (job.progress.message or "")
+        # Then the promised failure, naming the queue, and the client says so.
+        failed = _wait_for(
+            lambda: ((j := latest()) and j.finished and j) or None, 180, "the job to fail"
+        )
+        assert failed.state == "failed", failed
+        assert "no measure worker took the batch" in (failed.error or "")
+        assert "measure.llvm." in (failed.error or "")
+        _, stderr = client.communicate(timeout=60)
+        assert client.returncode != 0
+        assert "measure.llvm." in stderr
     finally:
-        job_store.request_cancel(open_engine(farm_db_url), latest().id)  # type: ignore[union-attr]
-        client.kill()
-        client.wait(timeout=60)
+        if (job := latest()) is not None and not job.finished:
+            job_store.request_cancel(open_engine(farm_db_url), job.id)
+        if client.poll() is None:
+            client.kill()
+            client.wait(timeout=60)
 
 
 def test_cancel_stops_new_trials_within_seconds(
