@@ -3,13 +3,23 @@ the exit codes, the options several commands take, and how a command fails."""
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
+import typer.rich_utils
 from rich.console import Console
 
 from tunefarm.tuner.settings import Settings
+
+HELP_WIDTH_PIPED = 120
+
+if not sys.stdout.isatty() and not {"TERMINAL_WIDTH", "COLUMNS"} & set(os.environ):
+    # Piped help (`tunefarm compile --help | less`) got Rich's 80 columns, where the long
+    # option names leave the help text a narrow column and Rich cuts long words with "…".
+    typer.rich_utils.MAX_WIDTH = HELP_WIDTH_PIPED
 
 app = typer.Typer(
     name="tunefarm",
@@ -42,7 +52,8 @@ VendorKernelsOption = Annotated[
     bool,
     typer.Option(
         "--vendor-kernels",
-        help="CUDA: run convolutions and matmuls with cuDNN and cuBLASLt (tunefarm[vendor]).",
+        help="CUDA: run convolutions and matmuls with cuDNN and cuBLASLt "
+        r"(pip install 'tunefarm\[vendor]').",
     ),
 ]
 LayoutOption = Annotated[str, typer.Option(help="NHWC, NCHW or auto.")]
