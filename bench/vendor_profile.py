@@ -45,8 +45,20 @@ def top_kernels(run: Any) -> list[dict[str, Any]]:
     return [{"kernel": name[:120], **row} for name, row in rows]
 
 
+BUILDS = {
+    "tunefarm tuned": (False, True),
+    "vendor fused": (True, True),
+    "vendor plain": (True, False),
+}
+
+
 def build_rows(
-    model: gpu_models.BenchModel, onnx_path: Path, *, half: bool, database_url: str | None
+    model: gpu_models.BenchModel,
+    onnx_path: Path,
+    *,
+    half: bool,
+    database_url: str | None,
+    builds: list[str],
 ) -> dict[str, Any]:
     import tvm
 
@@ -67,11 +79,8 @@ def build_rows(
     with torch.no_grad():
         reference_np = module(*inputs).float().cpu().numpy()
     rows: dict[str, Any] = {}
-    for label, offload, epilogue in (
-        ("tunefarm tuned", False, True),
-        ("vendor fused", True, True),
-        ("vendor plain", True, False),
-    ):
+    for label in builds:
+        offload, epilogue = BUILDS[label]
         started = time.perf_counter()
         mod, counts = imported, None
         with target, tvm.transform.PassContext(opt_level=3):
@@ -122,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="resnet50", choices=gpu_models.MODEL_NAMES)
     parser.add_argument("--fp16", action="store_true")
     parser.add_argument("--records", type=Path, default=None)
+    parser.add_argument("--builds", default=",".join(BUILDS), help="of: " + ", ".join(BUILDS))
     parser.add_argument("--work", type=Path, default=Path("/tmp/vendor-profile"))
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
@@ -144,7 +154,13 @@ def main(argv: list[str] | None = None) -> int:
         "records": str(args.records) if args.records else None,
         "rows": {
             "torch.compile reduce-overhead": torch_row(model, half=args.fp16),
-            **build_rows(model, onnx_path, half=args.fp16, database_url=database_url),
+            **build_rows(
+                model,
+                onnx_path,
+                half=args.fp16,
+                database_url=database_url,
+                builds=args.builds.split(","),
+            ),
         },
     }
     args.out.mkdir(parents=True, exist_ok=True)
