@@ -181,7 +181,10 @@ ConvPlan MakeConvPlan(DeviceState& state, cudaStream_t stream, const TensorView&
   // only IMPLICIT_PRECOMP_GEMM for the identity activation.)
   std::vector<std::pair<cudnnConvolutionFwdAlgo_t, cudnnMathType_t>> candidates;
   if (relu || plan.plain) {
-    TF_CHECK_CUDNN(cudnnSetConvolutionMathType(plan.conv, CUDNN_DEFAULT_MATH));
+    // fp16 reaches the tensor cores only with TENSOR_OP_MATH: under the default math type
+    // cuDNN offers its old CUDA-core kernels (implicit_convolve_sgemm) and NCHW fp32 detours.
+    TF_CHECK_CUDNN(cudnnSetConvolutionMathType(
+        plan.conv, half ? CUDNN_TENSOR_OP_MATH : CUDNN_DEFAULT_MATH));
     std::array<cudnnConvolutionFwdAlgoPerf_t, CUDNN_CONVOLUTION_FWD_ALGO_COUNT> found{};
     int count = 0;
     TF_CHECK_CUDNN(cudnnFindConvolutionForwardAlgorithmEx(
