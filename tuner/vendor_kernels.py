@@ -68,7 +68,7 @@ class VendorCall:
 
     func: str
     x: relax.Expr
-    weight: relax.Expr
+    weight: Constant
     bias: Constant
     residual: relax.Expr | None
     config: tuple[int, ...]
@@ -172,7 +172,7 @@ def _bias_vector(expr: relax.Expr, channels: int, dtype: str) -> Constant | None
     return relax.const(expr.value.numpy().reshape(channels), dtype)
 
 
-def _anchor(value: relax.Expr) -> tuple[str, tuple[int, ...], relax.Expr, relax.Expr] | None:
+def _anchor(value: relax.Expr) -> tuple[str, tuple[int, ...], relax.Expr, Constant] | None:
     """(function, config head, x, weight) for a convolution or matmul the shim can run."""
     op = _op_name(value)
     if op not in ("relax.nn.conv2d", "relax.matmul"):
@@ -194,6 +194,14 @@ def _anchor(value: relax.Expr) -> tuple[str, tuple[int, ...], relax.Expr, relax.
             return None
         strides = [int(s) for s in attrs.strides]
         dilation = [int(d) for d in attrs.dilation]
+        kernel = _static_shape(weight)
+        assert kernel is not None
+        if kernel[1:3] == (1, 1) and strides == [1, 1] and top == left == 0 and attrs.groups == 1:
+            # A 1x1 convolution over NHWC data is a GEMM: [N*H*W, C] x [C, K], the OHWI weight
+            # being [K, C] transposed. cuBLASLt runs it on Hopper kernels, where cuDNN's legacy
+            # API falls back to implicit_convolve_sgemm (bench/results/vendor_profile-h200-*).
+            as_matrix = relax.const(weight.value.numpy().reshape(kernel[0], kernel[3]), dtype)
+            return MATMUL_FUNC, (1,), x, as_matrix
         return CONV_FUNC, (*strides, top, left, *dilation, int(attrs.groups)), x, weight
     shape = _static_shape(weight)
     if shape is not None and len(shape) == 2 and isinstance(weight, Constant):

@@ -145,6 +145,52 @@ def test_the_rewritten_model_computes_what_the_original_does(
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
 
+def _bottleneck() -> IRModule:
+    """relu(conv1x1(x) + b + x) and a strided 1x1 shortcut, in NHWC/OHWI as on CUDA."""
+    rng = np.random.default_rng(1)
+    x = relax.Var("x", relax.TensorType((1, 6, 6, 8), "float32"))
+    expand = relax.const(rng.standard_normal((8, 1, 1, 8)).astype("float32"))
+    bias = relax.const(rng.standard_normal((1, 1, 1, 8)).astype("float32"))
+    shortcut = relax.const(rng.standard_normal((4, 1, 1, 8)).astype("float32"))
+    builder = relax.BlockBuilder()
+    with builder.function("main", [x]):
+        with builder.dataflow():
+            conv = builder.emit(
+                relax.op.nn.conv2d(x, expand, data_layout="NHWC", kernel_layout="OHWI")
+            )
+            biased = builder.emit(relax.op.add(conv, bias))
+            summed = builder.emit(relax.op.add(biased, x))
+            activated = builder.emit(relax.op.nn.relu(summed))
+            strided = builder.emit(
+                relax.op.nn.conv2d(
+                    activated, shortcut, strides=[2, 2], data_layout="NHWC", kernel_layout="OHWI"
+                )
+            )
+            out = builder.emit_output(strided)
+        builder.emit_func_output(out)
+    return builder.get()
+
+
+def test_a_1x1_convolution_is_a_cublaslt_gemm_with_its_epilogue(
+    numpy_vendor_functions: list[str],
+) -> None:
+    before = _bottleneck()
+    after, counts = vendor_kernels.offload_to_vendor_kernels(before)
+    # The stride-1 1x1 with bias, residual and ReLU is one GEMM; the strided one stays cuDNN's.
+    assert counts == {vendor_kernels.MATMUL_FUNC: 1, vendor_kernels.CONV_FUNC: 1}
+    gemm = next(
+        call
+        for call in _vendor_call_nodes(after)
+        if call.args[0].global_symbol == vendor_kernels.MATMUL_FUNC
+    )
+    # transposed weight, ReLU, residual
+    assert [int(v) for v in gemm.args[1].fields[4].values] == [1, 1, 1]
+    image = np.random.default_rng(2).standard_normal((1, 6, 6, 8)).astype("float32")
+    np.testing.assert_allclose(
+        _run_on_cpu(after, image), _run_on_cpu(before, image), rtol=1e-4, atol=1e-4
+    )
+
+
 def test_plain_convolutions_leave_their_epilogues_to_the_graph(small_resnet: IRModule) -> None:
     after, counts = vendor_kernels.offload_to_vendor_kernels(
         _before_legalize(small_resnet), conv_epilogue=False
