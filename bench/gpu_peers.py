@@ -202,12 +202,12 @@ def vendor_rows(
     database_url: str | None,
     measure: Callable[[str, Any, float], None],
 ) -> dict[str, Any]:
-    """Convolutions and matmuls on cuDNN and cuBLASLt (``--vendor-kernels``), the rest TVM's
-    (tuned from the database where it has records). The library is exported and loaded, as a
-    user gets it: the vendor calls live in the .so."""
+    """Convolutions and matmuls on cuDNN and cuBLASLt (``--vendor-kernels``) where that is
+    faster than the database's tuned kernel (``tuner.vendor_choice``), the rest TVM's. The
+    library is exported and loaded, as a user gets it: the vendor calls live in the .so."""
     import tvm
 
-    from tunefarm.tuner import build, vendor_kernels
+    from tunefarm.tuner import build, vendor_choice, vendor_kernels
     from tunefarm.tuner.model_validation import validate_onnx_model
     from tunefarm.tuner.onnx_import import import_onnx
     from tunefarm.tuner.pipelines import PipelineOptions, run_pipeline
@@ -216,12 +216,21 @@ def vendor_rows(
 
     target = parse_target("cuda")
     validated = validate_onnx_model(onnx_path, max_bytes=4 * 1024**3)
+    choices: list[vendor_choice.ChainChoice] = []
+    select = (
+        vendor_choice.selector(target=target, database_url=database_url, into=choices)
+        if database_url is not None
+        else None
+    )
     pipeline = run_pipeline(
         import_onnx(validated),
         target=target,
-        options=PipelineOptions(fp16=half, vendor_kernels=True),
+        options=PipelineOptions(fp16=half, vendor_kernels=True, vendor_select=select),
     )
-    rows: dict[str, Any] = {"vendor_calls": dict(vendor_kernels.vendor_calls(pipeline.mod))}
+    rows: dict[str, Any] = {
+        "vendor_calls": dict(vendor_kernels.vendor_calls(pipeline.mod)),
+        "vendor_choices": [choice.as_dict() for choice in choices],
+    }
     print(f"    vendor calls: {rows['vendor_calls']}", flush=True)
     vendor_kernels.register_in_process()
     started = time.perf_counter()

@@ -21,7 +21,7 @@ from typing import Any, Literal, Protocol
 import tvm
 from tvm.target import Target
 
-from tunefarm.tuner import build, interrupts, vendor_kernels
+from tunefarm.tuner import build, interrupts, vendor_choice, vendor_kernels
 from tunefarm.tuner.compile_options import CompileOptions
 from tunefarm.tuner.coverage_plan import CoveragePlan, plan_coverage
 from tunefarm.tuner.cpu_schedule_rules import TUNED, TVM_DEFAULT, schedule_origin
@@ -47,6 +47,7 @@ from tunefarm.tuner.tasks import TuningTask, look_up_tasks
 from tunefarm.tuner.trial import MeasureSettings, measure_settings_for
 from tunefarm.tuner.trial_budget import TaskOutlook
 from tunefarm.tuner.trial_executor import TrialExecutor
+from tunefarm.tuner.vendor_choice import ChainChoice
 from tunefarm.tuner.warm_pool import WarmPool, default_worker_count
 from tunefarm.tuner.warm_start import WarmStart
 from tunefarm.tuning_db import SqlDatabase
@@ -153,12 +154,20 @@ def _compile_model(
     measure = options.measure or measure_settings_for(target)
     use_physical_cores()  # the manifest's timings, and the warm pool spawned below
 
+    # With --vendor-kernels, each chain goes to cuDNN/cuBLASLt only where that is faster than
+    # its tuned kernel (tuner.vendor_choice); the reasons go into the manifest.
+    vendor_choices: list[ChainChoice] = []
     analysed = analyse_model(
         options.model_path,
         target=target,
         layout=options.spec.options.layout,
         fp16=options.spec.options.fp16,
         vendor_kernels=options.spec.options.vendor_kernels,
+        vendor_select=vendor_choice.selector(
+            target=target, database_url=options.database_url, into=vendor_choices
+        )
+        if options.spec.options.vendor_kernels
+        else None,
         max_bytes=options.max_model_bytes,
         on_step=lambda message: observer.stage(JobState.IMPORTING, message),
     )
@@ -293,6 +302,7 @@ def _compile_model(
         sha256=sha256,
         library_report=library_report,
         in_model=in_model,
+        vendor_choices=vendor_choices,
         timings={
             "tuning_sec": round(tuning_sec, 3),
             "reports_sec": round(reports_sec, 3),
@@ -386,6 +396,7 @@ def _manifest(
     library_report: LibraryReport,
     in_model: KernelProfile | str,
     timings: dict[str, float],
+    vendor_choices: list[ChainChoice],
 ) -> dict[str, Any]:
     fingerprint = database.target_fingerprint
     task_rows: list[dict[str, Any]] = []
@@ -470,6 +481,7 @@ def _manifest(
             "layout": pipeline.layout,
             "fp16": options.spec.options.fp16,
             "vendor_calls": dict(vendor_kernels.vendor_calls(pipeline.mod)),
+            "vendor_choices": [choice.as_dict() for choice in vendor_choices],
             "cuda_graph": build.use_cuda_graph(options.spec.options.cuda_graph, target),
             "fused": [kernel.as_dict() for kernel in pipeline.fused],
         },

@@ -113,7 +113,7 @@ def profile_kernels(
     Runs stop early once ``budget_sec`` is spent (a slow model gets one or two).
     """
     floor_runs = _time_in_place(
-        _floor_model(target), device, empty_kernel_args(device)[:1], runs=FLOOR_RUNS
+        floor_model(target), device, empty_kernel_args(device)[:1], runs=FLOOR_RUNS
     )
     floor = statistics.median(us for run in floor_runs for us in run[FLOOR_KERNEL])
     per_run = _time_in_place(library, device, args, runs=runs, budget_sec=budget_sec)
@@ -172,7 +172,7 @@ def _time_in_place(
     return per_run
 
 
-def _floor_model(target: Target) -> Any:
+def floor_model(target: Target) -> Any:
     """A model of one kernel that adds 1 to 32 floats (one warp on a GPU)."""
     from tvm.script import relax as R
 

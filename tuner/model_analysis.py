@@ -23,6 +23,7 @@ from tunefarm.tuner.torch_import import (
     is_exported_program,
     validate_exported_program,
 )
+from tunefarm.tuner.vendor_kernels import VendorSelect
 
 
 @dataclass
@@ -40,6 +41,7 @@ def analyse_model(
     layout: Layout = "auto",
     fp16: bool = False,
     vendor_kernels: bool = False,
+    vendor_select: VendorSelect | None = None,
     max_bytes: int = DEFAULT_MAX_MODEL_BYTES,
     on_step: Callable[[str], None] | None = None,
 ) -> AnalysedModel:
@@ -58,7 +60,12 @@ def analyse_model(
     pipeline = run_pipeline(
         relax_mod,
         target=target,
-        options=PipelineOptions(layout=layout, fp16=fp16, vendor_kernels=vendor_kernels),
+        options=PipelineOptions(
+            layout=layout,
+            fp16=fp16,
+            vendor_kernels=vendor_kernels,
+            vendor_select=vendor_select,
+        ),
     )
     return AnalysedModel(
         validated=validated,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import tvm
@@ -22,7 +22,7 @@ from tunefarm.tuner.channel_padding import pad_output_channels
 from tunefarm.tuner.cpu_schedule_rules import CpuShape
 from tunefarm.tuner.errors import UserInputError
 from tunefarm.tuner.targets import is_gpu
-from tunefarm.tuner.vendor_kernels import offload_pass
+from tunefarm.tuner.vendor_kernels import VendorSelect, offload_pass
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,8 @@ class PipelineOptions:
     fp16: bool = False
     vendor_kernels: bool = False
     """Offload convolutions and matmuls to cuDNN and cuBLASLt (CUDA targets only)."""
+    vendor_select: VendorSelect | None = field(default=None, compare=False, repr=False)
+    """Which eligible chains go to the vendor (``vendor_choice.selector``); None: all."""
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,7 @@ def default_phases(target: Target, options: PipelineOptions) -> list[Phase]:
         if target.kind.name != "cuda":
             raise UserInputError("vendor kernels (cuDNN, cuBLASLt) are for CUDA targets only")
         # Before legalization, while convolutions, bias adds and ReLUs are still Relax ops.
-        phases.append(Phase("vendor-kernels", [offload_pass()]))
+        phases.append(Phase("vendor-kernels", [offload_pass(options.vendor_select)]))
     phases += [
         # Every Relax op becomes a TIR PrimFunc with an op pattern that fusion reads.
         Phase(

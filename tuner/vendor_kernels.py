@@ -22,6 +22,7 @@ import logging
 import os
 import subprocess
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,18 +74,42 @@ class VendorCall:
     residual: relax.Expr | None
     config: tuple[int, ...]
     ops: tuple[str, ...]
+    bindings: tuple[tuple[relax.Var, relax.Call], ...]
+    """The chain as it was: its bindings in order (``vendor_choice`` lowers them alone)."""
+    out_ty: Any
+    """The type of the chain's result."""
+    fused_tail: tuple[tuple[relax.Var, relax.Call], ...] = ()
+    """Casts after the chain that TVM fuses into the chain's task; not part of the call."""
+
+
+VendorSelect = Callable[[dict[relax.Var, VendorCall]], set[relax.Var]]
+"""Which of the eligible chains (keyed by their last variable) go to the vendor."""
+
+
+def vendor_call_expr(
+    call: VendorCall, x: relax.Expr, residual: relax.Expr | None, *, out_ty: Any
+) -> relax.Call:
+    """The ``call_dps_packed`` that computes ``call`` on ``x`` (and ``residual``)."""
+    # Without a residual the shim never reads that argument: x stands in for it.
+    z = residual if residual is not None else x
+    args = relax.Tuple([x, call.weight, call.bias, z, relax.ShapeExpr(call.config)])
+    return relax.call_dps_packed(call.func, args, out_ty=out_ty)
 
 
 def offload_to_vendor_kernels(
-    mod: IRModule, *, conv_epilogue: bool = True
+    mod: IRModule, *, conv_epilogue: bool = True, select: VendorSelect | None = None
 ) -> tuple[IRModule, Counter[str]]:
     """``mod`` with every eligible chain in ``main`` replaced; how many of each function.
 
     ``conv_epilogue=False`` hands cuDNN the convolutions alone: their bias, residual and ReLU
-    stay in the graph, where TVM fuses them into one elementwise kernel.
+    stay in the graph, where TVM fuses them into one elementwise kernel. ``select`` keeps some of
+    the eligible chains (``vendor_choice``: the faster of tuned and vendor); by default all.
     """
     function = mod["main"]
     calls = _find_chains(function, conv_epilogue=conv_epilogue)
+    if select is not None:
+        kept = select(calls)
+        calls = {end: call for end, call in calls.items() if end in kept}
     if not calls:
         return mod, Counter()
     mod = _ChainRewriter(mod, calls).rewrite_main()
@@ -93,11 +118,11 @@ def offload_to_vendor_kernels(
     return mod, Counter(call.func for call in calls.values())
 
 
-def offload_pass() -> tvm.transform.Pass:
+def offload_pass(select: VendorSelect | None = None) -> tvm.transform.Pass:
     """``offload_to_vendor_kernels`` as a module pass, for a pipeline phase."""
 
     def transform(mod: IRModule, _context: tvm.transform.PassContext) -> IRModule:
-        mod, counts = offload_to_vendor_kernels(mod)
+        mod, counts = offload_to_vendor_kernels(mod, select=select)
         logger.info("vendor kernels: %s", dict(counts) or "no eligible operator")
         return mod
 
@@ -243,6 +268,7 @@ def _find_chains(function: relax.Function, *, conv_epilogue: bool) -> dict[relax
         residual: relax.Expr | None = None
         relu = False
         ops = [_op_name(value) or ""]
+        chain: list[tuple[relax.Var, relax.Call]] = [(var, value)]  # type: ignore[list-item]
         end = var
         plain = func == CONV_FUNC and not conv_epilogue
         while not plain and uses[end] == 1 and len(users.get(end, [])) == 1 and not relu:
@@ -262,23 +288,40 @@ def _find_chains(function: relax.Function, *, conv_epilogue: bool) -> dict[relax
                     bias = vector
                 elif (
                     isinstance(other, relax.Var)
+                    and left.same_as(end)
                     and _static_shape(other) == out_shape
                     and _dtype(other) == dtype
                 ):
+                    # A residual add joins the chain of its first operand, as TVM's FuseOps
+                    # fuses it (ResNet's main branch, not the shortcut): the chain is then the
+                    # task the database knows (tuner.vendor_choice).
                     residual = other
                 else:
                     break
             else:
                 break
             ops.append(op)
+            chain.append((user, user_value))  # type: ignore[arg-type]
             end = user
             claimed.add(end)
+        # What TVM would fuse after the chain (a cast to fp32 at the end of an fp16 model) is
+        # not the vendor's, but the chain's task has it.
+        tail: list[tuple[relax.Var, relax.Call]] = []
+        last = end
+        while uses[last] == 1 and len(users.get(last, [])) == 1:
+            user = users[last][0]
+            if user in claimed or _op_name(bindings[user]) != "relax.astype":
+                break
+            tail.append((user, bindings[user]))  # type: ignore[arg-type]
+            last = user
         if bias is None:
             bias = relax.const(np.zeros(channels, dtype=dtype), dtype)
         config = (*head, int(relu), int(residual is not None))
         if func == CONV_FUNC:
             config += (int(plain),)
-        chains[end] = VendorCall(func, x, weight, bias, residual, config, tuple(ops))
+        chains[end] = VendorCall(
+            func, x, weight, bias, residual, config, tuple(ops), tuple(chain), end.ty, tuple(tail)
+        )
     return chains
 
 
@@ -299,9 +342,8 @@ class _ChainRewriter(relax.PyExprMutator):  # type: ignore[misc]
             super().visit_var_binding_(binding)
             return
         x = self.visit_expr(call.x)
-        residual = self.visit_expr(call.residual) if call.residual is not None else x
-        args = relax.Tuple([x, call.weight, call.bias, residual, relax.ShapeExpr(call.config)])
-        value = relax.call_dps_packed(call.func, args, out_ty=binding.var.ty)
+        residual = self.visit_expr(call.residual) if call.residual is not None else None
+        value = vendor_call_expr(call, x, residual, out_ty=binding.var.ty)
         value = self.builder_.normalize(value)
         self.builder_.emit_normalized(relax.VarBinding(binding.var, value))
 

@@ -1,0 +1,121 @@
+"""Per chain, tuned or vendor (issue 17): the chain is found as its task in the database.
+
+Records are filed for every task of the model compiled without vendor kernels, each with a
+given run time; the vendor timer is a stand-in (the real one needs a GPU). If a chain did not
+lower to the task the whole model has, its record would not be found and the chain would go to
+the vendor whatever the times say.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import tvm
+from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+from tvm.s_tir.meta_schedule.database import TuningRecord
+from tvm.s_tir.schedule import Schedule
+
+from tunefarm.tuner import vendor_choice, vendor_kernels
+from tunefarm.tuner.model_validation import validate_onnx_model
+from tunefarm.tuner.onnx_import import import_onnx
+from tunefarm.tuner.pipelines import PipelineOptions, default_phases, run_pipeline
+from tunefarm.tuner.sample_models import write_sample
+from tunefarm.tuner.targets import parse_target
+from tunefarm.tuner.tasks import extract_tuning_tasks
+from tunefarm.tuning_db import SqlDatabase
+
+CUDA = parse_target('{"kind": "cuda", "arch": "sm_90"}')
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> tvm.ir.IRModule:
+    path = write_sample("small-resnet", tmp_path_factory.mktemp("m") / "small_resnet.onnx")
+    return import_onnx(validate_onnx_model(path))
+
+
+def _file_every_task(model: tvm.ir.IRModule, url: str, run_sec: float) -> int:
+    """A record of ``run_sec`` for every task of the model built without vendor kernels."""
+    database = SqlDatabase(url, target=CUDA)
+    tasks = extract_tuning_tasks(
+        run_pipeline(model, target=CUDA, options=PipelineOptions(fp16=True)).mod, target=CUDA
+    )
+    for task in tasks:
+        database.commit_tuning_record(
+            TuningRecord(
+                Schedule(task.mod).trace,
+                database.commit_workload(task.mod),
+                [run_sec],
+                CUDA,
+                ArgInfo.from_entry_func(task.mod),
+            )
+        )
+    return len(tasks)
+
+
+def _chains(model: tvm.ir.IRModule) -> dict[tvm.relax.Var, vendor_kernels.VendorCall]:
+    calls: dict[tvm.relax.Var, vendor_kernels.VendorCall] = {}
+
+    def keep_all(found: dict[tvm.relax.Var, vendor_kernels.VendorCall]) -> set[tvm.relax.Var]:
+        calls.update(found)
+        return set(found)
+
+    mod = model
+    with CUDA, tvm.transform.PassContext(opt_level=3):
+        for phase in default_phases(CUDA, PipelineOptions(fp16=True)):
+            if phase.name == "legalize":
+                break
+            mod = tvm.transform.Sequential(phase.passes)(mod)
+    vendor_kernels.offload_to_vendor_kernels(mod, select=keep_all)
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("record_us", "vendor_us", "vendor_chains"),
+    [
+        (1.0, 10.0, 0),  # every chain's tuned kernel is faster
+        (10.0, 1.0, 7),  # the vendor call is faster everywhere
+        (None, 10.0, 7),  # nothing tuned: the vendor call, since it runs
+        (1.0, None, 0),  # the vendor call does not run here
+    ],
+)
+def test_each_chain_goes_where_it_is_faster(
+    model: tvm.ir.IRModule,
+    tmp_path: Path,
+    record_us: float | None,
+    vendor_us: float | None,
+    vendor_chains: int,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'tuning.db'}"
+    if record_us is not None:
+        assert _file_every_task(model, url, record_us * 1e-6) > 0
+    chosen, choices = vendor_choice.choose(
+        _chains(model),
+        target=CUDA,
+        database=SqlDatabase(url, target=CUDA),
+        time_vendor=lambda call: vendor_us * 1e-6 if vendor_us is not None else None,
+    )
+    assert len(choices) == 7
+    assert len(chosen) == vendor_chains
+    assert sum(choice.vendor for choice in choices) == vendor_chains
+    if record_us is not None:
+        assert all(choice.tuned_us == record_us for choice in choices), choices
+    assert all(choice.task for choice in choices)
+
+
+def test_the_manifest_choices_come_from_the_selector(
+    model: tvm.ir.IRModule, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'tuning.db'}"
+    _file_every_task(model, url, 1e-6)
+    into: list[vendor_choice.ChainChoice] = []
+    select = vendor_choice.selector(
+        target=CUDA, database_url=url, into=into, time_vendor=lambda call: 1e-7
+    )
+    result = run_pipeline(
+        model,
+        target=CUDA,
+        options=PipelineOptions(fp16=True, vendor_kernels=True, vendor_select=select),
+    )
+    assert len(into) == 7 and all(choice.vendor for choice in into)
+    assert sum(vendor_kernels.vendor_calls(result.mod).values()) == 7
