@@ -471,7 +471,7 @@ def _manifest(
             "file": "model.so",
             "sha256": sha256,
             # What the library loads at run time beyond TVM (tunefarm's loader brings them in).
-            "runtime_libraries": list(vendor_kernels.RUNTIME_LIBRARIES)
+            "runtime_libraries": list(vendor_kernels.find_toolchain().libraries)
             if vendor_kernels.vendor_calls(pipeline.mod)
             else [],
         },

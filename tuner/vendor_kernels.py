@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import importlib.metadata
 import importlib.util
 import logging
 import os
@@ -43,6 +44,8 @@ SHIM_SOURCE = Path(__file__).with_name("vendor_shim.cc")
 CUDA_HOME = Path("/usr/local/cuda")
 # sonames the shim links against; the loader brings them in before the library.
 RUNTIME_LIBRARIES = ("libcudart.so.13", "libcublasLt.so.13", "libcudnn.so.9")
+NVRTC = "libnvrtc.so.13"
+"""Linked too where the shim is built with cuDNN's graph API (its frontend compiles kernels)."""
 # cuDNN 9 opens its parts by soname when first used; load them first, dependencies first.
 _CUDNN_PARTS = (
     "libcudnn_graph.so.9",
@@ -356,13 +359,23 @@ class _ChainRewriter(relax.PyExprMutator):  # type: ignore[misc]
 class VendorToolchain:
     include_dirs: tuple[Path, ...]
     library_dirs: tuple[Path, ...]
+    graph_api: bool = False
+    """cuDNN's graph API through nvidia-cudnn-frontend's headers (and NVRTC, which they use)."""
+
+    @property
+    def libraries(self) -> tuple[str, ...]:
+        return (*RUNTIME_LIBRARIES, *((NVRTC,) if self.graph_api else ()))
+
+    def compile_options(self) -> list[str]:
+        defines = ["-DTUNEFARM_CUDNN_FRONTEND"] if self.graph_api else []
+        return [*defines, *(f"-I{path}" for path in self.include_dirs)]
 
     def link_options(self) -> list[str]:
         options = [f"-L{path}" for path in self.library_dirs]
         # The build machine's wheel folders, for a library loaded where it was built.
         options += [f"-Wl,-rpath,{path}" for path in self.library_dirs]
         # TVM puts these options before the object files, where --as-needed would drop them.
-        return [*options, "-Wl,--no-as-needed", *(f"-l:{name}" for name in RUNTIME_LIBRARIES)]
+        return [*options, "-Wl,--no-as-needed", *(f"-l:{name}" for name in self.libraries)]
 
 
 def _nvidia_folders() -> list[Path]:
@@ -416,7 +429,30 @@ def find_toolchain() -> VendorToolchain:
     includes = [Path(tvm_ffi.__file__).parent / "include"]
     includes += [found[name] for name in wanted if wanted[name] == "include"]
     libraries = [found[name] for name in wanted if wanted[name] == "lib"]
-    return VendorToolchain(tuple(dict.fromkeys(includes)), tuple(dict.fromkeys(libraries)))
+    # The graph API where its frontend's headers and NVRTC are here; else the legacy API only.
+    frontend = _frontend_include()
+    nvrtc_header = _find_file("nvrtc.h", "include", cuda_home[:1])
+    nvrtc = _find_file(NVRTC, "lib", cuda_home[1:])
+    graph_api = frontend is not None and nvrtc_header is not None and nvrtc is not None
+    if graph_api:
+        assert frontend is not None and nvrtc_header is not None and nvrtc is not None
+        includes += [frontend, nvrtc_header]
+        libraries.append(nvrtc)
+    else:
+        logger.info("vendor kernels: no cudnn_frontend.h or NVRTC here; cuDNN's legacy API only")
+    return VendorToolchain(
+        tuple(dict.fromkeys(includes)), tuple(dict.fromkeys(libraries)), graph_api
+    )
+
+
+def _frontend_include() -> Path | None:
+    """The include folder of the nvidia-cudnn-frontend wheel (header-only C++)."""
+    try:
+        dist = importlib.metadata.distribution("nvidia-cudnn-frontend")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    header = Path(str(dist.locate_file("include/cudnn_frontend.h")))
+    return header.parent if header.is_file() else None
 
 
 def default_cache_dir() -> Path:
@@ -472,7 +508,7 @@ def compile_shim(toolchain: VendorToolchain, cache_dir: Path) -> Path:
         "-O2",
         "-fPIC",
         "-Wno-deprecated-declarations",
-        *(f"-I{path}" for path in toolchain.include_dirs),
+        *toolchain.compile_options(),
         "-c",
         str(SHIM_SOURCE),
         "-o",
@@ -498,7 +534,7 @@ def compile_shim(toolchain: VendorToolchain, cache_dir: Path) -> Path:
 def preload_runtime_libraries() -> list[str]:
     """Load cuDNN and cuBLASLt globally, so a library that links them finds them by soname."""
     loaded = []
-    for name in (*RUNTIME_LIBRARIES[:2], *_CUDNN_PARTS, RUNTIME_LIBRARIES[2]):
+    for name in (*RUNTIME_LIBRARIES[:2], *_CUDNN_PARTS, RUNTIME_LIBRARIES[2], NVRTC):
         folder = _find_file(name, "lib", [CUDA_HOME / "lib64"])
         target = str(folder / name) if folder is not None else name
         try:
