@@ -32,6 +32,7 @@ from tunefarm.tuner.default_schedules import (
     needs_defaults,
 )
 from tunefarm.tuner.errors import UserInputError
+from tunefarm.tuner.html_report import report_trials, write_report
 from tunefarm.tuner.kernel_profile import METHOD as KERNEL_PROFILE_METHOD
 from tunefarm.tuner.kernel_profile import KernelProfile, in_model_profile
 from tunefarm.tuner.latency import TimeBox, random_inputs
@@ -96,6 +97,8 @@ class CompileResult:
     library_path: Path
     manifest_path: Path
     manifest: dict[str, Any]
+    report_path: Path
+    """``report.html`` beside the manifest (``tuner.html_report``)."""
 
 
 def compile_model(
@@ -311,7 +314,15 @@ def _compile_model(
     )
     manifest_path = options.out_dir / "manifest.json"
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
-    return CompileResult(library_path=library_path, manifest_path=manifest_path, manifest=manifest)
+    report_path = write_report(
+        options.out_dir / "report.html", manifest, report_trials(manifest, database.engine)
+    )
+    return CompileResult(
+        library_path=library_path,
+        manifest_path=manifest_path,
+        manifest=manifest,
+        report_path=report_path,
+    )
 
 
 def _tune(

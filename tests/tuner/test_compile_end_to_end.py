@@ -41,8 +41,9 @@ def _compile(model: Path, out: Path, db_url: str, trials: int = TRIALS) -> dict:
     assert result.returncode == 0, result.stderr
     assert f"library:  {out / 'model.so'}" in result.stdout
     assert f"manifest: {out / 'manifest.json'}" in result.stdout
-    # stdout is a pipe here: no progress bar, no stage lines, just the five-line summary.
-    assert len(result.stdout.strip().splitlines()) == 5, result.stdout
+    assert f"report:   {out / 'report.html'}" in result.stdout
+    # stdout is a pipe here: no progress bar, no stage lines, just the six-line summary.
+    assert len(result.stdout.strip().splitlines()) == 6, result.stdout
     assert "vs ONNX Runtime" in result.stdout  # the output check, then the peer timing
     assert "vs onnxruntime" in result.stdout
     return json.loads((out / "manifest.json").read_text())  # type: ignore[no-any-return]
@@ -52,6 +53,10 @@ def test_compile_tunes_builds_and_then_reuses(
     tiny_cnn_path: Path, tmp_path: Path, db_url: str
 ) -> None:
     cold = _compile(tiny_cnn_path, tmp_path / "cold", db_url)
+    # report.html: a curve of the whole model and one per task, from the trials just filed.
+    report = (tmp_path / "cold" / "report.html").read_text()
+    assert report.count("<polyline") >= 2
+    assert all(task["name"] in report for task in cold["tasks"])
 
     # The tuning really ran and every record went to the database.
     # Budget a reshape (one schedule) leaves unused goes to the other tasks.

@@ -112,12 +112,14 @@ def compile_command(
             max_model_bytes=settings.max_model_bytes,
             verbose=verbose,
         )
+        report_path = None
         if farm:
             library_path, manifest_path, manifest = _compile_on_farm(options)
         else:
             result = compile_model(options, observer=ConsoleObserver(console))
             library_path, manifest_path = result.library_path, result.manifest_path
             manifest = result.manifest
+            report_path = result.report_path
     except (UserInputError, DatabaseUrlError) as err:
         fail(str(err))
     except SQLAlchemyError as err:
@@ -127,6 +129,8 @@ def compile_command(
     coverage = manifest["coverage_before_tuning"]
     print(f"library:  {library_path}")
     print(f"manifest: {manifest_path}")
+    if report_path is not None:
+        print(f"report:   {report_path}")
     print(
         f"trials run: {manifest['tuning']['trials_run']}, coverage before tuning: "
         f"{coverage['tasks_percent']:.0f}% of tasks, {coverage['flops_percent']:.0f}% of FLOPs"
