@@ -98,10 +98,13 @@ def render_report(manifest: dict[str, Any], trials: Sequence[Trial]) -> str:
     )
 
 
-def report_trials(manifest: dict[str, Any], engine: Engine) -> list[Trial]:
-    """The trials on record of the manifest's tasks, on its target's fingerprint."""
+def report_trials(
+    manifest: dict[str, Any], engine: Engine, *, team_id: int | None = None
+) -> list[Trial]:
+    """The trials on record of the manifest's tasks, on its target's fingerprint, that
+    ``team_id`` may see."""
     keys = [t["workload_key"] for t in manifest.get("tasks", []) if t.get("workload_key")]
-    return trials_in_order(engine, keys, manifest["target"]["fingerprint"])
+    return trials_in_order(engine, keys, manifest["target"]["fingerprint"], team_id=team_id)
 
 
 def write_report(path: Path, manifest: dict[str, Any], trials: Sequence[Trial]) -> Path:

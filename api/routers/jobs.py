@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import HTMLResponse, StreamingResponse
 
 from tunefarm.api.dependencies import CeleryDep, CurrentTeam, EngineDep, SettingsDep
 from tunefarm.api.schemas import JobList, JobState, JobStatus, JobSubmit
@@ -84,6 +84,16 @@ def job_artifact(job_id: str, team: CurrentTeam, engine: EngineDep) -> Response:
             "X-Content-SHA256": sha256,
         },
     )
+
+
+@router.get(
+    "/{job_id}/report",
+    response_class=HTMLResponse,
+    responses={200: {"content": {"text/html": {}}, "description": "report.html"}},
+)
+def job_report(job_id: str, team: CurrentTeam, engine: EngineDep) -> HTMLResponse:
+    """The library's report: latency over trials, per-task curves, coverage (self-contained)."""
+    return HTMLResponse(jobs.report(engine, team, job_id))
 
 
 @router.get("/{job_id}/manifest", response_model=dict[str, Any])

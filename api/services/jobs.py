@@ -115,6 +115,14 @@ def manifest(engine: Engine, team: Team, job_id: str) -> dict[str, Any]:
     return job.manifest
 
 
+def report(engine: Engine, team: Team, job_id: str) -> str:
+    """The job's ``report.html``, drawn from its manifest and the trials the team may see."""
+    from tunefarm.tuner.html_report import render_report, report_trials
+
+    job_manifest = manifest(engine, team, job_id)
+    return render_report(job_manifest, report_trials(job_manifest, engine, team_id=team.id))
+
+
 async def events(engine: Engine, settings: Settings, team: Team, job_id: str) -> AsyncIterator[str]:
     """Server-Sent Events: ``progress`` whenever the job changes, ``end`` when it is over."""
     last = None

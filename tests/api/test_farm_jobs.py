@@ -189,6 +189,15 @@ def test_a_full_job_through_http(farm: Farm, tiny_cnn_path: Path, tmp_path: Path
         assert sha256 == manifest["library"]["sha256"] == artifact.headers["x-content-sha256"]
         assert manifest["latency"]["tuned"]["p50_ms"] > 0
 
+        # Issue 20: the report, drawn from the manifest and the trials the job filed.
+        report = client.get(f"/v1/jobs/{job_id}/report")
+        assert report.status_code == 200
+        assert report.headers["content-type"].startswith("text/html")
+        assert report.text.count("<polyline") >= 2
+        assert all(task["name"] in report.text for task in manifest["tasks"])
+    with farm.client("b") as other:
+        assert other.get(f"/v1/jobs/{job_id}/report").status_code == 404
+
     library = tmp_path / "model.so"
     library.write_bytes(artifact.content)
     vm = relax.VirtualMachine(tvm.runtime.load_module(str(library)), tvm.cpu())
