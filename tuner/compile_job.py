@@ -154,6 +154,11 @@ def _compile_model(
             f"this machine has no {target.kind.name.upper()} device to measure on; compile for "
             f"{options.spec.target!r} on a machine that has one, or on the farm (--farm)"
         )
+    if options.spec.options.vendor_kernels:
+        if target.kind.name != "cuda":
+            raise UserInputError("--vendor-kernels is for CUDA targets only")
+        # Up front, not when the library links: missing wheels are the user's to install.
+        vendor_kernels.find_toolchain()
     measure = options.measure or measure_settings_for(target)
     use_physical_cores()  # the manifest's timings, and the warm pool spawned below
 

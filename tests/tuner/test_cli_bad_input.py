@@ -83,6 +83,11 @@ CASES: dict[str, tuple[Callable[[Path, Path], list[str]], str]] = {
         lambda m, d: [str(_model(m, d)), "--target", "llvm -mcpu=skylak"],
         "LLVM knows no CPU 'skylak' in 'llvm -mcpu=skylak'; did you mean skylake",
     ),
+    # Issue 17: cuDNN and cuBLASLt are CUDA's.
+    "vendor kernels on a CPU": (
+        lambda m, d: [str(_model(m, d)), "--vendor-kernels"],
+        "--vendor-kernels is for CUDA targets only",
+    ),
 }
 
 
