@@ -39,10 +39,11 @@ class CompiledModel:
         import tvm
 
         try:
-            if self.manifest.get("library", {}).get("runtime_libraries"):
+            needed = self.manifest.get("library", {}).get("runtime_libraries")
+            if needed:
                 from tunefarm.tuner.vendor_kernels import preload_runtime_libraries
 
-                preload_runtime_libraries()
+                preload_runtime_libraries([str(name) for name in needed])
             self._model = LoadedModel(tvm.runtime.load_module(str(library)), target=self.target)
         except Exception as err:
             raise TunefarmError(f"{library}: cannot be loaded here ({_first_line(err)})") from None

@@ -23,7 +23,7 @@ import logging
 import os
 import subprocess
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,9 @@ _CUDNN_PARTS = (
     "libcudnn_cnn.so.9",
     "libcudnn_adv.so.9",
 )
+
+
+_VERSION_HEADERS = ("cudnn_version.h", "cublas_api.h", "cudnn_frontend_version.h", "cuda.h")
 
 
 class VendorKernelsUnavailable(UserInputError):
@@ -487,7 +490,7 @@ def register_in_process(cache_dir: Path | None = None) -> None:
             capture_output=True,
         )
         partial.rename(shared)
-    preload_runtime_libraries()
+    preload_runtime_libraries(toolchain.libraries)
     module = tvm_ffi.load_module(str(shared))
     for name in (CONV_FUNC, MATMUL_FUNC):
         tvm_ffi.register_global_func(name, module[name], override=True)
@@ -496,7 +499,14 @@ def register_in_process(cache_dir: Path | None = None) -> None:
 def compile_shim(toolchain: VendorToolchain, cache_dir: Path) -> Path:
     """The shim's object file, compiled once per source and header set into ``cache_dir``."""
     source = SHIM_SOURCE.read_bytes()
-    key = hashlib.sha256(source + repr(toolchain).encode()).hexdigest()[:16]
+    # The headers' version files too: an upgraded cuDNN, cuBLAS or frontend recompiles.
+    versions = b"".join(
+        (folder / name).read_bytes()
+        for folder in toolchain.include_dirs
+        for name in _VERSION_HEADERS
+        if (folder / name).is_file()
+    )
+    key = hashlib.sha256(source + repr(toolchain).encode() + versions).hexdigest()[:16]
     obj = cache_dir / f"tunefarm_vendor_{key}.o"
     if obj.exists():
         return obj
@@ -531,16 +541,21 @@ def compile_shim(toolchain: VendorToolchain, cache_dir: Path) -> Path:
 # Loading a library that calls them
 
 
-def preload_runtime_libraries() -> list[str]:
-    """Load cuDNN and cuBLASLt globally, so a library that links them finds them by soname."""
+def preload_runtime_libraries(required: Sequence[str] = RUNTIME_LIBRARIES) -> list[str]:
+    """Load the vendor libraries globally, so a library that links them finds them by soname.
+
+    ``required`` are the sonames the library needs (its manifest's ``runtime_libraries``); one
+    that does not load is a clear error here rather than a bare dlopen failure later. cuDNN's
+    parts are loaded where they are found (cuDNN opens them itself when it needs them)."""
     loaded = []
-    for name in (*RUNTIME_LIBRARIES[:2], *_CUDNN_PARTS, RUNTIME_LIBRARIES[2], NVRTC):
+    order = (*RUNTIME_LIBRARIES[:2], *_CUDNN_PARTS, RUNTIME_LIBRARIES[2])
+    for name in (*order, *(name for name in required if name not in order)):
         folder = _find_file(name, "lib", [CUDA_HOME / "lib64"])
         target = str(folder / name) if folder is not None else name
         try:
             ctypes.CDLL(target, mode=ctypes.RTLD_GLOBAL)
         except OSError as err:
-            if name in RUNTIME_LIBRARIES:
+            if name in required:
                 raise VendorKernelsUnavailable(
                     f"this library calls cuDNN and cuBLASLt, and {name} did not load ({err}); "
                     "install `tunefarm[vendor]` where it runs"

@@ -134,6 +134,10 @@ struct ConvPlan {
 };
 
 using ConvKey = std::vector<int64_t>;
+
+// fp32 convolutions stay fp32: the default math type lets cuDNN use TF32 on Ampere and later,
+// where TVM's kernels and cuBLASLt's (CUBLAS_COMPUTE_32F) are true fp32.
+constexpr cudnnMathType_t kFp32Math = CUDNN_FMA_MATH;
 std::map<ConvKey, ConvPlan> g_conv_plans;
 
 cudnnStatus_t RunConv(DeviceState& state, const ConvPlan& plan, const TensorView& x,
@@ -193,21 +197,23 @@ ConvPlan MakeConvPlan(DeviceState& state, cudaStream_t stream, const TensorView&
   if (relu || plan.plain) {
     // fp16 reaches the tensor cores only with TENSOR_OP_MATH: under the default math type
     // cuDNN offers its old CUDA-core kernels (implicit_convolve_sgemm) and NCHW fp32 detours.
-    TF_CHECK_CUDNN(cudnnSetConvolutionMathType(
-        plan.conv, half ? CUDNN_TENSOR_OP_MATH : CUDNN_DEFAULT_MATH));
+    TF_CHECK_CUDNN(cudnnSetConvolutionMathType(plan.conv, half ? CUDNN_TENSOR_OP_MATH : kFp32Math));
     std::array<cudnnConvolutionFwdAlgoPerf_t, CUDNN_CONVOLUTION_FWD_ALGO_COUNT> found{};
     int count = 0;
     TF_CHECK_CUDNN(cudnnFindConvolutionForwardAlgorithmEx(
         state.cudnn, plan.x, Data(x), plan.w, Data(w), plan.conv, plan.y, Data(y),
         static_cast<int>(found.size()), &count, found.data(), state.workspace, kWorkspaceBytes));
     for (int i = 0; i < count; ++i) {
-      if (found[i].status == CUDNN_STATUS_SUCCESS && found[i].memory <= kWorkspaceBytes) {
+      if (found[i].status == CUDNN_STATUS_SUCCESS && found[i].memory <= kWorkspaceBytes &&
+          (half || found[i].mathType == kFp32Math)) {
         candidates.emplace_back(found[i].algo, found[i].mathType);
       }
     }
   }
-  for (cudnnMathType_t math : {CUDNN_TENSOR_OP_MATH, CUDNN_DEFAULT_MATH}) {
-    if (!plan.plain) candidates.emplace_back(CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM, math);
+  if (!plan.plain && !relu) {
+    // The identity activation runs with IMPLICIT_PRECOMP_GEMM only.
+    candidates.emplace_back(CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM,
+                            half ? CUDNN_TENSOR_OP_MATH : kFp32Math);
   }
 
   cudaEvent_t start, stop;
@@ -293,7 +299,8 @@ std::shared_ptr<fe::graph::Graph> MakeGraph(DeviceState& state, const TensorView
                                             const TensorView& z, const int64_t* cfg,
                                             const TensorView& y) {
   const bool relu = cfg[7] != 0, has_residual = cfg[8] != 0;
-  const auto io = IsHalf(x.dtype()) ? fe::DataType_t::HALF : fe::DataType_t::FLOAT;
+  const auto fp32 = fe::DataType_t::FLOAT;
+  const auto io = IsHalf(x.dtype()) ? fe::DataType_t::HALF : fp32;
   auto graph = std::make_shared<fe::graph::Graph>();
   graph->set_io_data_type(io)
       .set_intermediate_data_type(fe::DataType_t::FLOAT)
@@ -322,8 +329,16 @@ std::shared_ptr<fe::graph::Graph> MakeGraph(DeviceState& state, const TensorView
       .set_dim({y.size(0), k, y.size(1), y.size(2)})
       .set_stride({y.size(1) * y.size(2) * k, 1, y.size(2) * k, k});
   if (graph->validate().is_bad() || graph->build_operation_graph(state.cudnn).is_bad() ||
-      graph->create_execution_plans({fe::HeurMode_t::A, fe::HeurMode_t::FALLBACK}).is_bad() ||
-      graph->check_support(state.cudnn).is_bad() ||
+      graph->create_execution_plans({fe::HeurMode_t::A, fe::HeurMode_t::FALLBACK}).is_bad()) {
+    return nullptr;
+  }
+  // Autotuning runs every plan on the one workspace: none may need more than it has.
+  graph->deselect_workspace_greater_than(static_cast<int64_t>(kWorkspaceBytes));
+  if (io == fp32) {
+    // fp32 on tensor cores is TF32: TVM's kernels and cuBLASLt's are true fp32, and so is this.
+    graph->deselect_numeric_notes({fe::NumericalNote_t::TENSOR_CORE});
+  }
+  if (graph->check_support(state.cudnn).is_bad() ||
       graph->build_plans(state.cudnn, fe::BuildPlanPolicy_t::ALL).is_bad()) {
     return nullptr;
   }
@@ -420,8 +435,12 @@ struct MatmulPlan {
 
 std::map<std::vector<int64_t>, MatmulPlan> g_matmul_plans;
 
+// TVM's allocations are 64-byte aligned, and views into them keep at least this: the
+// heuristic is told so (its default assumes 256) and every call checks it.
+constexpr uint32_t kMinAlignment = 16;
+
 MatmulPlan MakeMatmulPlan(DeviceState& state, int64_t m, int64_t n, int64_t k, bool half,
-                          bool transposed_w, bool relu) {
+                          bool transposed_w, bool relu, void* bias) {
   const cudaDataType_t data_type = half ? CUDA_R_16F : CUDA_R_32F;
   MatmulPlan plan;
   TF_CHECK_CUBLAS(cublasLtMatmulDescCreate(&plan.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
@@ -434,6 +453,9 @@ MatmulPlan MakeMatmulPlan(DeviceState& state, int64_t m, int64_t n, int64_t k, b
   const cublasLtEpilogue_t epilogue = relu ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_BIAS;
   TF_CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE,
                                                  &epilogue, sizeof(epilogue)));
+  // The heuristic reads the bias pointer's alignment from its value.
+  TF_CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                                 &bias, sizeof(bias)));
   // A = w^T as stored: [N, K] column-major is w[K, N] row-major; transposed, w[N, K] row-major
   // is [K, N] column-major.
   if (transposed_w) {
@@ -449,6 +471,12 @@ MatmulPlan MakeMatmulPlan(DeviceState& state, int64_t m, int64_t n, int64_t k, b
   const size_t workspace = kWorkspaceBytes;
   TF_CHECK_CUBLAS(cublasLtMatmulPreferenceSetAttribute(
       preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace, sizeof(workspace)));
+  for (auto attribute :
+       {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES}) {
+    TF_CHECK_CUBLAS(cublasLtMatmulPreferenceSetAttribute(preference, attribute, &kMinAlignment,
+                                                         sizeof(kMinAlignment)));
+  }
   cublasLtMatmulHeuristicResult_t result{};
   int count = 0;
   TF_CHECK_CUBLAS(cublasLtMatmulAlgoGetHeuristic(state.cublaslt, plan.desc, plan.a, plan.b,
@@ -495,10 +523,17 @@ void Matmul(TensorView x, TensorView w, TensorView bias, TensorView residual, Sh
                                      "CUDA graph capture";
     }
     it = g_matmul_plans
-             .emplace(key, MakeMatmulPlan(state, m, n, k, IsHalf(x.dtype()), transposed_w, relu))
+             .emplace(key, MakeMatmulPlan(state, m, n, k, IsHalf(x.dtype()), transposed_w, relu,
+                                          Data(bias)))
              .first;
   }
   MatmulPlan& plan = it->second;
+  for (const TensorView* t : {&x, &w, &bias, &residual, &y}) {
+    if (reinterpret_cast<uintptr_t>(Data(*t)) % kMinAlignment != 0) {
+      TVM_FFI_THROW(ValueError) << "tunefarm_cublaslt_matmul: a tensor is not " << kMinAlignment
+                                << "-byte aligned";
+    }
+  }
   void* bias_pointer = Data(bias);
   TF_CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
                                                  &bias_pointer, sizeof(bias_pointer)));

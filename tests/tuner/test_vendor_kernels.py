@@ -255,3 +255,8 @@ def _vendor_call_nodes(mod: IRModule) -> list[relax.Call]:
 
     relax.analysis.post_order_visit(mod["main"].body, visit)
     return found
+
+
+def test_a_runtime_library_the_manifest_names_and_this_machine_lacks_is_named() -> None:
+    with pytest.raises(vendor_kernels.VendorKernelsUnavailable, match=r"libtunefarm_absent\.so\.1"):
+        vendor_kernels.preload_runtime_libraries(["libtunefarm_absent.so.1"])
