@@ -49,6 +49,8 @@ BUILDS = {
     "tunefarm tuned": (False, True),
     "vendor fused": (True, True),
     "vendor plain": (True, False),
+    # What --vendor-kernels builds: fused chains, each only where it beats its tuned record.
+    "vendor chosen": (True, True),
 }
 
 
@@ -62,7 +64,7 @@ def build_rows(
 ) -> dict[str, Any]:
     import tvm
 
-    from tunefarm.tuner import build, vendor_kernels
+    from tunefarm.tuner import build, vendor_choice, vendor_kernels
     from tunefarm.tuner.model_validation import validate_onnx_model
     from tunefarm.tuner.onnx_import import import_onnx
     from tunefarm.tuner.pipelines import PipelineOptions, default_phases
@@ -83,11 +85,17 @@ def build_rows(
         offload, epilogue = BUILDS[label]
         started = time.perf_counter()
         mod, counts = imported, None
+        choices: list[vendor_choice.ChainChoice] = []
+        select = (
+            vendor_choice.selector(target=target, database_url=database_url, into=choices)
+            if label == "vendor chosen" and database_url is not None
+            else None
+        )
         with target, tvm.transform.PassContext(opt_level=3):
             for phase in default_phases(target, PipelineOptions(fp16=half)):
                 if phase.name == "legalize" and offload:
                     mod, counts = vendor_kernels.offload_to_vendor_kernels(
-                        mod, conv_epilogue=epilogue
+                        mod, conv_epilogue=epilogue, select=select
                     )
                 mod = tvm.transform.Sequential(phase.passes)(mod)
         if database is not None:
@@ -106,6 +114,7 @@ def build_rows(
             build_sec=round(time.perf_counter() - started, 1),
             max_abs_diff_vs_torch=diff,
             vendor_calls=dict(counts or {}),
+            vendor_choices=[choice.as_dict() for choice in choices],
             top_kernels=top_kernels(lambda main=main: main(*args)),
         )
         rows[label] = row
