@@ -27,6 +27,7 @@ OPERATIONS = [
     "POST /v1/jobs/{job_id}/cancel",
     "GET /v1/jobs/{job_id}/artifact",
     "GET /v1/jobs/{job_id}/manifest",
+    "GET /v1/jobs/{job_id}/report",
     "GET /v1/records",
     "GET /v1/records/export",
     "POST /v1/records/import",
