@@ -232,7 +232,8 @@ def vendor_rows(
         "vendor_choices": [choice.as_dict() for choice in choices],
     }
     print(f"    vendor calls: {rows['vendor_calls']}", flush=True)
-    vendor_kernels.register_in_process()
+    toolchain = vendor_kernels.find_toolchain()
+    vendor_kernels.register_in_process(toolchain)
     started = time.perf_counter()
     if database_url is not None:
         database = SqlDatabase(database_url, target=target)
@@ -244,7 +245,7 @@ def vendor_rows(
         executable = build.compile_untuned(pipeline.mod, target=target, cuda_graph=True)
         label = "TVM untuned + vendor kernels + CUDA graph"
     library = onnx_path.with_suffix(f".{'fp16' if half else 'fp32'}.vendor.so")
-    build.export_library(executable, library, vendor_kernels=True)
+    build.export_library(executable, library, vendor=toolchain)
     measure(label, tvm.runtime.load_module(str(library)), time.perf_counter() - started)
     return rows
 

@@ -74,7 +74,8 @@ def build_rows(
     target = parse_target("cuda")
     device = tvm.cuda(0)
     imported = import_onnx(validate_onnx_model(onnx_path, max_bytes=4 * 1024**3))
-    vendor_kernels.register_in_process()
+    toolchain = vendor_kernels.find_toolchain()
+    vendor_kernels.register_in_process(toolchain)
     database = SqlDatabase(database_url, target=target) if database_url else None
     args = [tvm.runtime.tensor(t.numpy(), device=device) for t in model.inputs]
     module, inputs = model.on("cuda", half=half)
@@ -103,7 +104,7 @@ def build_rows(
         else:
             executable = build.compile_untuned(mod, target=target, cuda_graph=True)
         library = onnx_path.with_suffix(f".{label.replace(' ', '_')}.so")
-        build.export_library(executable, library, vendor_kernels=offload)
+        build.export_library(executable, library, vendor=toolchain if offload else None)
         vm = tvm.relax.VirtualMachine(tvm.runtime.load_module(str(library)), device)
         main = vm["main"]
         output = main(*args)

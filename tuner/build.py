@@ -12,8 +12,8 @@ from tvm.runtime import Executable
 from tvm.s_tir.meta_schedule.database import Database
 from tvm.target import Target
 
-from tunefarm.tuner import vendor_kernels as vendor
 from tunefarm.tuner.targets import is_gpu
+from tunefarm.tuner.vendor_kernels import VendorToolchain, link_arguments
 
 
 def use_cuda_graph(requested: bool | None, target: Target) -> bool:
@@ -45,9 +45,11 @@ def compile_tuned(
         return tvm.compile(mod, target=target)
 
 
-def export_library(executable: Executable, path: Path, *, vendor_kernels: bool = False) -> str:
-    """Write the shared library and return its sha256; ``vendor_kernels`` links the shim in."""
+def export_library(
+    executable: Executable, path: Path, *, vendor: VendorToolchain | None = None
+) -> str:
+    """Write the shared library and return its sha256; with ``vendor``, the shim is linked in."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    link = vendor.link_arguments() if vendor_kernels else {}
+    link = link_arguments(vendor) if vendor is not None else {}
     executable.export_library(str(path), **link)
     return hashlib.sha256(path.read_bytes()).hexdigest()

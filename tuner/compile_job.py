@@ -154,11 +154,11 @@ def _compile_model(
             f"this machine has no {target.kind.name.upper()} device to measure on; compile for "
             f"{options.spec.target!r} on a machine that has one, or on the farm (--farm)"
         )
+    toolchain = None
     if options.spec.options.vendor_kernels:
-        if target.kind.name != "cuda":
-            raise UserInputError("--vendor-kernels is for CUDA targets only")
+        vendor_kernels.require_cuda(target)
         # Up front, not when the library links: missing wheels are the user's to install.
-        vendor_kernels.find_toolchain()
+        toolchain = vendor_kernels.find_toolchain()
     measure = options.measure or measure_settings_for(target)
     use_physical_cores()  # the manifest's timings, and the warm pool spawned below
 
@@ -236,10 +236,11 @@ def _compile_model(
 
     observer.stage(JobState.BUILDING, "building with the best records")
     cuda_graph = build.use_cuda_graph(options.spec.options.cuda_graph, target)
-    uses_vendor = bool(vendor_kernels.vendor_calls(pipeline.mod))
-    if uses_vendor:
+    vendor_calls = vendor_kernels.vendor_calls(pipeline.mod)
+    linked = toolchain if vendor_calls else None  # no chain chosen: nothing to link
+    if linked is not None:
         # The graph-free build and the reports run the library in this process.
-        vendor_kernels.register_in_process()
+        vendor_kernels.register_in_process(linked)
     # A CUDA graph replays as one launch, with nothing to time per kernel: the kernels are
     # profiled in a build without the graph. That build runs beside the library's own (TVM
     # releases the GIL while it lowers, and NVRTC compiles a module on one core), so on the
@@ -261,7 +262,7 @@ def _compile_model(
         )
         options.out_dir.mkdir(parents=True, exist_ok=True)
         library_path = options.out_dir / "model.so"
-        sha256 = build.export_library(tuned, library_path, vendor_kernels=uses_vendor)
+        sha256 = build.export_library(tuned, library_path, vendor=linked)
 
         observer.stage(
             JobState.BUILDING, "measuring latency and checking outputs against ONNX Runtime"
@@ -310,7 +311,9 @@ def _compile_model(
         sha256=sha256,
         library_report=library_report,
         in_model=in_model,
+        vendor_calls=vendor_calls,
         vendor_choices=vendor_choices,
+        runtime_libraries=list(linked.libraries) if linked is not None else [],
         timings={
             "tuning_sec": round(tuning_sec, 3),
             "reports_sec": round(reports_sec, 3),
@@ -412,7 +415,9 @@ def _manifest(
     library_report: LibraryReport,
     in_model: KernelProfile | str,
     timings: dict[str, float],
+    vendor_calls: dict[str, int],
     vendor_choices: list[ChainChoice],
+    runtime_libraries: list[str],
 ) -> dict[str, Any]:
     fingerprint = database.target_fingerprint
     task_rows: list[dict[str, Any]] = []
@@ -487,16 +492,14 @@ def _manifest(
             "file": "model.so",
             "sha256": sha256,
             # What the library loads at run time beyond TVM (tunefarm's loader brings them in).
-            "runtime_libraries": list(vendor_kernels.find_toolchain().libraries)
-            if vendor_kernels.vendor_calls(pipeline.mod)
-            else [],
+            "runtime_libraries": runtime_libraries,
         },
         "pipeline": {
             "name": pipeline.pipeline,
             "phases": pipeline.phases,
             "layout": pipeline.layout,
             "fp16": options.spec.options.fp16,
-            "vendor_calls": dict(vendor_kernels.vendor_calls(pipeline.mod)),
+            "vendor_calls": dict(vendor_calls),
             "vendor_choices": [choice.as_dict() for choice in vendor_choices],
             "cuda_graph": build.use_cuda_graph(options.spec.options.cuda_graph, target),
             "fused": [kernel.as_dict() for kernel in pipeline.fused],

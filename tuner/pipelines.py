@@ -22,7 +22,7 @@ from tunefarm.tuner.channel_padding import pad_output_channels
 from tunefarm.tuner.cpu_schedule_rules import CpuShape
 from tunefarm.tuner.errors import UserInputError
 from tunefarm.tuner.targets import is_gpu
-from tunefarm.tuner.vendor_kernels import VendorSelect, offload_pass
+from tunefarm.tuner.vendor_kernels import VendorSelect, offload_pass, require_cuda
 
 logger = logging.getLogger(__name__)
 
@@ -105,8 +105,7 @@ def default_phases(target: Target, options: PipelineOptions) -> list[Phase]:
             layout_passes.append(pad_output_channels(CpuShape.of(target).lanes("float32")))
         phases.append(Phase("layout-and-precision", layout_passes))
     if options.vendor_kernels:
-        if target.kind.name != "cuda":
-            raise UserInputError("vendor kernels (cuDNN, cuBLASLt) are for CUDA targets only")
+        require_cuda(target)
         # Before legalization, while convolutions, bias adds and ReLUs are still Relax ops.
         phases.append(Phase("vendor-kernels", [offload_pass(options.vendor_select)]))
     phases += [

@@ -79,7 +79,6 @@ class VendorCall:
     bias: Constant
     residual: relax.Expr | None
     config: tuple[int, ...]
-    ops: tuple[str, ...]
     bindings: tuple[tuple[relax.Var, relax.Call], ...]
     """The chain as it was: its bindings in order (``vendor_choice`` lowers them alone)."""
     out_ty: Any
@@ -90,6 +89,11 @@ class VendorCall:
 
 VendorSelect = Callable[[dict[relax.Var, VendorCall]], set[relax.Var]]
 """Which of the eligible chains (keyed by their last variable) go to the vendor."""
+
+
+def require_cuda(target: tvm.target.Target) -> None:
+    if target.kind.name != "cuda":
+        raise UserInputError("--vendor-kernels is for CUDA targets only")
 
 
 def vendor_call_expr(
@@ -261,6 +265,13 @@ def _find_chains(function: relax.Function, *, conv_epilogue: bool) -> dict[relax
     # A binding belongs to one chain at most: where two branches meet in a residual add, the
     # first chain takes the add and the other ends before it.
     claimed: set[relax.Var] = set()
+
+    def sole_user(var: relax.Var) -> relax.Var | None:
+        """The one binding that uses ``var``, if no chain has taken it."""
+        if uses[var] != 1 or len(users.get(var, [])) != 1 or users[var][0] in claimed:
+            return None
+        return users[var][0]
+
     for var, value in bindings.items():
         anchor = _anchor(value)
         if anchor is None:
@@ -273,13 +284,12 @@ def _find_chains(function: relax.Function, *, conv_epilogue: bool) -> dict[relax
         bias: Constant | None = None
         residual: relax.Expr | None = None
         relu = False
-        ops = [_op_name(value) or ""]
         chain: list[tuple[relax.Var, relax.Call]] = [(var, value)]  # type: ignore[list-item]
         end = var
         plain = func == CONV_FUNC and not conv_epilogue
-        while not plain and uses[end] == 1 and len(users.get(end, [])) == 1 and not relu:
-            user = users[end][0]
-            if user in claimed:
+        while not plain and not relu:
+            user = sole_user(end)
+            if user is None:
                 break
             user_value = bindings[user]
             op = _op_name(user_value)
@@ -306,7 +316,6 @@ def _find_chains(function: relax.Function, *, conv_epilogue: bool) -> dict[relax
                     break
             else:
                 break
-            ops.append(op)
             chain.append((user, user_value))  # type: ignore[arg-type]
             end = user
             claimed.add(end)
@@ -314,9 +323,8 @@ def _find_chains(function: relax.Function, *, conv_epilogue: bool) -> dict[relax
         # not the vendor's, but the chain's task has it.
         tail: list[tuple[relax.Var, relax.Call]] = []
         last = end
-        while uses[last] == 1 and len(users.get(last, [])) == 1:
-            user = users[last][0]
-            if user in claimed or _op_name(bindings[user]) != "relax.astype":
+        while (user := sole_user(last)) is not None:
+            if _op_name(bindings[user]) != "relax.astype":
                 break
             tail.append((user, bindings[user]))  # type: ignore[arg-type]
             last = user
@@ -326,7 +334,7 @@ def _find_chains(function: relax.Function, *, conv_epilogue: bool) -> dict[relax
         if func == CONV_FUNC:
             config += (int(plain),)
         chains[end] = VendorCall(
-            func, x, weight, bias, residual, config, tuple(ops), tuple(chain), end.ty, tuple(tail)
+            func, x, weight, bias, residual, config, tuple(chain), end.ty, tuple(tail)
         )
     return chains
 
@@ -462,14 +470,15 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tunefarm" / "vendor"
 
 
-def link_arguments(cache_dir: Path | None = None) -> dict[str, Any]:
+def link_arguments(toolchain: VendorToolchain, cache_dir: Path | None = None) -> dict[str, Any]:
     """``export_library`` keywords that link the shim and the vendor libraries into a library."""
-    toolchain = find_toolchain()
     obj = compile_shim(toolchain, cache_dir or default_cache_dir())
     return {"addons": [str(obj)], "options": toolchain.link_options()}
 
 
-def register_in_process(cache_dir: Path | None = None) -> None:
+def register_in_process(
+    toolchain: VendorToolchain | None = None, cache_dir: Path | None = None
+) -> None:
     """Make the shim's functions global in this process, for executables not exported yet.
 
     An exported library finds them in itself; an ``Executable`` run in the building process
@@ -479,7 +488,7 @@ def register_in_process(cache_dir: Path | None = None) -> None:
 
     if tvm.get_global_func(CONV_FUNC, allow_missing=True) is not None:
         return
-    toolchain = find_toolchain()
+    toolchain = toolchain or find_toolchain()
     obj = compile_shim(toolchain, cache_dir or default_cache_dir())
     shared = obj.with_suffix(".so")
     if not shared.exists():

@@ -226,20 +226,17 @@ def run_job(
                 result = compile_model(compile_options, observer=observer, executor=executor)
                 if executor.unserved is not None:
                     raise UserInputError(executor.unserved)
-            except UserInputError as err:
-                job_store.finish(
-                    engine, job_id, owner, state=JobState.FAILED, error=str(err), error_kind="user"
-                )
-                return "failed"
             except Exception as err:
-                if executor.unserved is not None:
-                    # Whatever broke after the batches came back empty, this is the cause.
+                # Bad input is the user's; so is a queue no worker serves, whatever broke after
+                # the batches came back untaken.
+                user_error = str(err) if isinstance(err, UserInputError) else executor.unserved
+                if user_error is not None:
                     job_store.finish(
                         engine,
                         job_id,
                         owner,
                         state=JobState.FAILED,
-                        error=executor.unserved,
+                        error=user_error,
                         error_kind="user",
                     )
                     return "failed"
