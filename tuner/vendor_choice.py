@@ -4,11 +4,14 @@ cuDNN's legacy API runs some convolutions on its Hopper kernels and others on a 
 fallback several times slower than a tuned TVM kernel (``bench/README.md``, "Vendor kernels").
 So a chain goes to the vendor only where that is faster:
 
-- the tuned side is the best record the database holds for the task the chain becomes once
-  legalized and fused (the chain is rebuilt alone, lowered as the whole model would be, and
-  looked up like any task); a chain with no record counts as not tuned;
-- the vendor side is timed by ``time_vendor``, on this machine's GPU by default
-  (``time_vendor_call``): the one call, alone in a module, as the library would make it.
+- the tuned side is the task the chain becomes once legalized and fused (the chain is rebuilt
+  alone, lowered as the whole model would be, and looked up like any task); a chain with no
+  record counts as not tuned;
+- on a GPU (the default ``selector``), both sides are built alone, the tuned one with its record,
+  and timed by one harness (``time_chain``), so whatever that harness adds, both pay. Timing the
+  vendor call against the record's own figure chose wrongly on the H100 (2026-12-06: 749 µs of
+  GPU time per ResNet-50 call chosen that way, 301 µs with every chain on the vendor): a record
+  is one kernel timed by MetaSchedule's runner, the vendor call was a VM call with its host work.
 
 A chain with no record goes to the vendor when the vendor call runs at all; with a record, only
 when the vendor call is faster.
@@ -35,6 +38,10 @@ logger = logging.getLogger(__name__)
 VendorTimer = Callable[[VendorCall], float | None]
 """Seconds per call of the vendor call alone, or None where it does not run."""
 
+TunedTimer = Callable[[VendorCall, Any], float | None]
+"""Seconds per call of the chain built alone with its record from the database (the second
+argument), or None where it does not run."""
+
 
 @dataclass(frozen=True)
 class ChainChoice:
@@ -43,10 +50,13 @@ class ChainChoice:
     tuned_us: float | None
     vendor_us: float | None
     vendor: bool
+    record_us: float | None = None
+    """The record's own time, where ``tuned_us`` was measured beside the vendor call."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "task": self.task,
+            "record_us": self.record_us,
             "tuned_us": self.tuned_us,
             "vendor_us": self.vendor_us,
             "chosen": "vendor" if self.vendor else "tuned",
@@ -59,18 +69,26 @@ def choose(
     target: Target,
     database: Any,
     time_vendor: VendorTimer,
+    time_tuned: TunedTimer | None = None,
 ) -> tuple[set[relax.Var], list[ChainChoice]]:
-    """The chains to hand to the vendor, and why, one ``ChainChoice`` per chain."""
+    """The chains to hand to the vendor, and why, one ``ChainChoice`` per chain.
+
+    Without ``time_tuned``, a chain's tuned side is its record's time."""
     chosen: set[relax.Var] = set()
     choices: list[ChainChoice] = []
-    vendor_times: dict[tuple[Any, ...], float | None] = {}
+    # ResNet repeats its blocks: one timing per distinct call.
+    times: dict[tuple[Any, ...], tuple[float | None, float | None]] = {}
     for end, call in calls.items():
-        task_name, tuned_sec = _tuned_time(call, target=target, database=database)
-        # ResNet repeats its blocks: one timing per distinct call.
+        task_name, record_sec = _tuned_time(call, target=target, database=database)
         key = _call_key(call)
-        if key not in vendor_times:
-            vendor_times[key] = time_vendor(call)
-        vendor_sec = vendor_times[key]
+        if key not in times:
+            tuned_at = record_sec
+            if record_sec is not None and time_tuned is not None:
+                tuned_at = time_tuned(call, database)
+            times[key] = (tuned_at, time_vendor(call))
+        tuned_sec, vendor_sec = times[key]
+        if record_sec is not None and tuned_sec is None:
+            tuned_sec = record_sec  # the tuned chain failed to build alone; its record stands
         vendor = vendor_sec is not None and (tuned_sec is None or vendor_sec < tuned_sec)
         if vendor:
             chosen.add(end)
@@ -80,6 +98,7 @@ def choose(
                 tuned_us=round(tuned_sec * 1e6, 3) if tuned_sec is not None else None,
                 vendor_us=round(vendor_sec * 1e6, 3) if vendor_sec is not None else None,
                 vendor=vendor,
+                record_us=round(record_sec * 1e6, 3) if record_sec is not None else None,
             )
         )
     return chosen, choices
@@ -91,9 +110,12 @@ def selector(
     database_url: str,
     into: list[ChainChoice],
     time_vendor: VendorTimer | None = None,
+    time_tuned: TunedTimer | None = None,
 ) -> VendorSelect:
     """A ``VendorSelect`` for the pipeline that chooses by ``choose`` and leaves its reasons
-    in ``into`` (the manifest's ``pipeline.vendor_choices``)."""
+    in ``into`` (the manifest's ``pipeline.vendor_choices``). Without timers, both sides are
+    timed on this machine's GPU by ``time_chain``; with ``time_vendor`` alone, the vendor call
+    is weighed against the record."""
 
     def select(calls: dict[relax.Var, VendorCall]) -> set[relax.Var]:
         from tunefarm.tuning_db import SqlDatabase
@@ -102,7 +124,10 @@ def selector(
             calls,
             target=target,
             database=SqlDatabase(database_url, target=target),
-            time_vendor=time_vendor or (lambda call: time_vendor_call(call, target=target)),
+            time_vendor=time_vendor or (lambda call: time_chain(call, target=target)),
+            time_tuned=time_tuned
+            if time_vendor is not None
+            else (lambda call, db: time_chain(call, target=target, database=db)),
         )
         into[:] = made  # a pipeline run again (another layout) chooses again
         return kept
@@ -129,7 +154,9 @@ def chain_module(call: VendorCall) -> IRModule:
     return builder.get()
 
 
-def _tuned_time(call: VendorCall, *, target: Target, database: Any) -> tuple[str, float | None]:
+def _lowered(call: VendorCall, target: Target) -> IRModule:
+    """The chain alone, legalized and fused as the whole model would be: its task is the one
+    the model has."""
     mod = chain_module(call)
     with target, tvm.transform.PassContext(opt_level=3):
         mod = tvm.transform.Sequential(
@@ -141,7 +168,11 @@ def _tuned_time(call: VendorCall, *, target: Target, database: Any) -> tuple[str
                 relax.transform.FuseTIR(),
             ]
         )(mod)
-    tasks = extract_tuning_tasks(mod, target=target)
+    return mod
+
+
+def _tuned_time(call: VendorCall, *, target: Target, database: Any) -> tuple[str, float | None]:
+    tasks = extract_tuning_tasks(_lowered(call, target), target=target)
     if not tasks:
         return "", None
     heaviest = tasks[0]  # the convolution or matmul, with its epilogue fused in
@@ -158,42 +189,47 @@ def _call_key(call: VendorCall) -> tuple[Any, ...]:
     )
 
 
-def time_vendor_call(call: VendorCall, *, target: Target, runs: int = 50) -> float | None:
-    """The vendor call alone on this machine's GPU: median seconds per call after its first
-    (which picks cuDNN's algorithm), less what a one-kernel model costs through the VM (the
-    records' times have their launch floor subtracted too). Warm L2, where the records are
-    cold: a small edge to the vendor. None if it fails to build or run."""
-    from tunefarm.tuner.kernel_profile import floor_model
+def time_chain(
+    call: VendorCall, *, target: Target, database: Any = None, runs: int = 100
+) -> float | None:
+    """Median seconds per call on this machine's GPU of the chain alone: built with its record
+    from ``database``, or, without one, as the vendor call. One module, one VM, one timer
+    either way, with constants folded as the model's pipeline folds them. None if it fails to
+    build or run (then it is not a candidate)."""
+    from tunefarm.tuner.build import compile_tuned
     from tunefarm.tuner.vendor_kernels import register_in_process
 
     try:
-        register_in_process()
-        x = relax.Var("x", call.x.ty)
-        residual = relax.Var("r", call.residual.ty) if call.residual is not None else None
-        params = [x] + ([residual] if residual is not None else [])
-        builder = relax.BlockBuilder()
-        with builder.function("main", params):
-            out = builder.emit(vendor_call_expr(call, x, residual, out_ty=call.out_ty))
-            builder.emit_func_output(out)
-        executable = tvm.compile(builder.get(), target=target)
+        if database is not None:
+            executable = compile_tuned(_lowered(call, target), target=target, database=database)
+        else:
+            register_in_process()
+            x = relax.Var("x", call.x.ty)
+            residual = relax.Var("r", call.residual.ty) if call.residual is not None else None
+            builder = relax.BlockBuilder()
+            with builder.function("main", [x] + ([residual] if residual is not None else [])):
+                out = builder.emit(vendor_call_expr(call, x, residual, out_ty=call.out_ty))
+                builder.emit_func_output(out)
+            with target, tvm.transform.PassContext(opt_level=3):
+                mod = relax.transform.FoldConstant()(builder.get())
+                executable = tvm.compile(mod, target=target)
         device = tvm.cuda(0)
         vm = relax.VirtualMachine(executable, device)
         rng = np.random.default_rng(0)
+        free = [call.x] + ([call.residual] if call.residual is not None else [])
         args = [
             tvm.runtime.tensor(
-                rng.standard_normal([int(d) for d in p.ty.shape.values]).astype(str(p.ty.dtype)),
+                rng.standard_normal([int(d) for d in var.ty.shape.values]).astype(
+                    str(var.ty.dtype)
+                ),
                 device=device,
             )
-            for p in params
+            for var in free
         ]
-        vm["main"](*args)
-        timer = vm.time_evaluator("main", device, number=runs, repeat=3)
-        seconds = float(np.median(timer(*args).results))
-        floor_vm = relax.VirtualMachine(floor_model(target), device)
-        floor_args = [tvm.runtime.tensor(np.zeros(32, dtype="float32"), device=device)]
-        floor_timer = floor_vm.time_evaluator("main", device, number=runs, repeat=3)
-        floor = float(np.median(floor_timer(*floor_args).results))
-        return max(seconds - floor, 0.0)
-    except Exception as err:  # a vendor call that does not run is simply not a candidate
-        logger.info("vendor call %s not timed: %s", call.func, err)
+        vm["main"](*args)  # the vendor's first call picks its algorithm
+        timer = vm.time_evaluator("main", device, number=runs, repeat=5)
+        return float(np.median(timer(*args).results))
+    except Exception as err:  # a side that does not run is simply not a candidate
+        side = "tuned" if database is not None else "vendor"
+        logger.info("%s side of %s not timed: %s", side, call.func, err)
         return None
