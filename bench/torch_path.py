@@ -150,7 +150,11 @@ def measure(
         sensitivity = float((seen - expected).abs().max()) / max(scale, 1e-12)
         torch_ms = p50_ms(lambda: module(*fresh), runs, sync)
     ours_ms = p50_ms(lambda: compiled(*fresh), runs, sync)
-    peers = compile_peers(module, compiled, fresh, fp16=fp16) if torch_compile else {}
+    peers = (
+        compile_peers(module, compiled, fresh, fp16=fp16, expected=expected)
+        if torch_compile
+        else {}
+    )
     return {
         "model": name,
         "compile_sec": compile_sec,
@@ -168,16 +172,28 @@ def measure(
 
 
 def compile_peers(
-    module: torch.nn.Module, compiled: Any, inputs: tuple[torch.Tensor, ...], *, fp16: bool
+    module: torch.nn.Module,
+    compiled: Any,
+    inputs: tuple[torch.Tensor, ...],
+    *,
+    fp16: bool,
+    expected: torch.Tensor,
 ) -> dict[str, Any]:
     """On the GPU, the library beside torch.compile at the library's precision, each timed
-    as ``gpu_peers`` times its rows: p50 per call, back to back, and CUPTI's busy time."""
+    as ``gpu_peers`` times its rows: p50 per call, back to back, and CUPTI's busy time. In
+    fp16, also how far torch's own half-precision run is from its fp32 one: the error the
+    library's is to be read against."""
     from gpu_peers import time_calls
 
     torch_inputs = inputs  # the library takes fp32 and converts; torch runs in half itself
+    extra: dict[str, Any] = {}
     if fp16:
         module = module.half()
         torch_inputs = tuple(t.half() if t.is_floating_point() else t for t in inputs)
+        with torch.no_grad():
+            half = module(*torch_inputs).float().cpu()
+        scale = max(float(expected.abs().max()), 1e-12)
+        extra["torch_fp16_relative_error"] = float((half - expected).abs().max()) / scale
     rows: dict[str, Any] = {
         "tunefarm": time_calls(lambda: compiled(*inputs), samples=200, warmup=20)
     }
@@ -198,7 +214,7 @@ def compile_peers(
         key: round(rows["tunefarm"][key] / best[key], 3)
         for key in ("p50_ms", "mean_back_to_back_ms", "gpu_busy_us")
     }
-    return {"peers": rows, "tunefarm_over_best_torch_compile": ratios}
+    return {"peers": rows, "tunefarm_over_best_torch_compile": ratios, **extra}
 
 
 def main(argv: list[str] | None = None) -> int:
