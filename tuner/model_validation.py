@@ -17,6 +17,7 @@ from google.protobuf.message import DecodeError
 from onnx import external_data_helper
 
 from tunefarm.tuner.errors import ModelValidationError
+from tunefarm.tuner.tensor_budget import check_tensor_sizes
 
 DEFAULT_MAX_MODEL_BYTES = 2 * 1024**3
 
@@ -49,8 +50,13 @@ class ValidatedModel:
         return self.model
 
 
-def validate_onnx_model(path: Path, *, max_bytes: int = DEFAULT_MAX_MODEL_BYTES) -> ValidatedModel:
-    """Load and check ``path``; raise ``ModelValidationError`` with the reason if it is bad."""
+def validate_onnx_model(
+    path: Path, *, max_bytes: int = DEFAULT_MAX_MODEL_BYTES, max_tensor_bytes: int | None = None
+) -> ValidatedModel:
+    """Load and check ``path``; raise ``ModelValidationError`` with the reason if it is bad.
+
+    ``max_tensor_bytes`` bounds every node's output (``tuner/tensor_budget.py``); by default
+    the settings' ``max_tensor_bytes``."""
     path = Path(path)
     if path.is_dir():
         raise ModelValidationError(f"{path}: a folder, not a model file")
@@ -84,6 +90,11 @@ def validate_onnx_model(path: Path, *, max_bytes: int = DEFAULT_MAX_MODEL_BYTES)
         raise ModelValidationError(f"{path}: onnx.checker rejects it: {_first_line(err)}") from err
     opset = _default_opset(path, model)
     inputs = _graph_inputs(path, model)
+    if max_tensor_bytes is None:
+        from tunefarm.tuner.settings import Settings
+
+        max_tensor_bytes = Settings().max_tensor_bytes
+    check_tensor_sizes(path, model, max_bytes=max_tensor_bytes)
     outputs = [_signature(path, value, static_required=False) for value in model.graph.output]
     return ValidatedModel(path=path, model=model, opset=opset, inputs=inputs, outputs=outputs)
 

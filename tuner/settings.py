@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     """A coordinator renews its job's lease well within this; a job whose lease runs out is
     resumed by another coordinator."""
     max_model_bytes: int = 2 * 1024**3
+    max_tensor_bytes: int = Field(default=2 * 1024**3, gt=0)
+    """Largest tensor a model's node may produce (shapes inferred before import): TVM's
+    importer builds constant ones in full, so a tiny model could otherwise exhaust memory."""
     measure_timeout_sec: float = 60.0
     """Longest a candidate may take to build and run before it counts as failed."""
     measure_queue_timeout_sec: float = Field(default=600.0, gt=0)

@@ -132,6 +132,12 @@ CASES = [
     ),
     BadInput("a truncated protobuf", 422, "truncated", _upload_file(bad_models.truncated)),
     BadInput("not ONNX at all", 422, "not an ONNX model", _upload_file(bad_models.not_onnx)),
+    BadInput(
+        "an allocation bomb (issue 21)",
+        422,
+        "would build a tensor of 4.0 GiB",
+        _upload_file(bad_models.allocation_bomb),
+    ),
     BadInput("an empty file", 422, "empty", _upload_bytes(b"")),
     BadInput(
         "an oversized body",

@@ -78,3 +78,53 @@ def dynamic_batch(folder: Path) -> Path:
     path = folder / "dynamic.onnx"
     onnx.save(model, str(path))
     return path
+
+
+def allocation_bomb(folder: Path, *, how: str = "ConstantOfShape", elements: int = 2**30) -> Path:
+    """A model of a few hundred bytes whose import would build a tensor of ``elements`` floats
+    (issue 21: ``ConstantOfShape([2**30])`` grew the importing process to 23 GB).
+
+    ``how``: "ConstantOfShape" from an initializer; "Expand" of a scalar to a shape that a
+    ``Shape``/``Concat`` chain computes (only data propagation sees it); "Tile" of a small
+    initializer."""
+    one = helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])
+    initializers = [one]
+    if how == "ConstantOfShape":
+        initializers.append(helper.make_tensor("shape", TensorProto.INT64, [1], [elements]))
+        nodes = [
+            helper.make_node(
+                "ConstantOfShape",
+                ["shape"],
+                ["big"],
+                name="bomb",
+                value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0]),
+            )
+        ]
+    elif how == "Expand":
+        # [1] from x's shape, then [elements]: Concat(Shape(x) * elements)
+        initializers.append(helper.make_tensor("n", TensorProto.INT64, [1], [elements]))
+        nodes = [
+            helper.make_node("Shape", ["x"], ["x_shape"]),
+            helper.make_node("Mul", ["x_shape", "n"], ["big_shape"]),
+            helper.make_node("Expand", ["one", "big_shape"], ["big"], name="bomb"),
+        ]
+    elif how == "Tile":
+        initializers.append(helper.make_tensor("repeats", TensorProto.INT64, [1], [elements]))
+        nodes = [helper.make_node("Tile", ["one", "repeats"], ["big"], name="bomb")]
+    else:
+        raise ValueError(how)
+    nodes += [
+        helper.make_node("ReduceSum", ["big"], ["total"], keepdims=0),
+        helper.make_node("Add", ["x", "total"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "bomb",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+        initializer=initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = folder / f"bomb_{how.lower()}.onnx"
+    onnx.save(model, str(path))
+    return path

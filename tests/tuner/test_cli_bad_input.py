@@ -83,6 +83,11 @@ CASES: dict[str, tuple[Callable[[Path, Path], list[str]], str]] = {
         lambda m, d: [str(_model(m, d)), "--target", "llvm -mcpu=skylak"],
         "LLVM knows no CPU 'skylak' in 'llvm -mcpu=skylak'; did you mean skylake",
     ),
+    # Issue 21: 23 GB and the OOM killer before; one line now, before TVM sees it.
+    "an allocation bomb": (
+        lambda m, d: [str(bad_models.allocation_bomb(d)), "--trials", "0"],
+        "node 'bomb' (ConstantOfShape) would build a tensor of 4.0 GiB",
+    ),
     # Issue 17: cuDNN and cuBLASLt are CUDA's.
     "vendor kernels on a CPU": (
         lambda m, d: [str(_model(m, d)), "--vendor-kernels"],
