@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tvm.target import Target
 
+from tunefarm.tuner.import_guard import probe_import
 from tunefarm.tuner.model_validation import (
     DEFAULT_MAX_MODEL_BYTES,
     ValidatedModel,
@@ -17,6 +18,7 @@ from tunefarm.tuner.model_validation import (
 )
 from tunefarm.tuner.onnx_import import import_onnx
 from tunefarm.tuner.pipelines import Layout, PipelineOptions, PipelineResult, run_pipeline
+from tunefarm.tuner.settings import Settings
 from tunefarm.tuner.tasks import TuningTask, extract_tuning_tasks
 from tunefarm.tuner.torch_import import (
     import_exported_program,
@@ -55,6 +57,13 @@ def analyse_model(
     else:
         validated = validate_onnx_model(path, max_bytes=max_bytes)
         step("importing into Relax")
+        # Tried first where running out of memory or time harms nobody (issue 21).
+        settings = Settings()
+        probe_import(
+            validated,
+            memory_bytes=settings.import_memory_bytes,
+            seconds=settings.import_timeout_sec,
+        )
         relax_mod = import_onnx(validated)
     step("running the pass pipeline")
     pipeline = run_pipeline(

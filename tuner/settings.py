@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     max_tensor_bytes: int = Field(default=2 * 1024**3, gt=0)
     """Largest tensor a model's node may produce (shapes inferred before import): TVM's
     importer builds constant ones in full, so a tiny model could otherwise exhaust memory."""
+    import_memory_bytes: int = Field(default=8 * 1024**3, gt=0)
+    """Memory an ONNX import may take, tried first in a child process (``tuner/import_guard``)."""
+    import_timeout_sec: float = Field(default=300.0, gt=0)
+    """Longest an ONNX import may take, likewise."""
     measure_timeout_sec: float = 60.0
     """Longest a candidate may take to build and run before it counts as failed."""
     measure_queue_timeout_sec: float = Field(default=600.0, gt=0)
