@@ -7,10 +7,11 @@ import hmac
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Engine, func, insert, select
+from sqlalchemy import Engine, delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from tunefarm.api.errors import InvalidInput, NotFound, Unauthorized
@@ -89,7 +90,8 @@ def create_token(engine: Engine, team_name: str) -> str:
 
 AUTHENTICATED_FOR_SEC = 10.0
 """How long a token, once found, is taken without asking the database again: a client polling
-a job's status costs one query per request instead of two."""
+a job's status costs one query per request instead of two. So a revoked token keeps working for
+at most this long on an API process that accepted it just before (``revoke_token``)."""
 
 _recently_authenticated: dict[tuple[int, str], tuple[float, Team]] = {}
 
@@ -110,6 +112,41 @@ def authenticate(engine: Engine, token: str | None) -> Team:
         _recently_authenticated.clear()
     _recently_authenticated[cache_key] = (time.monotonic(), team)
     return team
+
+
+def revoke_token(engine: Engine, token: str) -> Team:
+    """Delete ``token``; the team it belonged to. ``NotFound`` if no team holds it.
+
+    This process forgets it at once. Another API process that accepted it in the last
+    ``AUTHENTICATED_FOR_SEC`` seconds takes it until that runs out, then asks the database."""
+    digest = token_hash(token.strip())
+    with engine.begin() as connection:
+        row = connection.execute(
+            select(ApiTokenRow.id, TeamRow.id.label("team_id"), TeamRow.name)
+            .join(TeamRow, TeamRow.id == ApiTokenRow.team_id)
+            .where(ApiTokenRow.token_sha256 == digest)
+        ).first()
+        if row is None:
+            raise NotFound("no team holds that token (revoked already, or mistyped)")
+        connection.execute(delete(ApiTokenRow).where(ApiTokenRow.id == row.id))
+    _forget(lambda key: key[1] == digest)
+    return Team(id=int(row.team_id), name=str(row.name))
+
+
+def revoke_team_tokens(engine: Engine, team_name: str) -> int:
+    """Delete every token of the team; how many there were. ``NotFound`` for no such team."""
+    with engine.begin() as connection:
+        team_id = connection.execute(select(TeamRow.id).where(TeamRow.name == team_name)).scalar()
+        if team_id is None:
+            raise NotFound(f"no team named {team_name!r}")
+        deleted = connection.execute(delete(ApiTokenRow).where(ApiTokenRow.team_id == team_id))
+    _forget(lambda key: _recently_authenticated[key][1].id == team_id)
+    return int(deleted.rowcount or 0)
+
+
+def _forget(matches: Callable[[tuple[int, str]], bool]) -> None:
+    for key in [key for key in _recently_authenticated if matches(key)]:
+        _recently_authenticated.pop(key, None)
 
 
 def _look_up(engine: Engine, digest: str) -> Team:

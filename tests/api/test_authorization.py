@@ -7,6 +7,9 @@ the test checks that none of the owner's rows are in it.
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
 
-from tests.api.conftest import TeamAuth, upload
+from tests.api.conftest import TeamAuth, new_team, upload
 from tests.api.records_json import matmul_document
 from tunefarm.api.services.teams import token_hash
 from tunefarm.tuning_db import job_store
@@ -204,3 +207,45 @@ def test_tokens_are_stored_hashed(engine: Engine, team_a: TeamAuth) -> None:
         )
     assert stored == [token_hash(team_a.token)]
     assert team_a.token not in stored and team_a.token.startswith("tf_")
+
+
+ADMIN = [sys.executable, "-m", "tunefarm", "admin"]
+
+
+def test_a_revoked_token_is_refused_within_the_cache_window(
+    client: TestClient, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``tunefarm admin revoke-token`` (another process, the real database): this API process
+    refuses the token once its cache of accepted tokens runs out (issue 21). The window is
+    shortened here; the CLI names its real length."""
+    from tunefarm.api.services import teams
+
+    monkeypatch.setattr(teams, "AUTHENTICATED_FOR_SEC", 1.0)
+    team = new_team(engine, "revoked")
+    spare = teams.create_token(engine, team.name)
+    assert client.get("/v1/jobs", headers=team.headers).status_code == 200
+    revoked = subprocess.run(
+        [*ADMIN, "revoke-token", "-", "--db", engine.url.render_as_string(hide_password=False)],
+        input=team.token + "\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert revoked.returncode == 0, revoked.stderr
+    assert f"revoked a token of team {team.name}" in revoked.stderr
+    assert "up to 10 s" in revoked.stderr
+    time.sleep(1.2)
+    answer = client.get("/v1/jobs", headers=team.headers)
+    assert answer.status_code == 401 and "unknown token" in answer.text
+    spare_headers = {"Authorization": f"Bearer {spare}"}
+    assert client.get("/v1/jobs", headers=spare_headers).status_code == 200
+    # In this process, revoking forgets at once; a second revoke says there is nothing left.
+    assert teams.revoke_team_tokens(engine, team.name) == 1
+    assert client.get("/v1/jobs", headers=spare_headers).status_code == 401
+    again = subprocess.run(
+        [*ADMIN, "revoke-token", team.token, "--db", engine.url.render_as_string(False)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert again.returncode == 2 and "no team holds that token" in again.stderr

@@ -61,3 +61,42 @@ def list_teams_command(db: DatabaseOption = None) -> None:
     for team in teams:
         tokens = counted(team.tokens, "token")
         print(f"{team.name}  created {team.created_at:%Y-%m-%d %H:%M}  {tokens}")
+
+
+@admin_app.command("revoke-token")
+def revoke_token_command(
+    token: Annotated[
+        str | None,
+        typer.Argument(help="The token to revoke; '-' reads it from stdin (kept out of history)."),
+    ] = None,
+    team: Annotated[
+        str | None, typer.Option("--team", help="Revoke every token of this team instead.")
+    ] = None,
+    db: DatabaseOption = None,
+) -> None:
+    """Revoke a token, or all of a team's. An API process that accepted it in the last
+    10 s keeps taking it until those 10 s run out."""
+    import sys
+
+    from tunefarm.api.errors import ApiError
+    from tunefarm.api.services.teams import (
+        AUTHENTICATED_FOR_SEC,
+        revoke_team_tokens,
+        revoke_token,
+    )
+    from tunefarm.tuning_db.sql_database import open_engine
+
+    if (token is None) == (team is None):
+        fail("give a TOKEN (or '-' to read it from stdin), or --team NAME for all its tokens")
+    grace = f"running API processes may take it for up to {AUTHENTICATED_FOR_SEC:g} s more"
+    try:
+        if team is not None:
+            count = revoke_team_tokens(open_engine(database_url(db)), team)
+            error_console.print(f"revoked {counted(count, 'token')} of team {team}; {grace}")
+            return
+        assert token is not None
+        value = sys.stdin.readline() if token == "-" else token
+        owner = revoke_token(open_engine(database_url(db)), value)
+    except ApiError as err:
+        fail(err.message)
+    error_console.print(f"revoked a token of team {owner.name}; {grace}")
