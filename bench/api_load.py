@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tunefarm.api.services.teams import create_team
 from tunefarm.tuner.sample_models import write_sample
+from tunefarm.tuner.settings import Settings
 from tunefarm.tuning_db.sql_database import open_engine
 
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -202,7 +203,9 @@ def main() -> None:
     parser.add_argument("--rates", type=float, nargs="+", default=[50, 200])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per rate")
     parser.add_argument("--label", default="vm", help="machine label in the result's file name")
-    parser.add_argument("--api-workers", type=int, default=1, help="uvicorn processes")
+    parser.add_argument(
+        "--api-workers", type=int, default=None, help="uvicorn processes (default: the server's)"
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
 
@@ -225,7 +228,7 @@ def main() -> None:
                 "TUNEFARM_BROKER_URL": BROKER_URL,
                 "TUNEFARM_DATA_DIR": str(Path(scratch) / "data"),
                 "TUNEFARM_API_PORT": str(port),
-                "TUNEFARM_API_WORKERS": str(args.api_workers),
+                **({"TUNEFARM_API_WORKERS": str(args.api_workers)} if args.api_workers else {}),
             }
             server = start_api(env, Path(scratch) / "api.log", url)
             model = write_sample("tiny-cnn", Path(scratch) / "tiny_cnn.onnx")
@@ -253,7 +256,8 @@ def main() -> None:
         "benchmark": "api_load",
         "machine": machine(),
         "setup": {
-            "server": f"tunefarm serve (uvicorn, {args.api_workers} process(es)) on loopback",
+            "server": "tunefarm serve (uvicorn, "
+            f"{args.api_workers or Settings().api_workers} process(es)) on loopback",
             "client_connections": CONNECTIONS,
             "database": "PostgreSQL on 127.0.0.1",
             "broker": "Redis on 127.0.0.1",

@@ -65,11 +65,14 @@ def create_job(
     options: dict[str, Any],
     team_id: int | None = None,
     model_id: str | None = None,
-) -> str:
+) -> JobView:
+    """A queued job; the new row as it was stored (one round trip: the API's submit answers
+    with it without reading the row back)."""
     job_id = uuid.uuid4().hex
     with engine.begin() as connection:
-        connection.execute(
-            insert(JobRow).values(
+        row = connection.execute(
+            insert(JobRow)
+            .values(
                 id=job_id,
                 state=JobState.QUEUED.value,
                 model_name=model_name,
@@ -84,8 +87,9 @@ def create_job(
                 team_id=team_id,
                 model_id=model_id,
             )
-        )
-    return job_id
+            .returning(*JOB_VIEW_COLUMNS)
+        ).one()
+    return job_view(row)
 
 
 def get_job(engine: Engine, job_id: str) -> JobView | None:

@@ -45,7 +45,7 @@ def submit(
 ) -> JobStatus:
     model = models.find_model(engine, team, request.model_id)
     spec = JobSpec.model_validate(request.model_dump(exclude={"model_id"}))
-    job_id = job_store.create_job(
+    job = job_store.create_job(
         engine,
         model_name=model.name,
         model_onnx=models.read_model_bytes(settings, model),
@@ -54,15 +54,16 @@ def submit(
         model_id=model.id,
     )
     try:
-        submit_job(job_id, celery=celery)
+        submit_job(job.id, celery=celery)
     except Exception as err:
         # The row must not sit queued with nobody to run it.
-        logger.exception("could not queue job %s", job_id)
-        job_store.fail_unclaimed(engine, job_id, error=f"the broker refused the job: {err}")
+        logger.exception("could not queue job %s", job.id)
+        job_store.fail_unclaimed(engine, job.id, error=f"the broker refused the job: {err}")
         raise ServiceUnavailable(
             "the job could not be queued: the broker is unreachable; try again"
         ) from err
-    return status(engine, settings, team, job_id, with_coverage=False)
+    # As stored: a coordinator may have taken it since, which its next status shows.
+    return _status(engine, settings, team, job, with_coverage=False)
 
 
 def status(

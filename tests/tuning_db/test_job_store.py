@@ -14,7 +14,7 @@ def _job(url: str) -> tuple[Engine, str]:
     engine = open_engine(url)
     job_id = job_store.create_job(
         engine, model_name="m.onnx", model_onnx=b"onnx", options={"target": "llvm", "trials": 4}
-    )
+    ).id
     return engine, job_id
 
 

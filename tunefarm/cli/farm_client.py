@@ -54,7 +54,7 @@ def submit_compile(
             model_name=model.name,
             model_onnx=validated.onnx().SerializeToString(),
             options=options.spec.model_dump(mode="json"),
-        )
+        ).id
     submit_job(job_id)
     return job_id
 
