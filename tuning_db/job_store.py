@@ -9,15 +9,17 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import Engine, and_, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
 
 from tunefarm.tuning_db.job_progress import JobProgress
 from tunefarm.tuning_db.job_state import TERMINAL_JOB_STATES, JobState
-from tunefarm.tuning_db.schema import JobRow
+from tunefarm.tuning_db.schema import JobRow, ModelBlobRow
 
 REQUEUED = "(requeued)"
 """The lease owner of a job that a reaper sent back to the jobs queue."""
@@ -57,17 +59,37 @@ JOB_VIEW_COLUMNS = [c for c in JobRow.__table__.c if c.name not in ("model_onnx"
 """Every column of ``jobs`` but the model and the library, which can be large."""
 
 
+def store_model_blob(engine: Engine, sha256: str, read: Callable[[], bytes]) -> None:
+    """Make sure ``model_blobs`` holds the model of ``sha256``; ``read`` gives its bytes, and is
+    called only when it does not (one indexed lookup otherwise)."""
+    with engine.connect() as connection:
+        if connection.execute(
+            select(ModelBlobRow.sha256).where(ModelBlobRow.sha256 == sha256)
+        ).first():
+            return
+    data = read()
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise ValueError(f"the model's bytes do not have the sha256 {sha256}")
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                insert(ModelBlobRow).values(sha256=sha256, onnx=data, created_at=_now())
+            )
+    except IntegrityError:
+        pass  # stored at the same moment by another submit: the same bytes
+
+
 def create_job(
     engine: Engine,
     *,
     model_name: str,
-    model_onnx: bytes,
+    model_sha256: str,
     options: dict[str, Any],
     team_id: int | None = None,
     model_id: str | None = None,
 ) -> JobView:
-    """A queued job; the new row as it was stored (one round trip: the API's submit answers
-    with it without reading the row back)."""
+    """A queued job of the model ``store_model_blob`` stored; the new row as it was stored (one
+    round trip: the API's submit answers with it without reading the row back)."""
     job_id = uuid.uuid4().hex
     with engine.begin() as connection:
         row = connection.execute(
@@ -76,8 +98,7 @@ def create_job(
                 id=job_id,
                 state=JobState.QUEUED.value,
                 model_name=model_name,
-                model_sha256=hashlib.sha256(model_onnx).hexdigest(),
-                model_onnx=model_onnx,
+                model_sha256=model_sha256,
                 options_json=json.dumps(options),
                 progress_json="{}",
                 cancel_requested=False,
@@ -133,9 +154,15 @@ def list_jobs(engine: Engine, *, limit: int = 50) -> list[JobView]:
 
 def read_model(engine: Engine, job_id: str) -> bytes:
     with engine.connect() as connection:
-        return bytes(
-            connection.execute(select(JobRow.model_onnx).where(JobRow.id == job_id)).scalar_one()
-        )
+        own, stored = connection.execute(
+            select(JobRow.model_onnx, ModelBlobRow.onnx)
+            .outerjoin(ModelBlobRow, ModelBlobRow.sha256 == JobRow.model_sha256)
+            .where(JobRow.id == job_id)
+        ).one()
+    data = own if own is not None else stored
+    if data is None:
+        raise LookupError(f"job {job_id}: its model is in no model_blobs row")
+    return bytes(data)
 
 
 def read_library(engine: Engine, job_id: str) -> bytes | None:

@@ -204,6 +204,16 @@ class ModelRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
 
 
+class ModelBlobRow(Base):
+    """A model as jobs run it (external data inlined), by the sha256 of these bytes."""
+
+    __tablename__ = "model_blobs"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    onnx: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+
+
 class JobRow(Base):
     __tablename__ = "jobs"
 
@@ -212,8 +222,10 @@ class JobRow(Base):
     """queued → importing → tuning → building → succeeded | failed | cancelled."""
     model_name: Mapped[str] = mapped_column(String(255))
     model_sha256: Mapped[str] = mapped_column(String(64))
-    model_onnx: Mapped[bytes] = mapped_column(LargeBinary)
-    """The model as submitted, external data inlined, so any coordinator can run the job."""
+    """The model's bytes are the ``model_blobs`` row of this hash: stored once, however many
+    jobs run it, so that a submit copies no model."""
+    model_onnx: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    """Jobs submitted before ``model_blobs`` (revision 0006) carry their model here."""
     options_json: Mapped[str] = mapped_column(Text)
     """Target, trials and pipeline options, as ``tunefarm compile`` takes them."""
     progress_json: Mapped[str] = mapped_column(Text, default="{}")

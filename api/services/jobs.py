@@ -45,10 +45,14 @@ def submit(
 ) -> JobStatus:
     model = models.find_model(engine, team, request.model_id)
     spec = JobSpec.model_validate(request.model_dump(exclude={"model_id"}))
+    # Stored at upload; a model uploaded before model_blobs existed is stored on its first job.
+    job_store.store_model_blob(
+        engine, model.sha256, lambda: models.read_model_bytes(settings, model)
+    )
     job = job_store.create_job(
         engine,
         model_name=model.name,
-        model_onnx=models.read_model_bytes(settings, model),
+        model_sha256=model.sha256,
         options=spec.model_dump(mode="json"),
         team_id=team.id,
         model_id=model.id,

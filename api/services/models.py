@@ -25,6 +25,7 @@ from tunefarm.tuner.model_validation import validate_onnx_model
 from tunefarm.tuner.onnx_import import check_supported_operators
 from tunefarm.tuner.settings import Settings
 from tunefarm.tuner.targets import parse_target
+from tunefarm.tuning_db import job_store
 from tunefarm.tuning_db.schema import ModelRow, utc_now
 
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
@@ -78,6 +79,8 @@ def store_model(
         destination.parent.mkdir(parents=True, exist_ok=True)
         # Content-addressed: a rename is atomic, and two teams' equal uploads share the file.
         os.replace(upload.path, destination)
+    # Where coordinators read it from: once per content, so a job submit copies nothing.
+    job_store.store_model_blob(engine, upload.sha256, destination.read_bytes)
     existing = _find(engine, team, sha256=upload.sha256)
     if existing is not None:
         return existing, False

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
+from datetime import datetime, timezone
 
 from sqlalchemy import Engine
 
@@ -12,8 +14,10 @@ from tunefarm.tuning_db.sql_database import open_engine
 
 def _job(url: str) -> tuple[Engine, str]:
     engine = open_engine(url)
+    sha256 = hashlib.sha256(b"onnx").hexdigest()
+    job_store.store_model_blob(engine, sha256, lambda: b"onnx")
     job_id = job_store.create_job(
-        engine, model_name="m.onnx", model_onnx=b"onnx", options={"target": "llvm", "trials": 4}
+        engine, model_name="m.onnx", model_sha256=sha256, options={"target": "llvm", "trials": 4}
     ).id
     return engine, job_id
 
@@ -57,3 +61,47 @@ def test_cancel_of_a_queued_job_ends_it_at_once(db_url: str) -> None:
     job = job_store.request_cancel(engine, job_id)
     assert job is not None and job.state == "cancelled"
     assert job_store.request_cancel(engine, "0" * 32) is None
+
+
+def test_a_model_is_stored_once_however_many_jobs_run_it(db_url: str) -> None:
+    """Issue 21: every submit copied the model into its job row."""
+    from sqlalchemy import func, insert, select
+
+    from tunefarm.tuning_db.schema import JobRow, ModelBlobRow
+
+    engine, first = _job(db_url)
+    reads: list[int] = []
+
+    def read() -> bytes:
+        reads.append(1)
+        return b"onnx"
+
+    sha256 = hashlib.sha256(b"onnx").hexdigest()
+    job_store.store_model_blob(engine, sha256, read)
+    second = job_store.create_job(
+        engine, model_name="m.onnx", model_sha256=sha256, options={"target": "llvm", "trials": 4}
+    ).id
+    assert reads == []  # already stored: the bytes were not even read
+    with engine.connect() as connection:
+        assert connection.execute(select(func.count()).select_from(ModelBlobRow)).scalar() == 1
+        blobs = connection.execute(select(JobRow.model_onnx).where(JobRow.id == second))
+        assert blobs.scalar() is None
+    assert job_store.read_model(engine, first) == job_store.read_model(engine, second) == b"onnx"
+    # A job from before model_blobs carries its model in its own row.
+    with engine.begin() as connection:
+        connection.execute(
+            insert(JobRow).values(
+                id="0" * 32,
+                state="queued",
+                model_name="old.onnx",
+                model_sha256="f" * 64,
+                model_onnx=b"old",
+                options_json="{}",
+                progress_json="{}",
+                cancel_requested=False,
+                attempts=0,
+                created_at=datetime.now(timezone.utc),
+                updated_at=datetime.now(timezone.utc),
+            )
+        )
+    assert job_store.read_model(engine, "0" * 32) == b"old"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 import time
@@ -49,10 +50,13 @@ def submit_compile(
         )
         validated = validate_onnx_model(model, max_bytes=options.max_model_bytes)
         # The validated model has its external data inlined: the job needs no other file.
+        data = validated.onnx().SerializeToString()
+        sha256 = hashlib.sha256(data).hexdigest()
+        job_store.store_model_blob(engine, sha256, lambda: data)
         job_id = job_store.create_job(
             engine,
             model_name=model.name,
-            model_onnx=validated.onnx().SerializeToString(),
+            model_sha256=sha256,
             options=options.spec.model_dump(mode="json"),
         ).id
     submit_job(job_id)
