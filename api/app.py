@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from tunefarm.api.body_limit import BodyLimit
 from tunefarm.api.errors import install_error_handlers
 from tunefarm.api.routers import health, jobs, models, records
+from tunefarm.api.services.coverage import close_model_analyses
 from tunefarm.tuner.settings import Settings
 from tunefarm.tuner.targets import parse_target
 from tunefarm.tuning_db.sql_database import open_engine
@@ -28,6 +29,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         parse_target("llvm")
         gc.freeze()
         yield
+        close_model_analyses()
         app.state.engine.dispose()
 
     app = FastAPI(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -62,6 +62,9 @@ class Coverage(BaseModel):
 class ModelDetail(ModelOut):
     coverage: Coverage | None = None
     """For the ``target`` asked for: which tasks the database already has verified records of."""
+    coverage_state: Literal["ready", "pending"] | None = None
+    """With a ``target``: "pending" while the model's tasks are being found, in a process of
+    their own (seconds, the first time per model and target); ask again."""
 
 
 class ModelList(BaseModel):

@@ -25,7 +25,8 @@ from multiprocessing.connection import Connection
 from tunefarm.tuner.errors import ModelValidationError
 from tunefarm.tuner.model_validation import ValidatedModel
 
-_MEMORY_WORDS = ("MemoryError", "bad_alloc", "Unable to allocate", "Cannot allocate memory")
+MEMORY_WORDS = ("MemoryError", "bad_alloc", "Unable to allocate", "Cannot allocate memory")
+"""What a failed allocation says: Python's, numpy's or TVM's C++ (``std::bad_alloc``)."""
 
 
 def probe_import(validated: ValidatedModel, *, memory_bytes: int, seconds: float) -> None:
@@ -71,7 +72,7 @@ def probe_import(validated: ValidatedModel, *, memory_bytes: int, seconds: float
 def _child(validated: ValidatedModel, memory_bytes: int, send: Connection) -> None:
     outcome: tuple[str, str]
     try:
-        _limit_address_space(memory_bytes)
+        limit_address_space(memory_bytes)
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 1)  # the frontend prints the failing operator's IR
         os.dup2(devnull, 2)
@@ -91,10 +92,10 @@ def _child(validated: ValidatedModel, memory_bytes: int, send: Connection) -> No
         outcome = ("memory", "")
     except ModelValidationError as err:
         text = str(err)
-        outcome = ("memory", "") if any(w in text for w in _MEMORY_WORDS) else ("error", text)
+        outcome = ("memory", "") if any(w in text for w in MEMORY_WORDS) else ("error", text)
     except BaseException as err:  # anything else the importer raises: the caller's one line
         text = f"{type(err).__name__}: {err}"
-        if any(word in text for word in _MEMORY_WORDS):
+        if any(word in text for word in MEMORY_WORDS):
             outcome = ("memory", "")
         else:
             outcome = (
@@ -108,7 +109,7 @@ def _child(validated: ValidatedModel, memory_bytes: int, send: Connection) -> No
         os._exit(0)
 
 
-def _limit_address_space(extra_bytes: int) -> None:
+def limit_address_space(extra_bytes: int) -> None:
     """What the child maps already (a forked TVM maps a lot) plus ``extra_bytes``."""
     mapped = 0
     with open("/proc/self/status") as status:

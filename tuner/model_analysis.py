@@ -46,8 +46,12 @@ def analyse_model(
     vendor_select: VendorSelect | None = None,
     max_bytes: int = DEFAULT_MAX_MODEL_BYTES,
     on_step: Callable[[str], None] | None = None,
+    guard_import: bool = True,
 ) -> AnalysedModel:
-    """The model's tasks for ``target``; raises ``UserInputError`` for a bad model."""
+    """The model's tasks for ``target``; raises ``UserInputError`` for a bad model.
+
+    ``guard_import``: try an ONNX import in a limited child first (``import_guard``); off
+    where the caller is such a child already."""
     step = on_step or (lambda message: None)
     step(f"validating {path}")
     if is_exported_program(path):
@@ -57,13 +61,14 @@ def analyse_model(
     else:
         validated = validate_onnx_model(path, max_bytes=max_bytes)
         step("importing into Relax")
-        # Tried first where running out of memory or time harms nobody (issue 21).
-        settings = Settings()
-        probe_import(
-            validated,
-            memory_bytes=settings.import_memory_bytes,
-            seconds=settings.import_timeout_sec,
-        )
+        if guard_import:
+            # Tried first where running out of memory or time harms nobody (issue 21).
+            settings = Settings()
+            probe_import(
+                validated,
+                memory_bytes=settings.import_memory_bytes,
+                seconds=settings.import_timeout_sec,
+            )
         relax_mod = import_onnx(validated)
     step("running the pass pipeline")
     pipeline = run_pipeline(

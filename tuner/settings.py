@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     """uvicorn worker processes of ``tunefarm serve``: one per core, up to 4. One process
     answered submits at 200/s with a p99 of 56 ms on 2 cores, two with 17 ms
     (``bench/api_load.py``); each request's database round trips leave its core idle."""
+    api_analysis_workers: int = Field(default=2, ge=1, le=32)
+    """Child processes per API process that find a model's tasks for its coverage (the API
+    never imports a model itself; a request meanwhile answers ``coverage_state: pending``)."""
     api_max_upload_bytes: int = 512 * 1024**2
     """Largest model upload; a larger body is refused with 413 while it streams in."""
     api_max_request_bytes: int = 32 * 1024**2

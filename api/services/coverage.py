@@ -1,25 +1,34 @@
 """How much of a model the tuning database already covers for a target.
 
 The tasks of a model are found the way a job finds them (import, pass pipeline, MetaSchedule's
-task extraction), which takes seconds; they are kept per (model, target, layout, fp16) for the
-life of the process. Which tasks are covered is read from the database on every call: only
-verified records count, as in a build.
+task extraction), which takes seconds, in a child process (``ModelAnalyses``); they are kept
+per (model, target, layout, fp16). Which tasks are covered is read from the database on every
+call: only verified records count, as in a build.
 """
 
 from __future__ import annotations
 
-import gc
+import logging
+import multiprocessing
+import os
 import threading
 import time
+from collections import OrderedDict
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 from sqlalchemy import Engine
 
+from tunefarm.tuner.errors import ModelValidationError, UserInputError
+from tunefarm.tuner.import_guard import MEMORY_WORDS, limit_address_space
+from tunefarm.tuner.settings import Settings
 from tunefarm.tuner.targets import parse_target
 from tunefarm.tuning_db.sql_database import best_verified_times
 from tunefarm.tuning_db.target_fingerprint import fingerprint
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -36,33 +45,182 @@ class ModelTasks:
     tasks: tuple[ModelTask, ...]
 
 
-# TVM's passes are not meant to run in many threads at once; one analysis at a time.
-_ANALYSIS_LOCK = threading.Lock()
+class AnalysisPending(Exception):
+    """The model's tasks are being found in a child process; ask again shortly."""
 
 
-def model_tasks(model_path: Path, target: str, *, layout: str, fp16: bool) -> ModelTasks:
-    """The tuning tasks of the model file (cached; ``target`` must already parse)."""
-    with _ANALYSIS_LOCK:
-        analysed = _model_tasks.cache_info().currsize
-        tasks = _model_tasks(str(model_path), target, layout, fp16)
-        if _model_tasks.cache_info().currsize != analysed:
-            # An analysis leaves a large heap of TVM objects behind; see ``tunefarm.api.app``.
-            gc.freeze()
-        return tasks
+AnalysisKey = tuple[str, str, str, bool]
+"""(model path, target, layout, fp16)."""
 
 
-@lru_cache(maxsize=256)
-def _model_tasks(model_path: str, target_text: str, layout: str, fp16: bool) -> ModelTasks:
+class ModelAnalyses:
+    """Each model's tasks, found in a pool of child processes, never in the API process
+    (issue 21): TVM's importer builds constant tensors in full, so a hostile model could take
+    the process that imports it down, and a slow one held every team's request behind one lock.
+
+    ``get`` never waits: it answers from the cache, or starts the analysis and raises
+    ``AnalysisPending``. A child starts with an address-space limit (``import_memory_bytes``
+    more than it maps once TVM is loaded) and its stdout and stderr silenced; an analysis that
+    overruns ``import_timeout_sec`` has its process killed. A child that dies takes the pool
+    with it; the pool is made anew, and an analysis that was in it is retried once, then
+    reported as the model's failure.
+    """
+
+    def __init__(self, *, workers: int, memory_bytes: int, timeout_sec: float) -> None:
+        self._workers = workers
+        self._memory_bytes = memory_bytes
+        self._timeout_sec = timeout_sec
+        self._lock = threading.Lock()
+        self._pool: ProcessPoolExecutor | None = None
+        self._running: dict[AnalysisKey, tuple[Future[ModelTasks], float]] = {}
+        self._crashes: dict[AnalysisKey, int] = {}
+        self._done: OrderedDict[AnalysisKey, ModelTasks | UserInputError] = OrderedDict()
+
+    def get(self, key: AnalysisKey) -> ModelTasks:
+        """The tasks; ``AnalysisPending`` while they are being found; the model's
+        ``UserInputError`` if it cannot be analysed."""
+        with self._lock:
+            self._collect(key)
+            if key in self._done:
+                self._done.move_to_end(key)
+                outcome = self._done[key]
+                if isinstance(outcome, UserInputError):
+                    raise outcome
+                return outcome
+            if key not in self._running:
+                self._running[key] = (self._ensure_pool().submit(_analyse, *key), time.monotonic())
+        raise AnalysisPending("the model's tasks are being found; ask again in a few seconds")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
+
+    def _collect(self, key: AnalysisKey) -> None:
+        running = self._running.get(key)
+        if running is None:
+            return
+        future, started = running
+        if not future.done():
+            if time.monotonic() - started > self._timeout_sec:
+                self._finish(
+                    key,
+                    ModelValidationError(
+                        f"finding the model's tasks took more than {self._timeout_sec:g} s "
+                        "(TUNEFARM_IMPORT_TIMEOUT_SEC); it was stopped"
+                    ),
+                )
+                self._kill_pool()
+            return
+        try:
+            self._finish(key, future.result())
+        except UserInputError as err:
+            self._finish(key, err)
+        except BrokenProcessPool:
+            del self._running[key]
+            self._pool = None  # its processes are gone; the next analysis makes a new one
+            self._crashes[key] = self._crashes.get(key, 0) + 1
+            if self._crashes[key] >= 2:
+                self._finish(
+                    key,
+                    ModelValidationError(
+                        "finding the model's tasks crashed its process twice, or needed more than "
+                        f"{self._memory_bytes / 1024**3:.1f} GiB (TUNEFARM_IMPORT_MEMORY_BYTES)"
+                    ),
+                )
+        except Exception as err:  # the tuner's own failure: say so, once, and keep serving
+            logger.exception("the analysis of %s failed", key[0])
+            self._finish(key, ModelValidationError(f"the model's tasks could not be found: {err}"))
+
+    def _finish(self, key: AnalysisKey, outcome: ModelTasks | UserInputError) -> None:
+        self._running.pop(key, None)
+        self._crashes.pop(key, None)
+        self._done[key] = outcome
+        while len(self._done) > 256:
+            self._done.popitem(last=False)
+
+    def _ensure_pool(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=self._workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_child,
+                initargs=(self._memory_bytes,),
+            )
+        return self._pool
+
+    def _kill_pool(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+_analyses: ModelAnalyses | None = None
+_analyses_lock = threading.Lock()
+
+
+def model_analyses(settings: Settings) -> ModelAnalyses:
+    """This process's ``ModelAnalyses`` (made on first use, with ``settings``' limits)."""
+    global _analyses
+    with _analyses_lock:
+        if _analyses is None:
+            _analyses = ModelAnalyses(
+                workers=settings.api_analysis_workers,
+                memory_bytes=settings.import_memory_bytes,
+                timeout_sec=settings.import_timeout_sec,
+            )
+        return _analyses
+
+
+def close_model_analyses() -> None:
+    """Stop this process's analysis children (the API's shutdown)."""
+    global _analyses
+    with _analyses_lock:
+        if _analyses is not None:
+            _analyses.close()
+            _analyses = None
+
+
+def _start_child(memory_bytes: int) -> None:
+    """In a pool process: load TVM, then limit what the analyses may add, and silence them."""
+    import tunefarm.tuner.model_analysis  # noqa: F401  (TVM, loaded before the limit)
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+    limit_address_space(memory_bytes)
+
+
+def _out_of_memory() -> ModelValidationError:
+    return ModelValidationError(
+        "finding the model's tasks needs more memory than its process may take "
+        "(TUNEFARM_IMPORT_MEMORY_BYTES)"
+    )
+
+
+def _analyse(model_path: str, target_text: str, layout: str, fp16: bool) -> ModelTasks:
     from tunefarm.tuner.model_analysis import analyse_model
     from tunefarm.tuning_db.workload_key import workload_key
 
     target = parse_target(target_text)
-    tasks = analyse_model(
-        Path(model_path),
-        target=target,
-        layout=layout,  # type: ignore[arg-type]
-        fp16=fp16,
-    ).tasks
+    try:
+        tasks = analyse_model(
+            Path(model_path),
+            target=target,
+            layout=layout,  # type: ignore[arg-type]
+            fp16=fp16,
+            guard_import=False,  # this process is the guard
+        ).tasks
+    except MemoryError as err:
+        raise _out_of_memory() from err
+    except Exception as err:
+        if any(word in str(err) for word in MEMORY_WORDS):
+            raise _out_of_memory() from err
+        raise
     return ModelTasks(
         target_fingerprint=fingerprint(target).key,
         tasks=tuple(

@@ -22,6 +22,7 @@ from tunefarm.api.schemas import (
     TaskProgress,
 )
 from tunefarm.api.services import models
+from tunefarm.api.services.coverage import AnalysisPending
 from tunefarm.api.services.models import is_object_id
 from tunefarm.api.services.teams import Team
 from tunefarm.tuner.job_spec import JobSpec
@@ -227,12 +228,15 @@ def _coverage(
         model = models.find_model(engine, team, job.model_id)
         coverage = models.model_coverage(
             engine,
+            settings,
             models.model_file(settings, model.sha256),
             spec.target,
             layout=spec.options.layout,
             fp16=spec.options.fp16,
             max_age_sec=COVERAGE_MAX_AGE_SEC,
         )
+    except AnalysisPending:
+        return None  # the next status has it
     except Exception:  # coverage is a courtesy: a status must answer without it
         logger.warning("no coverage for job %s", job.id, exc_info=True)
         return None

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from tunefarm.api.errors import InvalidInput, NotFound
 from tunefarm.api.schemas import Coverage, ModelDetail, ModelList, ModelOut, TaskCoverage
-from tunefarm.api.services.coverage import best_times, model_tasks
+from tunefarm.api.services.coverage import AnalysisPending, best_times, model_analyses
 from tunefarm.api.services.teams import Team
 from tunefarm.tuner.errors import UserInputError
 from tunefarm.tuner.model_validation import validate_onnx_model
@@ -117,20 +117,31 @@ def get_model(
     model = _find(engine, team, model_id=model_id)
     if model is None:
         raise NotFound(f"no model {model_id}")
-    coverage = None
-    if target is not None:
+    if target is None:
+        return ModelDetail(**model.model_dump())
+    try:
         coverage = model_coverage(
-            engine, model_file(settings, model.sha256), target, layout=layout, fp16=fp16
+            engine, settings, model_file(settings, model.sha256), target, layout=layout, fp16=fp16
         )
-    return ModelDetail(**model.model_dump(), coverage=coverage)
+    except AnalysisPending:
+        return ModelDetail(**model.model_dump(), coverage_state="pending")
+    return ModelDetail(**model.model_dump(), coverage=coverage, coverage_state="ready")
 
 
 def model_coverage(
-    engine: Engine, path: Path, target: str, *, layout: str, fp16: bool, max_age_sec: float = 0.0
+    engine: Engine,
+    settings: Settings,
+    path: Path,
+    target: str,
+    *,
+    layout: str,
+    fp16: bool,
+    max_age_sec: float = 0.0,
 ) -> Coverage:
-    """The database's coverage of the model's tasks; ``max_age_sec``: how stale it may be."""
+    """The database's coverage of the model's tasks; ``max_age_sec``: how stale it may be.
+    ``AnalysisPending`` while the model's tasks are being found."""
     parse_target(target)  # a bad target is the client's error, before any analysis
-    analysis = model_tasks(path, target, layout=layout, fp16=fp16)
+    analysis = model_analyses(settings).get((str(path), target, layout, fp16))
     best = best_times(
         engine,
         [task.workload_key for task in analysis.tasks],

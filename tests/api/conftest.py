@@ -6,11 +6,14 @@ A Redis database of its own (12; the farm tests use 11), so that runs do not col
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
@@ -83,3 +86,31 @@ def upload(client: TestClient, team: TeamAuth, path: Path, name: str | None = No
         )
     assert response.status_code in (200, 201), response.text
     return response.json()  # type: ignore[no-any-return]
+
+
+def coverage_of(
+    client: TestClient | httpx.Client,
+    model_id: str,
+    target: str,
+    headers: dict[str, str] | None = None,
+    *,
+    layout: str = "auto",
+    timeout_sec: float = 180.0,
+) -> dict[str, Any]:
+    """``GET /v1/models/{id}?target=`` until its coverage is ready (issue 21: the model's tasks
+    are found in a child process; until then the answer says "pending")."""
+    deadline = time.monotonic() + timeout_sec
+    while True:
+        response = client.get(
+            f"/v1/models/{model_id}",
+            params={"target": target, "layout": layout},
+            headers=headers or {},
+        )
+        assert response.status_code == 200, response.text
+        detail: dict[str, Any] = response.json()
+        if detail["coverage_state"] == "ready":
+            assert detail["coverage"] is not None
+            return detail
+        assert detail["coverage_state"] == "pending" and detail["coverage"] is None
+        assert time.monotonic() < deadline, "the coverage stayed pending"
+        time.sleep(0.2)

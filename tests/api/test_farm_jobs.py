@@ -25,7 +25,7 @@ import tvm
 from sqlalchemy import delete, func, select
 from tvm import relax
 
-from tests.api.conftest import API_REDIS_URL
+from tests.api.conftest import API_REDIS_URL, coverage_of
 from tests.conftest import _reset_postgres
 from tests.farm_processes import WorkerProcess, empty_redis, spawn_worker
 from tunefarm.tuning_db.schema import TuningRecordRow
@@ -248,7 +248,7 @@ def test_a_1ns_record_imported_by_another_team_is_never_used(
         assert imported.json()["records_added"] == len(exported["records"])
 
         model = _upload(team_a, tiny_cnn_path)
-        coverage = team_a.get(f"/v1/models/{model['id']}", params={"target": TARGET}).json()
+        coverage = coverage_of(team_a, model["id"], TARGET)
         assert coverage["coverage"]["tasks_covered"] == 0  # a claim is not coverage
 
         job_id = _submit(team_a, model["id"], trials=0)

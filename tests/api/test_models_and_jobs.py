@@ -6,7 +6,7 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from tests.api.conftest import TeamAuth, upload
+from tests.api.conftest import TeamAuth, coverage_of, upload
 
 
 def test_the_same_upload_twice_is_the_same_model(
@@ -34,11 +34,7 @@ def test_model_coverage_for_a_target(
     client: TestClient, team_a: TeamAuth, tiny_cnn_path: Path
 ) -> None:
     model = upload(client, team_a, tiny_cnn_path)
-    response = client.get(
-        f"/v1/models/{model['id']}", params={"target": "llvm"}, headers=team_a.headers
-    )
-    assert response.status_code == 200, response.text
-    coverage = response.json()["coverage"]
+    coverage = coverage_of(client, model["id"], "llvm", team_a.headers)["coverage"]
     assert coverage["tasks_total"] >= 2
     assert coverage["tasks_covered"] == 0  # an empty database
     assert all(len(task["workload_key"]) == 64 for task in coverage["tasks"])
@@ -78,6 +74,9 @@ def test_submit_list_filter_and_cancel(
 
     status = client.get(f"/v1/jobs/{submitted[1]}", headers=team_a.headers).json()
     assert status["trials"] == 8 and status["options"]["layout"] == "NCHW"
+    # A queued job's coverage is its model's, once found (pending until then: no coverage).
+    coverage_of(client, model["id"], "llvm", team_a.headers, layout="NCHW")
+    status = client.get(f"/v1/jobs/{submitted[1]}", headers=team_a.headers).json()
     assert status["coverage"]["tasks_covered"] == 0
     no_artifact = client.get(f"/v1/jobs/{submitted[1]}/artifact", headers=team_a.headers)
     assert no_artifact.status_code == 409 and "queued" in no_artifact.json()["error"]["message"]
