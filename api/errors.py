@@ -11,6 +11,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import kombu.exceptions
+import redis.exceptions
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -117,7 +120,21 @@ async def _unexpected(request: Request, err: Exception) -> JSONResponse:
     return _answer(500, "internal", "internal error; the server log has the details")
 
 
+async def _service_away(request: Request, err: Exception) -> JSONResponse:
+    # A database or broker outage is the service's, for a while: a 503 the client can retry,
+    # not a 500 (issue 21's chaos rounds stop PostgreSQL and restart Redis under load).
+    logger.warning("answering %s %s with 503: %s", request.method, request.url.path, err)
+    what = "database" if isinstance(err, sqlalchemy.exc.DBAPIError) else "broker"
+    return _answer(
+        503, "unavailable", f"the {what} is unreachable; try again shortly", **{"Retry-After": "5"}
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(sqlalchemy.exc.OperationalError, _service_away)
+    app.add_exception_handler(sqlalchemy.exc.InterfaceError, _service_away)
+    app.add_exception_handler(redis.exceptions.ConnectionError, _service_away)
+    app.add_exception_handler(kombu.exceptions.OperationalError, _service_away)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(UserInputError, _user_input_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     job_lease_sec: float = 30.0
     """A coordinator renews its job's lease well within this; a job whose lease runs out is
     resumed by another coordinator."""
+    job_resend_sec: float = Field(default=120.0, gt=0)
+    """A queued job no coordinator took for this long has its queue message sent again (a
+    Redis restarted without its data has lost it); a duplicate message is harmless."""
     max_model_bytes: int = 2 * 1024**3
     max_tensor_bytes: int = Field(default=2 * 1024**3, gt=0)
     """Largest tensor a model's node may produce (shapes inferred before import): TVM's

@@ -307,16 +307,31 @@ def request_cancel(engine: Engine, job_id: str) -> JobView | None:
     return get_job(engine, job_id)
 
 
-def abandoned_jobs(engine: Engine) -> list[str]:
-    """Running jobs whose coordinator stopped renewing its lease."""
+def abandoned_jobs(engine: Engine, *, unclaimed_after_sec: float | None = None) -> list[str]:
+    """Running jobs whose coordinator stopped renewing its lease; with ``unclaimed_after_sec``,
+    also jobs whose queue message may be gone: requeued ones not claimed within their hold,
+    and queued ones never claimed that long after their submit (a Redis restarted without
+    its data loses the jobs queue; the rows are the truth)."""
+    now = _now()
+    dead_coordinator = and_(
+        JobRow.lease_owner.is_not(None),
+        JobRow.lease_owner != REQUEUED,
+        JobRow.lease_expires_at < now,
+    )
+    condition = dead_coordinator
+    if unclaimed_after_sec is not None:
+        condition = or_(
+            dead_coordinator,
+            and_(JobRow.lease_owner == REQUEUED, JobRow.lease_expires_at < now),
+            and_(
+                JobRow.lease_owner.is_(None),
+                JobRow.created_at < now - timedelta(seconds=unclaimed_after_sec),
+            ),
+        )
     with engine.connect() as connection:
         return list(
             connection.execute(
-                select(JobRow.id).where(
-                    JobRow.state.not_in(TERMINAL_JOB_STATES),
-                    and_(JobRow.lease_owner.is_not(None), JobRow.lease_owner != REQUEUED),
-                    JobRow.lease_expires_at < _now(),
-                )
+                select(JobRow.id).where(JobRow.state.not_in(TERMINAL_JOB_STATES), condition)
             ).scalars()
         )
 
@@ -330,7 +345,7 @@ def mark_requeued(engine: Engine, job_id: str, *, hold_sec: float) -> bool:
             .where(
                 JobRow.id == job_id,
                 JobRow.state.not_in(TERMINAL_JOB_STATES),
-                JobRow.lease_expires_at < now,
+                or_(JobRow.lease_expires_at.is_(None), JobRow.lease_expires_at < now),
             )
             .values(lease_owner=REQUEUED, lease_expires_at=now + timedelta(seconds=hold_sec))
         ).rowcount

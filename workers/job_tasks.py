@@ -96,13 +96,18 @@ def submit_job(job_id: str, *, celery: Celery = app) -> None:
     celery.send_task(RUN_JOB_TASK, args=[job_id], queue=JOBS_QUEUE)
 
 
-def reap_once(engine: Engine, *, hold_sec: float) -> list[str]:
-    """Send every job whose coordinator died back to the jobs queue; return their ids."""
+def reap_once(
+    engine: Engine, *, hold_sec: float, unclaimed_after_sec: float | None = None
+) -> list[str]:
+    """Send every job whose coordinator died, or (``unclaimed_after_sec``) whose queue
+    message may be lost, back to the jobs queue; return their ids. A message sent twice is
+    harmless: the second finds the job claimed or finished."""
     requeued = []
-    for job_id in job_store.abandoned_jobs(engine):
+    for job_id in job_store.abandoned_jobs(engine, unclaimed_after_sec=unclaimed_after_sec):
         if job_store.mark_requeued(engine, job_id, hold_sec=hold_sec):
             logger.warning(
-                "job %s lost its coordinator; sending it to the jobs queue again", job_id
+                "job %s has no coordinator and none took it; sending it to the jobs queue again",
+                job_id,
             )
             submit_job(job_id)
             requeued.append(job_id)
@@ -116,7 +121,11 @@ def start_reaper(stop: threading.Event) -> threading.Thread:
     def loop() -> None:
         while not stop.wait(REAP_EVERY_SEC):
             try:
-                reap_once(_engine(), hold_sec=settings.job_lease_sec)
+                reap_once(
+                    _engine(),
+                    hold_sec=max(settings.job_lease_sec, settings.job_resend_sec),
+                    unclaimed_after_sec=settings.job_resend_sec,
+                )
             except Exception:
                 logger.exception("the reaper failed; trying again")
 

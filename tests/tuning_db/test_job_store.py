@@ -105,3 +105,19 @@ def test_a_model_is_stored_once_however_many_jobs_run_it(db_url: str) -> None:
             )
         )
     assert job_store.read_model(engine, "0" * 32) == b"old"
+
+
+def test_a_job_whose_queue_message_is_lost_is_found_again(db_url: str) -> None:
+    """Issue 21: a Redis restarted without its data loses the jobs queue; the rows remain."""
+    engine, job_id = _job(db_url)  # queued, and (here) never sent at all
+    assert job_store.abandoned_jobs(engine) == []  # only dead coordinators, by default
+    assert job_store.abandoned_jobs(engine, unclaimed_after_sec=60) == []  # too young
+    time.sleep(0.3)
+    assert job_store.abandoned_jobs(engine, unclaimed_after_sec=0.2) == [job_id]
+    assert job_store.mark_requeued(engine, job_id, hold_sec=0.2)
+    assert job_store.abandoned_jobs(engine, unclaimed_after_sec=0.2) == []  # held
+    time.sleep(0.3)
+    # Its requeue message was lost too: found again once the hold runs out.
+    assert job_store.abandoned_jobs(engine, unclaimed_after_sec=0.2) == [job_id]
+    assert job_store.claim(engine, job_id, "coordinator", lease_sec=30)
+    assert job_store.abandoned_jobs(engine, unclaimed_after_sec=0.2) == []
