@@ -88,7 +88,12 @@ class ModelAnalyses:
                     raise outcome
                 return outcome
             if key not in self._running:
-                self._running[key] = (self._ensure_pool().submit(_analyse, *key), time.monotonic())
+                try:
+                    future = self._ensure_pool().submit(_analyse, *key)
+                except BrokenProcessPool:  # another analysis's child died; not yet collected
+                    self._pool = None
+                    future = self._ensure_pool().submit(_analyse, *key)
+                self._running[key] = (future, time.monotonic())
         raise AnalysisPending("the model's tasks are being found; ask again in a few seconds")
 
     def close(self) -> None:
