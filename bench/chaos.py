@@ -49,7 +49,7 @@ from sqlalchemy import func, select
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from api_load import free_port, machine
+from api_load import free_port, machine, start_api
 
 from tunefarm.api.services.teams import create_team
 from tunefarm.tuner.sample_models import write_sample
@@ -142,31 +142,22 @@ class Farm:
             self.start(name)
 
     def start(self, name: str) -> None:
+        if name == "api":  # waits for /healthz, as the load bench does
+            self.processes[name] = start_api(self.env, self.folder / "api.log", self.url)
+            return
         args = {
-            "api": ["serve"],
             "coordinator-1": ["worker", "--jobs"],
             "coordinator-2": ["worker", "--jobs"],
             "worker-1": ["worker", "--target", "llvm"],
             "worker-2": ["worker", "--target", "llvm"],
         }[name]
-        log = (self.folder / f"{name}.log").open("a")
         self.processes[name] = subprocess.Popen(
             [sys.executable, "-m", "tunefarm", *args],
-            stdout=log,
+            stdout=(self.folder / f"{name}.log").open("a"),
             stderr=subprocess.STDOUT,
             env=self.env,
             text=True,
         )
-        if name == "api":
-            deadline = time.monotonic() + 90
-            while time.monotonic() < deadline:
-                try:
-                    if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.2)
-            raise SystemExit(f"chaos: the API did not start; see {self.folder / 'api.log'}")
 
     def kill(self, name: str) -> None:
         process = self.processes[name]

@@ -72,10 +72,7 @@ def probe_import(validated: ValidatedModel, *, memory_bytes: int, seconds: float
 def _child(validated: ValidatedModel, memory_bytes: int, send: Connection) -> None:
     outcome: tuple[str, str]
     try:
-        limit_address_space(memory_bytes)
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 1)  # the frontend prints the failing operator's IR
-        os.dup2(devnull, 2)
+        confine(memory_bytes)
         import tvm
         from tvm import relax
 
@@ -88,16 +85,13 @@ def _child(validated: ValidatedModel, memory_bytes: int, send: Connection) -> No
                 [relax.transform.LegalizeOps(), relax.transform.FoldConstant()]
             )(mod)
         outcome = ("ok", "")
-    except MemoryError:
-        outcome = ("memory", "")
-    except ModelValidationError as err:
-        text = str(err)
-        outcome = ("memory", "") if any(w in text for w in MEMORY_WORDS) else ("error", text)
-    except BaseException as err:  # anything else the importer raises: the caller's one line
-        text = f"{type(err).__name__}: {err}"
-        if any(word in text for word in MEMORY_WORDS):
+    except BaseException as err:  # anything the importer raises: the caller's one line
+        if is_out_of_memory(err):
             outcome = ("memory", "")
+        elif isinstance(err, ModelValidationError):
+            outcome = ("error", str(err))
         else:
+            text = f"{type(err).__name__}: {err}"
             outcome = (
                 "error",
                 f"{validated.path}: TVM's ONNX importer failed: {text.splitlines()[-1]}",
@@ -109,7 +103,22 @@ def _child(validated: ValidatedModel, memory_bytes: int, send: Connection) -> No
         os._exit(0)
 
 
-def limit_address_space(extra_bytes: int) -> None:
+def is_out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` is an allocation that failed, whatever raised it."""
+    text = f"{type(err).__name__}: {err}"
+    return isinstance(err, MemoryError) or any(word in text for word in MEMORY_WORDS)
+
+
+def confine(memory_bytes: int) -> None:
+    """In a child that imports models: stdout and stderr to /dev/null (TVM's frontend prints
+    the IR of an operator it fails on), and at most ``memory_bytes`` more address space."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+    _limit_address_space(memory_bytes)
+
+
+def _limit_address_space(extra_bytes: int) -> None:
     """What the child maps already (a forked TVM maps a lot) plus ``extra_bytes``."""
     mapped = 0
     with open("/proc/self/status") as status:

@@ -146,8 +146,7 @@ def chain_module(call: VendorCall, *, vendor: bool = False, timed: bool = False)
     the graph, the vendor side is timed by its host work: 10 to 150 µs per cuDNN call on the
     H100 against 4 to 8 µs of GPU time."""
     builder = relax.BlockBuilder()
-    free = [call.x] + ([call.residual] if call.residual is not None else [])
-    params = {var: relax.Var(f"in{i}", var.ty) for i, var in enumerate(free)}
+    params = {var: relax.Var(f"in{i}", var.ty) for i, var in enumerate(_inputs(call))}
     with builder.function("main", list(params.values())):
         with builder.dataflow():
             if vendor:
@@ -174,6 +173,11 @@ def chain_module(call: VendorCall, *, vendor: bool = False, timed: bool = False)
     if timed:
         mod["main"] = mod["main"].with_attr("num_input", 0)
     return mod
+
+
+def _inputs(call: VendorCall) -> list[relax.Var]:
+    """The chain's free variables: its data, and the residual it adds where it has one."""
+    return [call.x] + ([call.residual] if call.residual is not None else [])
 
 
 def _lowered(call: VendorCall, target: Target, *, timed: bool = False) -> IRModule:
@@ -218,7 +222,7 @@ def time_chain(
     from ``database``, or, without one, as the vendor call. One module (``chain_module``,
     ``timed``), one CUDA graph, one timer either way. None if it fails to build or run (then
     it is not a candidate)."""
-    from tunefarm.tuner.build import compile_tuned
+    from tunefarm.tuner.build import compile_tuned, compile_untuned
     from tunefarm.tuner.vendor_kernels import register_in_process
 
     try:
@@ -228,17 +232,10 @@ def time_chain(
         else:
             register_in_process()
             mod = chain_module(call, vendor=True, timed=True)
-            with (
-                target,
-                tvm.transform.PassContext(
-                    opt_level=3, config={"relax.backend.use_cuda_graph": True}
-                ),
-            ):
-                executable = tvm.compile(mod, target=target)
+            executable = compile_untuned(mod, target=target, cuda_graph=True)
         device = tvm.cuda(0)
         vm = relax.VirtualMachine(executable, device)
         rng = np.random.default_rng(0)
-        free = [call.x] + ([call.residual] if call.residual is not None else [])
         args = [
             tvm.runtime.tensor(
                 rng.standard_normal([int(d) for d in var.ty.shape.values]).astype(
@@ -246,7 +243,7 @@ def time_chain(
                 ),
                 device=device,
             )
-            for var in free
+            for var in _inputs(call)
         ]
         vm["main"](*args)  # the vendor's first call picks its algorithm
         timer = vm.time_evaluator("main", device, number=runs, repeat=5)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
 import threading
 import time
 from collections import OrderedDict
@@ -22,7 +21,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from tunefarm.tuner.errors import ModelValidationError, UserInputError
-from tunefarm.tuner.import_guard import MEMORY_WORDS, limit_address_space
+from tunefarm.tuner.import_guard import confine, is_out_of_memory
 from tunefarm.tuner.settings import Settings
 from tunefarm.tuner.targets import parse_target
 from tunefarm.tuning_db.sql_database import best_verified_times
@@ -194,17 +193,7 @@ def _start_child(memory_bytes: int) -> None:
     """In a pool process: load TVM, then limit what the analyses may add, and silence them."""
     import tunefarm.tuner.model_analysis  # noqa: F401  (TVM, loaded before the limit)
 
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    os.dup2(devnull, 2)
-    limit_address_space(memory_bytes)
-
-
-def _out_of_memory() -> ModelValidationError:
-    return ModelValidationError(
-        "finding the model's tasks needs more memory than its process may take "
-        "(TUNEFARM_IMPORT_MEMORY_BYTES)"
-    )
+    confine(memory_bytes)
 
 
 def _analyse(model_path: str, target_text: str, layout: str, fp16: bool) -> ModelTasks:
@@ -220,11 +209,12 @@ def _analyse(model_path: str, target_text: str, layout: str, fp16: bool) -> Mode
             fp16=fp16,
             guard_import=False,  # this process is the guard
         ).tasks
-    except MemoryError as err:
-        raise _out_of_memory() from err
     except Exception as err:
-        if any(word in str(err) for word in MEMORY_WORDS):
-            raise _out_of_memory() from err
+        if is_out_of_memory(err):
+            raise ModelValidationError(
+                "finding the model's tasks needs more memory than its process may take "
+                "(TUNEFARM_IMPORT_MEMORY_BYTES)"
+            ) from err
         raise
     return ModelTasks(
         target_fingerprint=fingerprint(target).key,

@@ -46,10 +46,7 @@ def submit(
 ) -> JobStatus:
     model = models.find_model(engine, team, request.model_id)
     spec = JobSpec.model_validate(request.model_dump(exclude={"model_id"}))
-    # Stored at upload; a model uploaded before model_blobs existed is stored on its first job.
-    job_store.store_model_blob(
-        engine, model.sha256, lambda: models.read_model_bytes(settings, model)
-    )
+    models.store_model_blob(engine, settings, model)
     job = job_store.create_job(
         engine,
         model_name=model.name,

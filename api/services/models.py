@@ -188,8 +188,17 @@ def list_models(engine: Engine, team: Team, *, limit: int, offset: int) -> Model
     return ModelList(items=items, next_offset=offset + limit if len(rows) > limit else None)
 
 
-def read_model_bytes(settings: Settings, model: ModelOut) -> bytes:
-    return model_file(settings, model.sha256).read_bytes()
+def store_model_blob(engine: Engine, settings: Settings, model: ModelOut) -> None:
+    """Make sure coordinators can read the model (``model_blobs``). Stored at upload; a model
+    uploaded before model_blobs existed is stored on its first job. Known per process, so a
+    submit asks the database once per model, not on every job."""
+    if model.sha256 in _stored_blobs:
+        return
+    job_store.store_model_blob(engine, model.sha256, model_file(settings, model.sha256).read_bytes)
+    _stored_blobs.add(model.sha256)
+
+
+_stored_blobs: set[str] = set()
 
 
 def find_model(engine: Engine, team: Team, model_id: str) -> ModelOut:
