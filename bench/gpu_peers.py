@@ -122,6 +122,7 @@ def tvm_peers(
     reference: np.ndarray,
     samples: int,
     vendor: bool = False,
+    tf32: bool = False,
 ) -> dict[str, Any]:
     import tvm
 
@@ -160,9 +161,17 @@ def tvm_peers(
     executable = build.compile_untuned(pipeline.mod, target=target, cuda_graph=True)
     measure("TVM untuned + CUDA graph", executable, time.perf_counter() - started)
     if vendor:
-        results.update(
-            vendor_rows(model, onnx_path, half=half, database_url=database_url, measure=measure)
-        )
+        for with_tf32 in (False, True) if tf32 and not half else (False,):
+            results.update(
+                vendor_rows(
+                    model,
+                    onnx_path,
+                    half=half,
+                    database_url=database_url,
+                    measure=measure,
+                    tf32=with_tf32,
+                )
+            )
     if database_url is not None:
         database = SqlDatabase(database_url, target=target)
         look_up_tasks(tasks, database=database, target=target)
@@ -201,10 +210,12 @@ def vendor_rows(
     half: bool,
     database_url: str | None,
     measure: Callable[[str, Any, float], None],
+    tf32: bool = False,
 ) -> dict[str, Any]:
     """Convolutions and matmuls on cuDNN and cuBLASLt (``--vendor-kernels``) where that is
     faster than the database's tuned kernel (``tuner.vendor_choice``), the rest TVM's. The
-    library is exported and loaded, as a user gets it: the vendor calls live in the .so."""
+    library is exported and loaded, as a user gets it: the vendor calls live in the .so.
+    ``tf32``: fp32 vendor calls on TF32 tensor cores (``--tf32``), the rows' labels say so."""
     import tvm
 
     from tunefarm.tuner import build, vendor_choice, vendor_kernels
@@ -225,13 +236,14 @@ def vendor_rows(
     pipeline = run_pipeline(
         import_onnx(validated),
         target=target,
-        options=PipelineOptions(fp16=half, vendor_kernels=True, vendor_select=select),
+        options=PipelineOptions(fp16=half, vendor_kernels=True, vendor_select=select, tf32=tf32),
     )
+    suffix = " + TF32" if tf32 else ""
     rows: dict[str, Any] = {
-        "vendor_calls": dict(vendor_kernels.vendor_calls(pipeline.mod)),
-        "vendor_choices": [choice.as_dict() for choice in choices],
+        f"vendor_calls{suffix}": dict(vendor_kernels.vendor_calls(pipeline.mod)),
+        f"vendor_choices{suffix}": [choice.as_dict() for choice in choices],
     }
-    print(f"    vendor calls: {rows['vendor_calls']}", flush=True)
+    print(f"    vendor calls: {rows[f'vendor_calls{suffix}']}", flush=True)
     toolchain = vendor_kernels.find_toolchain()
     vendor_kernels.register_in_process(toolchain)
     started = time.perf_counter()
@@ -244,9 +256,10 @@ def vendor_rows(
     else:
         executable = build.compile_untuned(pipeline.mod, target=target, cuda_graph=True)
         label = "TVM untuned + vendor kernels + CUDA graph"
-    library = onnx_path.with_suffix(f".{'fp16' if half else 'fp32'}.vendor.so")
+    precision = "fp16" if half else "tf32" if tf32 else "fp32"
+    library = onnx_path.with_suffix(f".{precision}.vendor.so")
     build.export_library(executable, library, vendor=toolchain)
-    measure(label, tvm.runtime.load_module(str(library)), time.perf_counter() - started)
+    measure(label + suffix, tvm.runtime.load_module(str(library)), time.perf_counter() - started)
     return rows
 
 
@@ -293,6 +306,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--vendor-kernels", action="store_true", help="add the cuDNN/cuBLASLt row (issue 17)"
     )
+    parser.add_argument(
+        "--tf32",
+        action="store_true",
+        help="fp32: add vendor rows with TF32 tensor cores (torch's cuDNN default)",
+    )
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--work", type=Path, default=Path("/tmp/gpu-peers"))
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
@@ -324,6 +342,11 @@ def main(argv: list[str] | None = None) -> int:
             "python": platform.python_version(),
         },
         "versions": {"torch": torch.__version__, "tvm": tvm.__version__},
+        # What torch's rows ran with: its cuDNN convolutions use TF32 for fp32 by default.
+        "torch_tf32": {
+            "cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
+            "cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+        },
         "timer": "CUDA events around each call on the default stream, after 20 warm-up calls; "
         f"mean_back_to_back_ms: one event pair around {BACK_TO_BACK_CALLS} queued calls; "
         f"gpu_busy_us: CUPTI kernel time per call over {PROFILED_CALLS} calls",
@@ -346,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
                     reference=reference,
                     samples=args.samples,
                     vendor=args.vendor_kernels,
+                    tf32=args.tf32,
                 )
             )
             result["models"][f"{name} {precision}"] = row

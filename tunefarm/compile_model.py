@@ -28,6 +28,7 @@ def compile(
     seed: int | None = None,
     baseline: bool = True,
     vendor_kernels: bool = False,
+    tf32: bool = False,
 ) -> CompiledModel:
     """Tune and compile ``model`` for ``target``; return it as a callable.
 
@@ -37,8 +38,8 @@ def compile(
     SQLAlchemy URL (default: ``Settings``'s, as the CLI). ``out_dir`` keeps ``model.so`` and
     ``manifest.json`` (default: a new temporary folder). ``farm`` runs the job on the farm's
     workers (ONNX files only). ``vendor_kernels`` (CUDA) runs convolutions and matmuls with
-    cuDNN and cuBLASLt. Every failure the caller can fix is a ``TunefarmError`` with a
-    one-line message.
+    cuDNN and cuBLASLt; ``tf32`` lets its fp32 calls use TF32 tensor cores. Every failure the
+    caller can fix is a ``TunefarmError`` with a one-line message.
     """
     from tunefarm.tuner.compile_job import CompileOptions
     from tunefarm.tuner.job_spec import JobSpec
@@ -56,6 +57,7 @@ def compile(
             seed=seed,
             baseline=baseline,
             vendor_kernels=vendor_kernels,
+            tf32=tf32,
         )
         options = CompileOptions(
             model_path=model_path,

@@ -171,6 +171,7 @@ def _compile_model(
         layout=options.spec.options.layout,
         fp16=options.spec.options.fp16,
         vendor_kernels=options.spec.options.vendor_kernels,
+        tf32=options.spec.options.tf32,
         vendor_select=vendor_choice.selector(
             target=target, database_url=options.database_url, into=vendor_choices
         )

@@ -254,6 +254,7 @@ def plan_model(model_path: Path, spec: JobSpec, *, database_url: str) -> Coverag
         layout=choices.layout,
         fp16=choices.fp16,
         vendor_kernels=choices.vendor_kernels,
+        tf32=choices.tf32,
     ).tasks
     database = SqlDatabase(database_url, target=target)
     look_up_tasks(tasks, database=database, target=target)

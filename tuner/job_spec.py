@@ -42,6 +42,9 @@ class JobOptions(BaseModel):
     layout: Layout = "auto"
     vendor_kernels: bool = False
     """CUDA: run convolutions and matmuls with cuDNN and cuBLASLt (needs ``tunefarm[vendor]``)."""
+    tf32: bool = False
+    """With ``vendor_kernels``: fp32 vendor calls may round to TF32 on the tensor cores, as
+    torch's cuDNN convolutions do by default. Off, fp32 stays exact."""
     max_trials_per_task: int | None = Field(default=None, ge=1, le=MAX_TRIALS)
     """Cap per task; ``None``: an even share of the trials."""
     seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
@@ -59,6 +62,13 @@ class JobOptions(BaseModel):
         if isinstance(value, str) and value.upper() in ("NCHW", "NHWC", "AUTO"):
             return "auto" if value.upper() == "AUTO" else value.upper()
         return value
+
+    @model_validator(mode="after")
+    def _tf32_needs_vendor_kernels(self) -> JobOptions:
+        if self.tf32 and not self.vendor_kernels:
+            # TVM's own kernels have no TF32: the option would change nothing.
+            raise ValueError("--tf32 applies to vendor kernels only: add --vendor-kernels")
+        return self
 
 
 class JobSpec(BaseModel):

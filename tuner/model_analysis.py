@@ -44,6 +44,7 @@ def analyse_model(
     fp16: bool = False,
     vendor_kernels: bool = False,
     vendor_select: VendorSelect | None = None,
+    tf32: bool = False,
     max_bytes: int = DEFAULT_MAX_MODEL_BYTES,
     on_step: Callable[[str], None] | None = None,
     guard_import: bool = True,
@@ -79,6 +80,7 @@ def analyse_model(
             fp16=fp16,
             vendor_kernels=vendor_kernels,
             vendor_select=vendor_select,
+            tf32=tf32,
         ),
     )
     return AnalysedModel(

@@ -37,6 +37,8 @@ class PipelineOptions:
     """Offload convolutions and matmuls to cuDNN and cuBLASLt (CUDA targets only)."""
     vendor_select: VendorSelect | None = field(default=None, compare=False, repr=False)
     """Which eligible chains go to the vendor (``vendor_choice.selector``); None: all."""
+    tf32: bool = False
+    """fp32 vendor calls may use TF32 tensor cores (as torch's cuDNN convolutions do)."""
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,8 @@ def default_phases(target: Target, options: PipelineOptions) -> list[Phase]:
     if options.vendor_kernels:
         require_cuda(target)
         # Before legalization, while convolutions, bias adds and ReLUs are still Relax ops.
-        phases.append(Phase("vendor-kernels", [offload_pass(options.vendor_select)]))
+        offload = offload_pass(options.vendor_select, tf32=options.tf32)
+        phases.append(Phase("vendor-kernels", [offload]))
     phases += [
         # Every Relax op becomes a TIR PrimFunc with an op pattern that fusion reads.
         Phase(

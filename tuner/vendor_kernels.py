@@ -107,16 +107,22 @@ def vendor_call_expr(
 
 
 def offload_to_vendor_kernels(
-    mod: IRModule, *, conv_epilogue: bool = True, select: VendorSelect | None = None
+    mod: IRModule,
+    *,
+    conv_epilogue: bool = True,
+    select: VendorSelect | None = None,
+    tf32: bool = False,
 ) -> tuple[IRModule, Counter[str]]:
     """``mod`` with every eligible chain in ``main`` replaced; how many of each function.
 
     ``conv_epilogue=False`` hands cuDNN the convolutions alone: their bias, residual and ReLU
     stay in the graph, where TVM fuses them into one elementwise kernel. ``select`` keeps some of
     the eligible chains (``vendor_choice``: the faster of tuned and vendor); by default all.
+    ``tf32`` lets fp32 calls round their inputs to TF32 on the tensor cores, as torch's cuDNN
+    convolutions do by default; fp32 stays exact otherwise.
     """
     function = mod["main"]
-    calls = _find_chains(function, conv_epilogue=conv_epilogue)
+    calls = _find_chains(function, conv_epilogue=conv_epilogue, tf32=tf32)
     if select is not None:
         kept = select(calls)
         calls = {end: call for end, call in calls.items() if end in kept}
@@ -128,11 +134,11 @@ def offload_to_vendor_kernels(
     return mod, Counter(call.func for call in calls.values())
 
 
-def offload_pass(select: VendorSelect | None = None) -> tvm.transform.Pass:
+def offload_pass(select: VendorSelect | None = None, *, tf32: bool = False) -> tvm.transform.Pass:
     """``offload_to_vendor_kernels`` as a module pass, for a pipeline phase."""
 
     def transform(mod: IRModule, _context: tvm.transform.PassContext) -> IRModule:
-        mod, counts = offload_to_vendor_kernels(mod, select=select)
+        mod, counts = offload_to_vendor_kernels(mod, select=select, tf32=tf32)
         logger.info("vendor kernels: %s", dict(counts) or "no eligible operator")
         return mod
 
@@ -244,7 +250,9 @@ def _anchor(value: relax.Expr) -> tuple[str, tuple[int, ...], relax.Expr, Consta
     return None
 
 
-def _find_chains(function: relax.Function, *, conv_epilogue: bool) -> dict[relax.Var, VendorCall]:
+def _find_chains(
+    function: relax.Function, *, conv_epilogue: bool, tf32: bool = False
+) -> dict[relax.Var, VendorCall]:
     """Each chain's last variable, with the vendor call that computes it."""
     uses = _use_counts(function)
     bindings: dict[relax.Var, relax.Expr] = {}
@@ -333,6 +341,7 @@ def _find_chains(function: relax.Function, *, conv_epilogue: bool) -> dict[relax
         config = (*head, int(relu), int(residual is not None))
         if func == CONV_FUNC:
             config += (int(plain),)
+        config += (int(tf32 and dtype == "float32"),)
         chains[end] = VendorCall(
             func, x, weight, bias, residual, config, tuple(chain), end.ty, tuple(tail)
         )

@@ -119,9 +119,11 @@ void CheckDtype(const TensorView& t, DLDataType expected, const char* what) {
 // Convolution: y = act(conv(x, w) + bias [+ z]), NHWC data, OHWI (KRSC) weights.
 
 // config: stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, relu, has_residual,
-// plain. A plain call is the convolution alone (cudnnConvolutionForward; bias, residual and
-// activation are left to the graph): cuDNN's fused call takes fewer of its fast kernels.
-constexpr int kConvConfigSize = 10;
+// plain, tf32. A plain call is the convolution alone (cudnnConvolutionForward; bias, residual
+// and activation are left to the graph): cuDNN's fused call takes fewer of its fast kernels.
+// tf32 lets an fp32 convolution run on the tensor cores in TF32, as torch's cuDNN does by
+// default (torch.backends.cudnn.allow_tf32).
+constexpr int kConvConfigSize = 11;
 
 struct ConvPlan {
   bool plain = false;
@@ -135,9 +137,9 @@ struct ConvPlan {
 
 using ConvKey = std::vector<int64_t>;
 
-// fp32 convolutions stay fp32: the default math type lets cuDNN use TF32 on Ampere and later,
-// where TVM's kernels and cuBLASLt's (CUBLAS_COMPUTE_32F) are true fp32.
-constexpr cudnnMathType_t kFp32Math = CUDNN_FMA_MATH;
+// fp32 convolutions stay fp32 unless the call asks for TF32: the default math type lets cuDNN
+// use TF32 on Ampere and later, where TVM's kernels are true fp32.
+cudnnMathType_t Fp32Math(bool tf32) { return tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH; }
 std::map<ConvKey, ConvPlan> g_conv_plans;
 
 cudnnStatus_t RunConv(DeviceState& state, const ConvPlan& plan, const TensorView& x,
@@ -163,7 +165,8 @@ ConvPlan MakeConvPlan(DeviceState& state, cudaStream_t stream, const TensorView&
                       const int64_t* cfg, const TensorView& y) {
   const bool half = IsHalf(x.dtype());
   const cudnnDataType_t data_type = half ? CUDNN_DATA_HALF : CUDNN_DATA_FLOAT;
-  const bool relu = cfg[7] != 0, has_residual = cfg[8] != 0;
+  const bool relu = cfg[7] != 0, has_residual = cfg[8] != 0, tf32 = cfg[10] != 0;
+  const cudnnMathType_t math = half ? CUDNN_TENSOR_OP_MATH : Fp32Math(tf32);
   ConvPlan plan;
   plan.plain = cfg[9] != 0;
   TF_CHECK_CUDNN(cudnnCreateTensorDescriptor(&plan.x));
@@ -197,7 +200,7 @@ ConvPlan MakeConvPlan(DeviceState& state, cudaStream_t stream, const TensorView&
   if (relu || plan.plain) {
     // fp16 reaches the tensor cores only with TENSOR_OP_MATH: under the default math type
     // cuDNN offers its old CUDA-core kernels (implicit_convolve_sgemm) and NCHW fp32 detours.
-    TF_CHECK_CUDNN(cudnnSetConvolutionMathType(plan.conv, half ? CUDNN_TENSOR_OP_MATH : kFp32Math));
+    TF_CHECK_CUDNN(cudnnSetConvolutionMathType(plan.conv, math));
     std::array<cudnnConvolutionFwdAlgoPerf_t, CUDNN_CONVOLUTION_FWD_ALGO_COUNT> found{};
     int count = 0;
     TF_CHECK_CUDNN(cudnnFindConvolutionForwardAlgorithmEx(
@@ -205,15 +208,14 @@ ConvPlan MakeConvPlan(DeviceState& state, cudaStream_t stream, const TensorView&
         static_cast<int>(found.size()), &count, found.data(), state.workspace, kWorkspaceBytes));
     for (int i = 0; i < count; ++i) {
       if (found[i].status == CUDNN_STATUS_SUCCESS && found[i].memory <= kWorkspaceBytes &&
-          (half || found[i].mathType == kFp32Math)) {
+          (half || tf32 || found[i].mathType == CUDNN_FMA_MATH)) {
         candidates.emplace_back(found[i].algo, found[i].mathType);
       }
     }
   }
   if (!plan.plain && !relu) {
     // The identity activation runs with IMPLICIT_PRECOMP_GEMM only.
-    candidates.emplace_back(CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM,
-                            half ? CUDNN_TENSOR_OP_MATH : kFp32Math);
+    candidates.emplace_back(CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM, math);
   }
 
   cudaEvent_t start, stop;
@@ -334,8 +336,8 @@ std::shared_ptr<fe::graph::Graph> MakeGraph(DeviceState& state, const TensorView
   }
   // Autotuning runs every plan on the one workspace: none may need more than it has.
   graph->deselect_workspace_greater_than(static_cast<int64_t>(kWorkspaceBytes));
-  if (io == fp32) {
-    // fp32 on tensor cores is TF32: TVM's kernels and cuBLASLt's are true fp32, and so is this.
+  if (io == fp32 && cfg[10] == 0) {
+    // fp32 on tensor cores is TF32: unless the call allows it, fp32 stays true fp32.
     graph->deselect_numeric_notes({fe::NumericalNote_t::TENSOR_CORE});
   }
   if (graph->check_support(state.cudnn).is_bad() ||
@@ -423,8 +425,9 @@ void Conv2d(TensorView x, TensorView w, TensorView bias, TensorView z, Shape con
 // when transposed. Row-major tensors are cuBLASLt's column-major transposes, so the product is
 // computed as y^T = w^T x^T.
 
-// config: transposed_w, relu, has_residual
-constexpr int kMatmulConfigSize = 3;
+// config: transposed_w, relu, has_residual, tf32 (fp32 inputs rounded to TF32 on the tensor
+// cores: CUBLAS_COMPUTE_32F_FAST_TF32)
+constexpr int kMatmulConfigSize = 4;
 
 struct MatmulPlan {
   cublasLtMatmulDesc_t desc = nullptr;
@@ -440,10 +443,12 @@ std::map<std::vector<int64_t>, MatmulPlan> g_matmul_plans;
 constexpr uint32_t kMinAlignment = 16;
 
 MatmulPlan MakeMatmulPlan(DeviceState& state, int64_t m, int64_t n, int64_t k, bool half,
-                          bool transposed_w, bool relu, void* bias) {
+                          bool transposed_w, bool relu, bool tf32, void* bias) {
   const cudaDataType_t data_type = half ? CUDA_R_16F : CUDA_R_32F;
   MatmulPlan plan;
-  TF_CHECK_CUBLAS(cublasLtMatmulDescCreate(&plan.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const cublasComputeType_t compute =
+      tf32 && !half ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  TF_CHECK_CUBLAS(cublasLtMatmulDescCreate(&plan.desc, compute, CUDA_R_32F));
   const cublasOperation_t op_a = transposed_w ? CUBLAS_OP_T : CUBLAS_OP_N;
   const cublasOperation_t op_b = CUBLAS_OP_N;
   TF_CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_a,
@@ -515,7 +520,7 @@ void Matmul(TensorView x, TensorView w, TensorView bias, TensorView residual, Sh
   cudaStream_t stream = CurrentStream(device);
   std::lock_guard<std::mutex> lock(g_mutex);
   DeviceState& state = State(device, stream);
-  std::vector<int64_t> key{m, n, k, x.dtype().bits, config[0], config[1], device};
+  std::vector<int64_t> key{m, n, k, x.dtype().bits, config[0], config[1], config[3], device};
   auto it = g_matmul_plans.find(key);
   if (it == g_matmul_plans.end()) {
     if (Capturing(stream)) {
@@ -524,7 +529,7 @@ void Matmul(TensorView x, TensorView w, TensorView bias, TensorView residual, Sh
     }
     it = g_matmul_plans
              .emplace(key, MakeMatmulPlan(state, m, n, k, IsHalf(x.dtype()), transposed_w, relu,
-                                          Data(bias)))
+                                          config[3] != 0, Data(bias)))
              .first;
   }
   MatmulPlan& plan = it->second;

@@ -59,3 +59,10 @@ def test_the_layout_is_read_in_any_case() -> None:
     assert JobSpec.of("llvm", 1, layout="nhwc").options.layout == "NHWC"
     assert JobSpec.of("llvm", 1, layout="Nchw").options.layout == "NCHW"
     assert JobSpec.of("llvm", 1, layout="AUTO").options.layout == "auto"
+
+
+def test_tf32_is_refused_without_vendor_kernels_and_kept_with_them() -> None:
+    with pytest.raises(UserInputError, match="--vendor-kernels"):
+        JobSpec.of("cuda", 0, tf32=True)
+    spec = JobSpec.of("cuda", 0, tf32=True, vendor_kernels=True)
+    assert JobSpec.model_validate_json(spec.model_dump_json()).options.tf32

@@ -77,7 +77,7 @@ def numpy_vendor_functions() -> Iterator[list[str]]:
         calls.append(vendor_kernels.CONV_FUNC)
 
     def matmul(x: Any, w: Any, bias: Any, residual: Any, config: Any, out: Any) -> None:
-        transposed, relu, res = (int(v) for v in config)
+        transposed, relu, res, _tf32 = (int(v) for v in config)
         weight = w.numpy().T if transposed else w.numpy()
         acc = x.numpy() @ weight
         out.copyfrom(_epilogue(acc, bias.numpy(), residual.numpy(), relu, res).astype("float32"))
@@ -130,6 +130,18 @@ def test_every_conv_and_matmul_chain_becomes_one_vendor_call(small_resnet: IRMod
     # Both residual blocks end in a conv that adds the shortcut and applies ReLU.
     assert sum(cfg[8] for cfg in configs) == 2
     assert all(cfg[7] == 1 for cfg in configs if cfg[8] == 1)
+    # fp32 stays exact unless TF32 is asked for.
+    assert all(cfg[10] == 0 for cfg in configs)
+
+
+def test_tf32_is_asked_of_every_fp32_call_only_when_the_option_is_on(
+    small_resnet: IRModule,
+) -> None:
+    before = _before_legalize(small_resnet)
+    after, counts = vendor_kernels.offload_to_vendor_kernels(before, tf32=True)
+    flags = [int(call.args[1].fields[4].values[-1]) for call in _vendor_call_nodes(after)]
+    assert len(flags) == sum(counts.values()) == 7
+    assert flags == [1] * 7
 
 
 @pytest.mark.parametrize("conv_epilogue", [True, False], ids=["fused", "plain"])
@@ -183,8 +195,8 @@ def test_a_1x1_convolution_is_a_cublaslt_gemm_with_its_epilogue(
         for call in _vendor_call_nodes(after)
         if call.args[0].global_symbol == vendor_kernels.MATMUL_FUNC
     )
-    # transposed weight, ReLU, residual
-    assert [int(v) for v in gemm.args[1].fields[4].values] == [1, 1, 1]
+    # transposed weight, ReLU, residual, no TF32
+    assert [int(v) for v in gemm.args[1].fields[4].values] == [1, 1, 1, 0]
     image = np.random.default_rng(2).standard_normal((1, 6, 6, 8)).astype("float32")
     np.testing.assert_allclose(
         _run_on_cpu(after, image), _run_on_cpu(before, image), rtol=1e-4, atol=1e-4

@@ -56,6 +56,14 @@ VendorKernelsOption = Annotated[
         r"(pip install 'tunefarm\[vendor]').",
     ),
 ]
+Tf32Option = Annotated[
+    bool,
+    typer.Option(
+        "--tf32",
+        help="With --vendor-kernels: fp32 convolutions and matmuls may use TF32 tensor cores, "
+        "as torch's cuDNN convolutions do by default.",
+    ),
+]
 LayoutOption = Annotated[str, typer.Option(help="NHWC, NCHW or auto.")]
 SeedOption = Annotated[int | None, typer.Option(help="Seed of the search.")]
 JobIdArgument = Annotated[str, typer.Argument(help="The job's id.")]

@@ -18,6 +18,7 @@ from tunefarm.cli.app import (
     ModelArgument,
     SeedOption,
     TargetOption,
+    Tf32Option,
     VendorKernelsOption,
     app,
     console,
@@ -44,6 +45,7 @@ def compile_command(
     db: DatabaseOption = None,
     fp16: Fp16Option = False,
     vendor_kernels: VendorKernelsOption = False,
+    tf32: Tf32Option = False,
     cuda_graph: Annotated[
         bool | None,
         typer.Option(
@@ -97,6 +99,7 @@ def compile_command(
             layout=layout,
             fp16=fp16,
             vendor_kernels=vendor_kernels,
+            tf32=tf32,
             cuda_graph=cuda_graph,
             seed=seed,
             warm_start=warm_start,
