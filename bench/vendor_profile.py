@@ -36,7 +36,7 @@ import gpu_models
 from gpu_fidelity import kernel_times
 from gpu_peers import gpu_name, time_calls
 
-TOP_KERNELS = 12
+TOP_KERNELS = 20
 
 
 def top_kernels(run: Any) -> list[dict[str, Any]]:
@@ -61,6 +61,7 @@ def build_rows(
     half: bool,
     database_url: str | None,
     builds: list[str],
+    tf32: bool = False,
 ) -> dict[str, Any]:
     import tvm
 
@@ -96,7 +97,7 @@ def build_rows(
             for phase in default_phases(target, PipelineOptions(fp16=half)):
                 if phase.name == "legalize" and offload:
                     mod, counts = vendor_kernels.offload_to_vendor_kernels(
-                        mod, conv_epilogue=epilogue, select=select
+                        mod, conv_epilogue=epilogue, select=select, tf32=tf32
                     )
                 mod = tvm.transform.Sequential(phase.passes)(mod)
         if database is not None:
@@ -140,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="resnet50", choices=gpu_models.MODEL_NAMES)
     parser.add_argument("--fp16", action="store_true")
+    parser.add_argument(
+        "--tf32", action="store_true", help="fp32 vendor calls on TF32 tensor cores (--tf32)"
+    )
     parser.add_argument("--records", type=Path, default=None)
     parser.add_argument("--builds", default=",".join(BUILDS), help="of: " + ", ".join(BUILDS))
     parser.add_argument("--work", type=Path, default=Path("/tmp/vendor-profile"))
@@ -160,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         "started_utc": started.isoformat(timespec="seconds"),
         "machine": {"hostname": socket.gethostname(), "gpu": gpu_name()},
         "model": args.model,
-        "precision": "fp16" if args.fp16 else "fp32",
+        "precision": "fp16" if args.fp16 else "fp32 (vendor calls TF32)" if args.tf32 else "fp32",
         "records": str(args.records) if args.records else None,
         "rows": {
             "torch.compile reduce-overhead": torch_row(model, half=args.fp16),
@@ -170,9 +174,15 @@ def main(argv: list[str] | None = None) -> int:
                 half=args.fp16,
                 database_url=database_url,
                 builds=args.builds.split(","),
+                tf32=args.tf32,
             ),
         },
     }
+    for label, row in result["rows"].items():
+        print(f"== {label}")
+        for kernel in row["top_kernels"]:
+            name = kernel["kernel"][:90]
+            print(f"  {kernel['us_per_call']:8.1f} us x{kernel['launches']:<4} {name}")
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"vendor_profile-{socket.gethostname()}-{started:%Y%m%dT%H%M%SZ}.json"
     path.write_text(json.dumps(result, indent=1) + "\n")
