@@ -22,12 +22,15 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <sstream>
 #include <unordered_map>
+#include <vector>
 #include <vector>
 
 #ifdef TUNEFARM_CUDNN_FRONTEND
@@ -71,6 +74,7 @@ struct DeviceState {
   cudnnHandle_t cudnn = nullptr;
   cublasLtHandle_t cublaslt = nullptr;
   void* workspace = nullptr;
+  cudaStream_t timing = nullptr;  // where candidates are captured and timed
 };
 
 std::mutex g_mutex;
@@ -97,12 +101,62 @@ DeviceState& State(int device, cudaStream_t stream) {
     TF_CHECK_CUDNN(cudnnCreate(&state.cudnn));
     TF_CHECK_CUBLAS(cublasLtCreate(&state.cublaslt));
     TF_CHECK_CUDA(cudaMalloc(&state.workspace, kWorkspaceBytes));
+    TF_CHECK_CUDA(cudaStreamCreateWithFlags(&state.timing, cudaStreamNonBlocking));
   }
   return state;
 }
 
 void* Data(const TensorView& t) {
   return static_cast<char*>(t.data_ptr()) + t.byte_offset();
+}
+
+// TUNEFARM_VENDOR_LOG=1: each plan's candidates and their times go to stderr.
+bool Logging() {
+  static const bool on = [] {
+    const char* value = std::getenv("TUNEFARM_VENDOR_LOG");
+    return value != nullptr && value[0] == '1';
+  }();
+  return on;
+}
+
+// GPU ms of one call of `run(stream)`, or -1 where the call is refused. One call warms up and
+// tells whether it is accepted; then kRuns calls are captured into one CUDA graph and the graph
+// is timed. Timed call by call, the host's work was the time: cuDNN's fused call takes ~50 us of
+// host time, longer than most of ResNet-50's kernels, and the choice among candidates was noise
+// (bench/results/vendor_profile-h100-20261206T092417Z.json). The model replays its calls in a
+// CUDA graph, where only the GPU's time counts.
+template <typename Run>
+float TimeOnGpu(cudaStream_t stream, Run run) {
+  constexpr int kRuns = 10;
+  if (!run(stream)) return -1.0f;
+  TF_CHECK_CUDA(cudaStreamSynchronize(stream));
+  cudaGraph_t graph = nullptr;
+  TF_CHECK_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  bool ok = true;
+  for (int i = 0; i < kRuns && ok; ++i) ok = run(stream);
+  const cudaError_t ended = cudaStreamEndCapture(stream, &graph);
+  if (!ok || ended != cudaSuccess || graph == nullptr) {
+    if (graph != nullptr) cudaGraphDestroy(graph);
+    cudaGetLastError();  // the failed capture's error is this candidate's, not the next call's
+    return -1.0f;
+  }
+  cudaGraphExec_t exec = nullptr;
+  TF_CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+  cudaEvent_t start, stop;
+  TF_CHECK_CUDA(cudaEventCreate(&start));
+  TF_CHECK_CUDA(cudaEventCreate(&stop));
+  TF_CHECK_CUDA(cudaGraphLaunch(exec, stream));  // warm-up
+  TF_CHECK_CUDA(cudaEventRecord(start, stream));
+  TF_CHECK_CUDA(cudaGraphLaunch(exec, stream));
+  TF_CHECK_CUDA(cudaEventRecord(stop, stream));
+  TF_CHECK_CUDA(cudaEventSynchronize(stop));
+  float ms = 0.0f;
+  TF_CHECK_CUDA(cudaEventElapsedTime(&ms, start, stop));
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  return ms / kRuns;
 }
 
 bool IsHalf(DLDataType dtype) { return dtype.code == kDLFloat && dtype.bits == 16; }
@@ -200,16 +254,24 @@ ConvPlan MakeConvPlan(DeviceState& state, cudaStream_t stream, const TensorView&
   if (relu || plan.plain) {
     // fp16 reaches the tensor cores only with TENSOR_OP_MATH: under the default math type
     // cuDNN offers its old CUDA-core kernels (implicit_convolve_sgemm) and NCHW fp32 detours.
-    TF_CHECK_CUDNN(cudnnSetConvolutionMathType(plan.conv, math));
-    std::array<cudnnConvolutionFwdAlgoPerf_t, CUDNN_CONVOLUTION_FWD_ALGO_COUNT> found{};
-    int count = 0;
-    TF_CHECK_CUDNN(cudnnFindConvolutionForwardAlgorithmEx(
-        state.cudnn, plan.x, Data(x), plan.w, Data(w), plan.conv, plan.y, Data(y),
-        static_cast<int>(found.size()), &count, found.data(), state.workspace, kWorkspaceBytes));
-    for (int i = 0; i < count; ++i) {
-      if (found[i].status == CUDNN_STATUS_SUCCESS && found[i].memory <= kWorkspaceBytes &&
-          (half || tf32 || found[i].mathType == CUDNN_FMA_MATH)) {
-        candidates.emplace_back(found[i].algo, found[i].mathType);
+    // TF32 is asked both ways: under the default math type alone, cuDNN offered its CUDA-core
+    // engine (convolve_common_engine) for 8 of ResNet-50's 20 convolutions
+    // (bench/results/vendor_profile-h200-20261206T092043Z.json).
+    std::vector<cudnnMathType_t> asked{math};
+    if (tf32 && !half) asked.push_back(CUDNN_TENSOR_OP_MATH);
+    for (cudnnMathType_t ask : asked) {
+      TF_CHECK_CUDNN(cudnnSetConvolutionMathType(plan.conv, ask));
+      std::array<cudnnConvolutionFwdAlgoPerf_t, CUDNN_CONVOLUTION_FWD_ALGO_COUNT> found{};
+      int count = 0;
+      TF_CHECK_CUDNN(cudnnFindConvolutionForwardAlgorithmEx(
+          state.cudnn, plan.x, Data(x), plan.w, Data(w), plan.conv, plan.y, Data(y),
+          static_cast<int>(found.size()), &count, found.data(), state.workspace,
+          kWorkspaceBytes));
+      for (int i = 0; i < count; ++i) {
+        if (found[i].status == CUDNN_STATUS_SUCCESS && found[i].memory <= kWorkspaceBytes &&
+            (half || tf32 || found[i].mathType == CUDNN_FMA_MATH)) {
+          candidates.emplace_back(found[i].algo, found[i].mathType);
+        }
       }
     }
   }
@@ -218,9 +280,8 @@ ConvPlan MakeConvPlan(DeviceState& state, cudaStream_t stream, const TensorView&
     candidates.emplace_back(CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM, math);
   }
 
-  cudaEvent_t start, stop;
-  TF_CHECK_CUDA(cudaEventCreate(&start));
-  TF_CHECK_CUDA(cudaEventCreate(&stop));
+  // The candidates run on the timing stream: the inputs must be ready there.
+  TF_CHECK_CUDA(cudaStreamSynchronize(stream));
   float best_ms = -1.0f;
   cudnnConvolutionFwdAlgo_t best_algo = plan.algo;
   cudnnMathType_t best_math = CUDNN_DEFAULT_MATH;
@@ -235,27 +296,24 @@ ConvPlan MakeConvPlan(DeviceState& state, cudaStream_t stream, const TensorView&
     }
     plan.algo = algo;
     plan.workspace = bytes;
-    // The first call warms up and tells whether cuDNN takes this algorithm in the fused call.
-    if (RunConv(state, plan, x, w, bias, z, has_residual, y) != CUDNN_STATUS_SUCCESS) continue;
-    constexpr int kRuns = 5;
-    TF_CHECK_CUDA(cudaEventRecord(start, stream));
-    bool ok = true;
-    for (int i = 0; i < kRuns && ok; ++i) {
-      ok = RunConv(state, plan, x, w, bias, z, has_residual, y) == CUDNN_STATUS_SUCCESS;
+    // cuDNN may refuse this algorithm in the fused call: TimeOnGpu then gives -1.
+    const float ms = TimeOnGpu(state.timing, [&](cudaStream_t on) {
+      return cudnnSetStream(state.cudnn, on) == CUDNN_STATUS_SUCCESS &&
+             RunConv(state, plan, x, w, bias, z, has_residual, y) == CUDNN_STATUS_SUCCESS;
+    });
+    if (Logging()) {
+      std::fprintf(stderr, "tunefarm conv x %ldx%ldx%ldx%ld w %ldx%ldx%ldx%ld: algo %d math %d: %.4f ms\n",
+                   long(x.size(0)), long(x.size(1)), long(x.size(2)), long(x.size(3)),
+                   long(w.size(0)), long(w.size(1)), long(w.size(2)), long(w.size(3)), int(algo),
+                   int(math), ms);
     }
-    TF_CHECK_CUDA(cudaEventRecord(stop, stream));
-    TF_CHECK_CUDA(cudaEventSynchronize(stop));
-    float ms = 0.0f;
-    TF_CHECK_CUDA(cudaEventElapsedTime(&ms, start, stop));
-    if (ok && (best_ms < 0 || ms < best_ms)) {
+    if (ms >= 0 && (best_ms < 0 || ms < best_ms)) {
       best_ms = ms;
       best_algo = algo;
       best_math = math;
       best_workspace = bytes;
     }
   }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
   if (best_ms < 0) {
     TVM_FFI_THROW(RuntimeError) << "tunefarm vendor kernels: cuDNN has no algorithm for this "
                                    "convolution";
@@ -442,8 +500,26 @@ std::map<std::vector<int64_t>, MatmulPlan> g_matmul_plans;
 // heuristic is told so (its default assumes 256) and every call checks it.
 constexpr uint32_t kMinAlignment = 16;
 
-MatmulPlan MakeMatmulPlan(DeviceState& state, int64_t m, int64_t n, int64_t k, bool half,
-                          bool transposed_w, bool relu, bool tf32, void* bias) {
+cublasStatus_t RunMatmul(DeviceState& state, const MatmulPlan& plan, cudaStream_t stream,
+                         const void* x, const void* w, const void* residual, bool has_residual,
+                         void* y) {
+  const float one = 1.0f;
+  const float residual_scale = has_residual ? 1.0f : 0.0f;
+  return cublasLtMatmul(state.cublaslt, plan.desc, &one, w, plan.a, x, plan.b, &residual_scale,
+                        has_residual ? residual : y, plan.c, y, plan.c, &plan.algo,
+                        state.workspace, plan.workspace, stream);
+}
+
+// The heuristic's first few algorithms are timed on the call's own tensors and the fastest is
+// kept: its first choice for TF32 was a split-K kernel with two extra kernels (the reduction and
+// the epilogue) on ResNet-50's 1x1 convolutions.
+constexpr int kMatmulCandidates = 8;
+
+MatmulPlan MakeMatmulPlan(DeviceState& state, cudaStream_t stream, int64_t m, int64_t n,
+                          int64_t k, bool half, bool transposed_w, bool relu, bool tf32,
+                          const TensorView& x, const TensorView& w, const TensorView& bias,
+                          const TensorView& residual, bool has_residual, const TensorView& y) {
+  void* bias_pointer = Data(bias);
   const cudaDataType_t data_type = half ? CUDA_R_16F : CUDA_R_32F;
   MatmulPlan plan;
   const cublasComputeType_t compute =
@@ -460,7 +536,7 @@ MatmulPlan MakeMatmulPlan(DeviceState& state, int64_t m, int64_t n, int64_t k, b
                                                  &epilogue, sizeof(epilogue)));
   // The heuristic reads the bias pointer's alignment from its value.
   TF_CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
-                                                 &bias, sizeof(bias)));
+                                                 &bias_pointer, sizeof(bias_pointer)));
   // A = w^T as stored: [N, K] column-major is w[K, N] row-major; transposed, w[N, K] row-major
   // is [K, N] column-major.
   if (transposed_w) {
@@ -482,17 +558,38 @@ MatmulPlan MakeMatmulPlan(DeviceState& state, int64_t m, int64_t n, int64_t k, b
     TF_CHECK_CUBLAS(cublasLtMatmulPreferenceSetAttribute(preference, attribute, &kMinAlignment,
                                                          sizeof(kMinAlignment)));
   }
-  cublasLtMatmulHeuristicResult_t result{};
+  std::array<cublasLtMatmulHeuristicResult_t, kMatmulCandidates> results{};
   int count = 0;
   TF_CHECK_CUBLAS(cublasLtMatmulAlgoGetHeuristic(state.cublaslt, plan.desc, plan.a, plan.b,
-                                                 plan.c, plan.c, preference, 1, &result, &count));
+                                                 plan.c, plan.c, preference, kMatmulCandidates,
+                                                 results.data(), &count));
   cublasLtMatmulPreferenceDestroy(preference);
-  if (count == 0) {
+  TF_CHECK_CUDA(cudaStreamSynchronize(stream));  // the inputs, ready for the timing stream
+  float best_ms = -1.0f;
+  cublasLtMatmulHeuristicResult_t best{};
+  for (int i = 0; i < count; ++i) {
+    if (results[i].state != CUBLAS_STATUS_SUCCESS) continue;
+    plan.algo = results[i].algo;
+    plan.workspace = results[i].workspaceSize;
+    const float ms = TimeOnGpu(state.timing, [&](cudaStream_t on) {
+      return RunMatmul(state, plan, on, Data(x), Data(w), Data(residual), has_residual,
+                       Data(y)) == CUBLAS_STATUS_SUCCESS;
+    });
+    if (Logging()) {
+      std::fprintf(stderr, "tunefarm matmul %ldx%ldx%ld: heuristic #%d: %.4f ms\n", long(m),
+                   long(n), long(k), i, ms);
+    }
+    if (ms >= 0 && (best_ms < 0 || ms < best_ms)) {
+      best_ms = ms;
+      best = results[i];
+    }
+  }
+  if (best_ms < 0) {
     TVM_FFI_THROW(RuntimeError) << "tunefarm vendor kernels: cuBLASLt has no algorithm for a "
                                 << m << "x" << n << "x" << k << " matmul";
   }
-  plan.algo = result.algo;
-  plan.workspace = result.workspaceSize;
+  plan.algo = best.algo;
+  plan.workspace = best.workspaceSize;
   return plan;
 }
 
@@ -528,8 +625,9 @@ void Matmul(TensorView x, TensorView w, TensorView bias, TensorView residual, Sh
                                      "CUDA graph capture";
     }
     it = g_matmul_plans
-             .emplace(key, MakeMatmulPlan(state, m, n, k, IsHalf(x.dtype()), transposed_w, relu,
-                                          config[3] != 0, Data(bias)))
+             .emplace(key, MakeMatmulPlan(state, stream, m, n, k, IsHalf(x.dtype()), transposed_w,
+                                          relu, config[3] != 0, x, w, bias, residual,
+                                          has_residual, y))
              .first;
   }
   MatmulPlan& plan = it->second;
@@ -542,12 +640,8 @@ void Matmul(TensorView x, TensorView w, TensorView bias, TensorView residual, Sh
   void* bias_pointer = Data(bias);
   TF_CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
                                                  &bias_pointer, sizeof(bias_pointer)));
-  const float one = 1.0f;
-  const float residual_scale = has_residual ? 1.0f : 0.0f;
-  TF_CHECK_CUBLAS(cublasLtMatmul(state.cublaslt, plan.desc, &one, Data(w), plan.a, Data(x),
-                                 plan.b, &residual_scale, has_residual ? Data(residual) : Data(y),
-                                 plan.c, Data(y), plan.c, &plan.algo, state.workspace,
-                                 plan.workspace, stream));
+  TF_CHECK_CUBLAS(
+      RunMatmul(state, plan, stream, Data(x), Data(w), Data(residual), has_residual, Data(y)));
 }
 
 }  // namespace tunefarm_vendor
