@@ -1,22 +1,20 @@
-"""Per chain, the fastest of the tuned kernel, TVM's default one and the vendor call (issue 17).
+"""Per chain, the faster of the tuned kernel and the vendor call (issue 17).
 
 cuDNN's legacy API runs some convolutions on its Hopper kernels and others on a CUDA-core
 fallback several times slower than a tuned TVM kernel (``bench/README.md``, "Vendor kernels").
 So a chain goes to the vendor only where that is faster:
 
-- the TVM side is the task the chain becomes once legalized and fused (the chain is rebuilt
-  alone, lowered as the whole model would be, and looked up like any task): its record where
-  the database has one, else TVM's default schedule;
+- the tuned side is the task the chain becomes once legalized and fused (the chain is rebuilt
+  alone, lowered as the whole model would be, and looked up like any task); a chain with no
+  record counts as not tuned;
 - on a GPU (the default ``selector``), both sides are built alone, the tuned one with its record,
   and timed by one harness (``time_chain``), so whatever that harness adds, both pay. Timing the
   vendor call against the record's own figure chose wrongly on the H100 (2026-12-06: 749 µs of
   GPU time per ResNet-50 call chosen that way, 301 µs with every chain on the vendor): a record
   is one kernel timed by MetaSchedule's runner, the vendor call was a VM call with its host work.
 
-Without a GPU timer (``time_tuned``), a chain with no record goes to the vendor when the vendor
-call runs at all. With one, the default kernel is timed too: MobileNetV2's depthwise
-convolutions run on a cuDNN fallback (``conv2d_grouped_direct_kernel``, 11.5 µs a call on the
-H100) where a default TVM kernel may be faster.
+A chain with no record goes to the vendor when the vendor call runs at all; with a record, only
+when the vendor call is faster.
 """
 
 from __future__ import annotations
@@ -42,7 +40,7 @@ VendorTimer = Callable[[VendorCall], float | None]
 
 TunedTimer = Callable[[VendorCall, Any], float | None]
 """Seconds per call of the chain built alone with its record from the database (the second
-argument), or with TVM's default schedule where it has none; None where it does not run."""
+argument), or None where it does not run."""
 
 
 @dataclass(frozen=True)
@@ -75,8 +73,7 @@ def choose(
 ) -> tuple[set[relax.Var], list[ChainChoice]]:
     """The chains to hand to the vendor, and why, one ``ChainChoice`` per chain.
 
-    Without ``time_tuned``, a chain's tuned side is its record's time, and a chain with no
-    record has none."""
+    Without ``time_tuned``, a chain's tuned side is its record's time."""
     chosen: set[relax.Var] = set()
     choices: list[ChainChoice] = []
     # ResNet repeats its blocks: one timing per distinct call.
@@ -86,7 +83,7 @@ def choose(
         key = _call_key(call)
         if key not in times:
             tuned_at = record_sec
-            if time_tuned is not None:
+            if record_sec is not None and time_tuned is not None:
                 tuned_at = time_tuned(call, database)
             times[key] = (tuned_at, time_vendor(call))
         tuned_sec, vendor_sec = times[key]
@@ -221,9 +218,8 @@ def _call_key(call: VendorCall) -> tuple[Any, ...]:
 def time_chain(
     call: VendorCall, *, target: Target, database: Any = None, runs: int = 100
 ) -> float | None:
-    """Median seconds per call on this machine's GPU of the chain alone: built from
-    ``database`` (its record, or TVM's default schedule where it has none), or, without a
-    database, as the vendor call. One module (``chain_module``,
+    """Median seconds per call on this machine's GPU of the chain alone: built with its record
+    from ``database``, or, without one, as the vendor call. One module (``chain_module``,
     ``timed``), one CUDA graph, one timer either way. None if it fails to build or run (then
     it is not a candidate)."""
     from tunefarm.tuner.build import compile_tuned, compile_untuned

@@ -23,7 +23,6 @@ from tunefarm.tuner.pipelines import PipelineOptions, default_phases, run_pipeli
 from tunefarm.tuner.sample_models import write_sample
 from tunefarm.tuner.targets import parse_target
 from tunefarm.tuner.tasks import extract_tuning_tasks
-from tunefarm.tuner.vendor_kernels import VendorCall
 from tunefarm.tuning_db import SqlDatabase
 
 CUDA = parse_target('{"kind": "cuda", "arch": "sm_90"}')
@@ -102,29 +101,6 @@ def test_each_chain_goes_where_it_is_faster(
     if record_us is not None:
         assert all(choice.tuned_us == record_us for choice in choices), choices
     assert all(choice.task for choice in choices)
-
-
-@pytest.mark.parametrize(("default_us", "vendor_chains"), [(1.0, 0), (100.0, 7)])
-def test_a_chain_with_no_record_weighs_the_default_kernel_against_the_vendor(
-    model: tvm.ir.IRModule, tmp_path: Path, default_us: float, vendor_chains: int
-) -> None:
-    timed: list[VendorCall] = []
-
-    def time_default(call: VendorCall, database: object) -> float:
-        timed.append(call)
-        return default_us * 1e-6
-
-    chosen, choices = vendor_choice.choose(
-        _chains(model),
-        target=CUDA,
-        database=SqlDatabase(f"sqlite:///{tmp_path / 'empty.db'}", target=CUDA),
-        time_vendor=lambda call: 10e-6,
-        time_tuned=time_default,
-    )
-    assert timed, "the default kernels were not timed"
-    assert len(chosen) == vendor_chains
-    assert all(choice.record_us is None for choice in choices)
-    assert all(choice.tuned_us == default_us for choice in choices)
 
 
 def test_the_manifest_choices_come_from_the_selector(
