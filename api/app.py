@@ -10,7 +10,8 @@ from fastapi import FastAPI
 
 from tunefarm.api.body_limit import BodyLimit
 from tunefarm.api.errors import install_error_handlers
-from tunefarm.api.routers import health, jobs, models, records
+from tunefarm.api.dashboard_session import SignInRequired
+from tunefarm.api.routers import dashboard, health, jobs, models, records
 from tunefarm.api.services.coverage import close_model_analyses
 from tunefarm.tuner.settings import Settings
 from tunefarm.tuner.targets import parse_target
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(models.router)
     app.include_router(jobs.router)
     app.include_router(records.router)
+    _serve_dashboard(app)
 
     def body_limit(method: str, path: str) -> int:
         if method == "POST" and path.rstrip("/") == "/v1/models":
@@ -81,6 +83,15 @@ def _serve_docs_offline(app: FastAPI) -> None:
             swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
             swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
         )
+
+
+def _serve_dashboard(app: FastAPI) -> None:
+    """The web dashboard at ``/`` and its assets (uPlot is vendored: no CDN)."""
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount("/static", StaticFiles(directory=str(dashboard.STATIC_DIR)), name="static")
+    app.include_router(dashboard.router)
+    app.add_exception_handler(SignInRequired, dashboard.sign_in_redirect)  # type: ignore[arg-type]
 
 
 def app_from_environment() -> FastAPI:

@@ -131,6 +131,10 @@ class JobSummary(BaseModel):
     target: str
     trials: int
     trials_done: int
+    trials_total: int | None = None
+    """The trials the job's plan will run (below ``trials`` where tasks were covered)."""
+    estimated_latency_ms: float | None = None
+    """The best latency so far: the sum of the tasks' best times."""
     created_at: datetime | None
     error: str | None
 

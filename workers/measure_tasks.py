@@ -9,7 +9,8 @@ from pydantic import BaseModel, Field
 
 from tunefarm.tuner.trial import MeasureSettings, TrialRequest
 from tunefarm.workers.celery_app import app
-from tunefarm.workers.worker_state import measure_requests
+from tunefarm.workers.worker_registry import working_on
+from tunefarm.workers.worker_state import identity, measure_requests
 
 MEASURE_TASK = "tunefarm.measure_batch"
 MAX_BATCH = 256
@@ -52,5 +53,11 @@ def batch_payload(requests: list[TrialRequest]) -> dict[str, Any]:
 def measure_batch(payload: dict[str, Any]) -> list[dict[str, Any]]:
     """Validate the batch, build and time every candidate, return one result dict each."""
     batch = MeasureBatch.model_validate(payload)
-    results = measure_requests([request.to_request() for request in batch.requests])
+    queue, name = identity()
+    requests = [request.to_request() for request in batch.requests]
+    if queue is None:
+        results = measure_requests(requests)
+    else:
+        with working_on(app.conf.broker_url, queue, name, candidates=len(requests)):
+            results = measure_requests(requests)
     return [asdict(result) for result in results]

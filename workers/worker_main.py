@@ -37,7 +37,7 @@ def run_measure_worker(
         os.environ["CUDA_VISIBLE_DEVICES"] = str(device)
     queue = measure_queue(target)
     name = f"measure-{os.getpid()}@{socket.gethostname()}"
-    worker_state.configure(concurrency=concurrency, timeout_sec=timeout_sec, name=name)
+    worker_state.configure(concurrency=concurrency, timeout_sec=timeout_sec, name=name, queue=queue)
     stop_advertising = advertise(app.conf.broker_url, queue, name, concurrency)
     pool = (
         ["--pool=solo"] if concurrency == 1 else ["--pool=threads", f"--concurrency={concurrency}"]

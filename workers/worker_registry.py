@@ -1,5 +1,6 @@
 """Measure workers say, in Redis, which queue they serve and how many processes they measure
-with; the coordinator sizes its chunks from that.
+with; the coordinator sizes its chunks from that, and the dashboard shows it with the batches
+each worker is measuring (``working_on``, ``live_workers``).
 
 A worker with K pool processes takes up to K chunks at once (Celery's threads pool; the solo
 pool, one chunk at a time, when K is 1). With the workers' capacities known, a batch is cut into
@@ -9,14 +10,22 @@ GPU worker gets 13 chunks of 5 for a batch of 64, two 1-process CPU workers one 
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 ADVERTISE_EVERY_SEC = 5.0
 ADVERTISEMENT_TTL_SEC = 20
 _PREFIX = "tunefarm:measure-workers"
+_BUSY_PREFIX = "tunefarm:measure-busy"
+BUSY_TTL_SEC = 3600
+"""A worker killed mid-batch leaves its entry; it goes after this long."""
 
 
 def _client(broker_url: str) -> Any:
@@ -79,3 +88,64 @@ class QueueCapacity:
         if not capacities:
             return fallback
         return max(1, math.ceil(batch / max(1, sum(capacities))))
+
+
+@dataclass(frozen=True)
+class Batch:
+    candidates: int
+    since: float
+    """Unix time the batch started."""
+
+
+@dataclass(frozen=True)
+class LiveWorker:
+    queue: str
+    name: str
+    concurrency: int
+    batches: list[Batch] = field(default_factory=list)
+
+
+@contextmanager
+def working_on(broker_url: str, queue: str, name: str, *, candidates: int) -> Iterator[None]:
+    """While the block runs, the worker's entry says it measures a batch of ``candidates``."""
+    client = _client(broker_url)
+    key = f"{_BUSY_PREFIX}:{queue}:{name}"
+    batch_id = uuid.uuid4().hex
+    if client is not None:
+        try:
+            client.hset(key, batch_id, json.dumps({"candidates": candidates, "since": time.time()}))
+            client.expire(key, BUSY_TTL_SEC)
+        except Exception:  # what the dashboard shows must never fail a measurement
+            client = None
+    try:
+        yield
+    finally:
+        if client is not None:
+            try:
+                client.hdel(key, batch_id)
+            except Exception:
+                pass
+
+
+def live_workers(broker_url: str) -> list[LiveWorker]:
+    """Every measure worker whose advertisement is alive, with the batches it is measuring."""
+    client = _client(broker_url)
+    if client is None:
+        return []
+    keys = sorted(key.decode() for key in client.scan_iter(f"{_PREFIX}:*", count=100))
+    values = client.mget(keys) if keys else []
+    workers = []
+    for key, value in zip(keys, values, strict=True):
+        if value is None:
+            continue  # expired between the scan and the read
+        queue, name = key[len(_PREFIX) + 1 :].split(":", 1)
+        busy = client.hgetall(f"{_BUSY_PREFIX}:{queue}:{name}")
+        batches = []
+        for raw in busy.values():
+            try:
+                entry = json.loads(raw)
+                batches.append(Batch(int(entry["candidates"]), float(entry["since"])))
+            except (ValueError, KeyError, TypeError):
+                continue
+        workers.append(LiveWorker(queue, name, int(value), sorted(batches, key=lambda b: b.since)))
+    return workers

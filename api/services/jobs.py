@@ -198,7 +198,7 @@ def _status(
         message=progress.message,
         tasks=tasks,
         coverage=_coverage(engine, settings, team, job, spec) if with_coverage else None,
-        estimated_latency_ms=round(best_us / 1000, 6) if best_us is not None else None,
+        estimated_latency_ms=_ms(best_us),
         best_latency_ms=manifest["latency"]["tuned"]["p50_ms"] if manifest else None,
         error=JobError(kind=job.error_kind, message=job.error) if job.error else None,
         cancel_requested=job.cancel_requested,
@@ -251,6 +251,12 @@ def _summary(job: JobView) -> JobSummary:
         target=spec.target,
         trials=spec.trials,
         trials_done=job.progress.trials,
+        trials_total=job.progress.trials_total,
+        estimated_latency_ms=_ms(job.progress.best_us_sum),
         created_at=job.created_at,
         error=job.error,
     )
+
+
+def _ms(us: float | None) -> float | None:
+    return round(us / 1000, 6) if us is not None else None

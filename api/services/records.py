@@ -9,16 +9,24 @@ a client can never write a run time that a build believes.
 from __future__ import annotations
 
 import json
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
 
-from sqlalchemy import Engine, or_, select, update
+from sqlalchemy import Engine, func, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from tunefarm.api.errors import InvalidInput, NotFound
 from tunefarm.api.schemas import ImportResult, RecordLine, RecordList, RecordOut, RecordsDocument
 from tunefarm.api.services.teams import Team
 from tunefarm.tuner.targets import SUPPORTED_KINDS, parse_target
-from tunefarm.tuning_db.schema import TargetRow, TuningRecordRow, WorkloadRow
+from tunefarm.tuning_db.schema import (
+    TargetRow,
+    TeamRow,
+    TuningRecordRow,
+    WorkloadRow,
+    WorkloadSignatureRow,
+)
 from tunefarm.tuning_db.target_fingerprint import fingerprint
 
 
@@ -68,6 +76,128 @@ def query(
     with engine.connect() as connection:
         rows = connection.execute(statement).all()
     return RecordList(items=[_record_out(row, team) for row in rows])
+
+
+Scope = Literal["all", "mine", "promoted", "organisation"]
+
+
+@dataclass(frozen=True)
+class BrowsedRecord:
+    """One record as the dashboard's records browser shows it."""
+
+    id: int
+    operator: str
+    """The operator kind and anchor block (``conv conv2d_nhwc``), or "?" before it is indexed."""
+    shape: list[int]
+    target_class: str
+    mean_run_us: float | None
+    trials: int
+    """Records of the same workload on the same target that the team may see."""
+    source: str
+    """"organisation" (our workers measured it), a team's name, or "yours"."""
+    verified: bool
+    shared: bool
+    mine: bool
+    created_at: datetime | None
+
+
+def browse(
+    engine: Engine,
+    team: Team,
+    *,
+    operator: str | None,
+    target_class: str | None,
+    scope: Scope,
+    limit: int,
+    offset: int,
+) -> list[BrowsedRecord]:
+    """The records the team may see, fastest first, for the dashboard's records browser."""
+    same_table = TuningRecordRow.__table__.alias("same_workload")
+    trials_of = (
+        select(func.count())
+        .select_from(same_table)
+        .where(
+            same_table.c.workload_id == TuningRecordRow.workload_id,
+            same_table.c.target_key == TuningRecordRow.target_key,
+            or_(
+                same_table.c.team_id == team.id,
+                same_table.c.team_id.is_(None),
+                same_table.c.shared.is_(True),
+            ),
+        )
+        .scalar_subquery()
+    )
+    statement = (
+        select(
+            TuningRecordRow.id,
+            TuningRecordRow.mean_run_sec,
+            TuningRecordRow.verified,
+            TuningRecordRow.shared,
+            TuningRecordRow.team_id,
+            TuningRecordRow.created_at,
+            TargetRow.target_class,
+            WorkloadSignatureRow.signature_json,
+            TeamRow.name.label("team_name"),
+            trials_of.label("trials"),
+        )
+        .join(WorkloadRow, WorkloadRow.id == TuningRecordRow.workload_id)
+        .join(TargetRow, TargetRow.key == TuningRecordRow.target_key)
+        .outerjoin(WorkloadSignatureRow, WorkloadSignatureRow.workload_id == WorkloadRow.id)
+        .outerjoin(TeamRow, TeamRow.id == TuningRecordRow.team_id)
+        .where(visible_to(team))
+    )
+    if operator:
+        statement = statement.where(
+            or_(
+                WorkloadSignatureRow.kind == operator,
+                WorkloadRow.mod_json.contains(operator, autoescape=True),
+            )
+        )
+    if target_class:
+        prefix = TargetRow.target_class.startswith(target_class, autoescape=True)
+        statement = statement.where(prefix)
+    if scope == "mine":
+        statement = statement.where(TuningRecordRow.team_id == team.id)
+    elif scope == "promoted":
+        statement = statement.where(TuningRecordRow.shared.is_(True))
+    elif scope == "organisation":
+        statement = statement.where(TuningRecordRow.team_id.is_(None))
+    statement = (
+        statement.order_by(
+            TuningRecordRow.mean_run_sec.is_(None),
+            TuningRecordRow.mean_run_sec,
+            TuningRecordRow.id,
+        )
+        .limit(limit)
+        .offset(offset)
+    )
+    with engine.connect() as connection:
+        rows = connection.execute(statement).all()
+    return [_browsed(row, team) for row in rows]
+
+
+def _browsed(row: Any, team: Team) -> BrowsedRecord:
+    operator, shape = "?", []
+    if row.signature_json:
+        signature = json.loads(row.signature_json)
+        operator = f"{signature.get('kind', '?')} {signature.get('anchor', '')}".strip()
+        shape = [int(d) for d in signature.get("shape", [])]
+    mine = row.team_id == team.id
+    source = "organisation" if row.team_id is None else "yours" if mine else str(row.team_name)
+    measured = row.verified and row.mean_run_sec is not None
+    return BrowsedRecord(
+        id=row.id,
+        operator=operator,
+        shape=shape,
+        target_class=row.target_class,
+        mean_run_us=round(row.mean_run_sec * 1e6, 3) if measured else None,
+        trials=int(row.trials),
+        source=source,
+        verified=row.verified,
+        shared=row.shared,
+        mine=mine,
+        created_at=row.created_at,
+    )
 
 
 def export(engine: Engine, team: Team, *, target: str | None) -> RecordsDocument:
