@@ -23,6 +23,7 @@ $(VENV)/.installed-test: $(VENV)/.installed
 # The farm tests restart a Redis server of their own; install it where it is missing.
 system-deps:
 	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
 
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test

@@ -9,8 +9,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from tunefarm.api.body_limit import BodyLimit
-from tunefarm.api.errors import install_error_handlers
 from tunefarm.api.dashboard_session import SignInRequired
+from tunefarm.api.errors import install_error_handlers
 from tunefarm.api.routers import dashboard, health, jobs, models, records
 from tunefarm.api.services.coverage import close_model_analyses
 from tunefarm.tuner.settings import Settings

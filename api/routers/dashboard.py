@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
+import jinja2
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.templating import Jinja2Templates
@@ -36,9 +37,15 @@ from tunefarm.workers.worker_registry import live_workers
 
 router = APIRouter(include_in_schema=False)
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
-templates = Jinja2Templates(directory=str(Path(__file__).resolve().parent.parent / "templates"))
+# autoescape for every template: Starlette's default escapes only *.html, and ours are *.html.j2
+# (a model input named <script> rendered as markup before this).
+templates = Jinja2Templates(
+    env=jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).resolve().parent.parent / "templates"),
+        autoescape=True,
+    )
+)
 PAGE_SIZE = 25
-FINISHED = ("succeeded", "failed", "cancelled")
 
 
 def _render(
@@ -128,7 +135,8 @@ def job_detail(
     team, token = _signed_in(request, engine)
     try:
         status = jobs.status(engine, settings, team, job_id)
-        manifest = jobs.manifest(engine, team, job_id) if status.state.value == "succeeded" else None
+        succeeded = status.state.value == "succeeded"
+        manifest = jobs.manifest(engine, team, job_id) if succeeded else None
     except ApiError as err:
         return _error_page(request, team, token, err)
     page = job_page(engine, team, status, manifest)
@@ -255,7 +263,7 @@ def workers_page(request: Request, engine: EngineDep, settings: SettingsDep) -> 
         workers = live_workers(settings.broker_url)
         unreachable = None
     except Exception as err:  # the broker is away: the page says so
-        workers, unreachable = [], str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        workers, unreachable = [], (str(err).splitlines() or [type(err).__name__])[0][:200]
     queues: dict[str, list[Any]] = {}
     for worker in workers:
         queues.setdefault(worker.queue, []).append(worker)

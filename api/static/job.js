@@ -28,7 +28,7 @@
         { label: "trials" },
         { label: label, size: 70 },
       ],
-      series: [{}, { label: label, stroke: "#2f6fde", width: small ? 1.5 : 2, spanGaps: true }],
+      series: [{ label: "trial" }, { label: label, stroke: "#2f6fde", width: small ? 1.5 : 2, spanGaps: true }],
     };
     return new uPlot(opts, series(points), el);
   }

@@ -114,3 +114,7 @@ def coverage_of(
         assert detail["coverage_state"] == "pending" and detail["coverage"] is None
         assert time.monotonic() < deadline, "the coverage stayed pending"
         time.sleep(0.2)
+
+
+# The farm (a real server and workers) for the modules that ask for it; defined beside it.
+from tests.api.farm_fixture import farm  # noqa: E402, F401

@@ -16,7 +16,6 @@ from tests.api.conftest import TeamAuth, upload
 from tunefarm.api.dashboard_session import COOKIE, csrf_token
 
 
-
 def _signed_in(client: TestClient, team: TeamAuth) -> None:
     client.cookies.clear()
     response = client.post("/login", data={"token": team.token}, follow_redirects=False)
@@ -107,6 +106,15 @@ def test_state_changes_need_the_forms_csrf_token(
     assert COOKIE in out.headers["set-cookie"] and "Max-Age=0" in out.headers["set-cookie"]
 
 
+def test_markup_in_what_a_page_shows_is_escaped(client: TestClient, team_a: TeamAuth) -> None:
+    _signed_in(client, team_a)
+    markup = "<img src=x onerror=alert(1)>"
+    page = client.get(f"/jobs/{markup}")  # "no job <img ...>" is shown on the page
+    assert page.status_code == 404
+    assert markup not in page.text
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page.text
+
+
 @pytest.mark.parametrize("scope", ["all", "mine", "promoted", "organisation"])
 def test_the_records_and_workers_pages_render(
     client: TestClient, team_a: TeamAuth, scope: str
@@ -120,6 +128,7 @@ def test_the_records_and_workers_pages_render(
 
 
 def test_the_assets_are_served_by_the_api_itself(client: TestClient) -> None:
-    for path in ("/static/vendor/uplot/uPlot.iife.min.js", "/static/job.js", "/static/dashboard.css"):
+    assets = ("/static/vendor/uplot/uPlot.iife.min.js", "/static/job.js", "/static/dashboard.css")
+    for path in assets:
         response = client.get(path)
         assert response.status_code == 200 and len(response.content) > 500, path
