@@ -54,10 +54,6 @@ def _render(
     return templates.TemplateResponse(request, name, context, status_code=status_code)
 
 
-def _signed_in(request: Request, engine: Any) -> tuple[Team, str]:
-    return session_team(request, engine)
-
-
 def _page(request: Request, team: Team, token: str, **context: Any) -> dict[str, Any]:
     return {"team": team, "csrf": csrf_token(token), "path": request.url.path, **context}
 
@@ -93,7 +89,7 @@ def login(
 def logout(
     request: Request, engine: EngineDep, csrf: Annotated[str, Form(max_length=200)] = ""
 ) -> Response:
-    _team, token = _signed_in(request, engine)
+    _team, token = session_team(request, engine)
     check_csrf(request, token, csrf)
     response = RedirectResponse("/login", status_code=303)
     end_session(response)
@@ -107,7 +103,7 @@ def jobs_page(
     state: JobState | None = None,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> HTMLResponse:
-    team, token = _signed_in(request, engine)
+    team, token = session_team(request, engine)
     listed = jobs.list_jobs(
         engine, team, state=state, model_id=None, limit=PAGE_SIZE, offset=offset
     )
@@ -132,7 +128,7 @@ def jobs_page(
 def job_detail(
     request: Request, job_id: str, engine: EngineDep, settings: SettingsDep
 ) -> HTMLResponse:
-    team, token = _signed_in(request, engine)
+    team, token = session_team(request, engine)
     try:
         status = jobs.status(engine, settings, team, job_id)
         succeeded = status.state.value == "succeeded"
@@ -147,7 +143,7 @@ def job_detail(
 def job_events(
     request: Request, job_id: str, engine: EngineDep, settings: SettingsDep
 ) -> StreamingResponse:
-    team, _token = _signed_in(request, engine)
+    team, _token = session_team(request, engine)
     jobs.own_job_exists(engine, team, job_id)
     return StreamingResponse(
         jobs.events(engine, settings, team, job_id),
@@ -164,7 +160,7 @@ def cancel(
     settings: SettingsDep,
     csrf: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
-    team, token = _signed_in(request, engine)
+    team, token = session_team(request, engine)
     check_csrf(request, token, csrf)
     try:
         jobs.cancel(engine, settings, team, job_id)
@@ -175,7 +171,7 @@ def cancel(
 
 @router.get("/jobs/{job_id}/artifact", response_model=None)
 def artifact(request: Request, job_id: str, engine: EngineDep) -> Response:
-    team, token = _signed_in(request, engine)
+    team, token = session_team(request, engine)
     try:
         library, sha256 = jobs.artifact(engine, team, job_id)
     except ApiError as err:
@@ -192,7 +188,7 @@ def artifact(request: Request, job_id: str, engine: EngineDep) -> Response:
 
 @router.get("/jobs/{job_id}/report", response_class=HTMLResponse)
 def report(request: Request, job_id: str, engine: EngineDep) -> HTMLResponse:
-    team, token = _signed_in(request, engine)
+    team, token = session_team(request, engine)
     try:
         return HTMLResponse(jobs.report(engine, team, job_id))
     except ApiError as err:
@@ -209,7 +205,7 @@ def records_page(
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     promoted: Annotated[int | None, Query(ge=0)] = None,
 ) -> HTMLResponse:
-    team, token = _signed_in(request, engine)
+    team, token = session_team(request, engine)
     rows = records.browse(
         engine,
         team,
@@ -245,7 +241,7 @@ def promote(
     csrf: Annotated[str, Form(max_length=200)] = "",
     record_id: Annotated[list[int] | None, Form()] = None,
 ) -> Response:
-    team, token = _signed_in(request, engine)
+    team, token = session_team(request, engine)
     check_csrf(request, token, csrf)
     if not record_id:
         return RedirectResponse("/records?promoted=0", status_code=303)
@@ -258,7 +254,7 @@ def promote(
 
 @router.get("/workers", response_class=HTMLResponse)
 def workers_page(request: Request, engine: EngineDep, settings: SettingsDep) -> HTMLResponse:
-    team, token = _signed_in(request, engine)
+    team, token = session_team(request, engine)
     try:
         workers = live_workers(settings.broker_url)
         unreachable = None
