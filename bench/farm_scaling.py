@@ -1,5 +1,10 @@
 """Farm scaling: trials/s with 1 and 2 measure workers against stock MetaSchedule, in one run.
 
+``--gpus 1,2,4,8`` (issue 22) runs the farm once per count instead: N measure workers, worker i
+pinned to GPU i (``tunefarm worker --device i``) with a warm pool of its share of the host's
+cores, one coordinator (this process), one job. Each row also gives the coordinator's search
+time per batch, the build pools' busy share and the GPU timers' busy share, so the limit shows.
+
 Each farm run starts real ``tunefarm worker`` processes on a Redis server of its own and tunes
 in this process (the coordinator's part) with ``CeleryTrialExecutor``. The stock run is
 ``tune_relax`` with ``LocalBuilder``/``LocalRunner``. Same model, tasks, seed, budget and search
@@ -64,12 +69,20 @@ def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 
 def start_workers(
-    count: int, broker_url: str, logs: Path, *, target: str, concurrency: int
+    count: int,
+    broker_url: str,
+    logs: Path,
+    *,
+    target: str,
+    concurrency: int,
+    devices: list[int] | None = None,
 ) -> list[subprocess.Popen[str]]:
+    """``count`` measure workers; with ``devices``, worker i measures on GPU ``devices[i]``."""
     env = {**os.environ, "TUNEFARM_BROKER_URL": broker_url}
     workers = []
     for index in range(count):
         log = logs / f"worker-{index}.log"
+        pinned = ["--device", str(devices[index])] if devices is not None else []
         workers.append(
             subprocess.Popen(
                 [
@@ -81,6 +94,7 @@ def start_workers(
                     target,
                     "--concurrency",
                     str(concurrency),
+                    *pinned,
                 ],
                 stdout=log.open("w"),
                 stderr=subprocess.STDOUT,
@@ -229,6 +243,7 @@ def run_farm(
     chunk_size: int | None,
     overlap: bool = False,
     first_task_only: bool = False,
+    devices: list[int] | None = None,
 ) -> dict[str, Any]:
     import tvm.s_tir.meta_schedule as ms
 
@@ -244,7 +259,12 @@ def run_farm(
 
     redis_process, broker_url = own_or_given_broker(scratch, broker_url)
     processes = start_workers(
-        workers, broker_url, scratch, target=target_text, concurrency=concurrency
+        workers,
+        broker_url,
+        scratch,
+        target=target_text,
+        concurrency=concurrency,
+        devices=devices,
     )
     try:
         farm = CeleryTrialExecutor(
@@ -297,6 +317,14 @@ def run_farm(
         "device_wait_on_workers": round(executor.device_wait_sec, 3),
     }
     stats = overlapped_search.last_stats
+    batches = max(1, -(-report.trials // settings.num_trials_per_iter))
+    wall_sec = max(wall["sec"], 1e-9)
+    limits = {
+        # The three places a batch can wait: the search here, the build pools, the GPU timers.
+        "search_sec_per_batch": round(split["search_in_coordinator"] / batches, 3),
+        "build_busy_share": round(executor.build_sec / (wall_sec * workers * concurrency), 3),
+        "device_busy_share": round(executor.measure_sec / (wall_sec * workers), 3),
+    }
     return {
         "side": f"farm, {workers} worker(s)"
         + (", overlapped search" if overlap else ", MetaSchedule's loop")
@@ -317,10 +345,43 @@ def run_farm(
         "time_split_ms_per_trial": {
             name: round(1000 * sec / trials_run, 1) for name, sec in split.items()
         },
+        "devices": devices,
+        "limits": limits,
         "overlapped_batches": stats.overlapped_batches if overlap else None,
         "batches": stats.batches if overlap else None,
         **common.profile_fields(profiler),
     }
+
+
+def gpu_rows(
+    mod: Any,
+    target: Any,
+    args: argparse.Namespace,
+    settings: SearchSettings,
+    scratch: Path,
+    farm_options: dict[str, Any],
+    overlap: bool,
+) -> dict[str, Any]:
+    """One farm run per GPU count: worker i on GPU i, each with its share of the cores."""
+    rows = {}
+    cores = os.cpu_count() or 1
+    for count in args.gpus:
+        # One core stays with the coordinator's search; the rest are split between the workers.
+        share = args.concurrency if args.concurrency > 1 else max(1, (cores - 1) // count)
+        print(f"farm, {count} GPU(s), {share} build processes each ...", flush=True)
+        folder = scratch / f"gpus{count}"
+        folder.mkdir()
+        rows[f"gpus_{count}"] = run_farm(
+            mod,
+            target,
+            workers=count,
+            settings=settings,
+            scratch=folder,
+            overlap=overlap,
+            devices=list(range(count)),
+            **{**farm_options, "concurrency": share},
+        )
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -332,6 +393,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-stock", action="store_true")
     parser.add_argument("--target", default=common.TARGET, help="llvm (default) or cuda")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument(
+        "--gpus",
+        type=lambda text: [int(n) for n in text.split(",")],
+        help="1,2,4,8: one farm run per count, a worker pinned per GPU (issue 22); only these rows",
+    )
+    parser.add_argument("--fp16", action="store_true", help="tune the fp16 model")
     parser.add_argument("--concurrency", type=int, default=1, help="warm processes per worker")
     parser.add_argument("--broker-url", help="use this Redis instead of starting one")
     parser.add_argument(
@@ -354,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.broker_url is None and shutil.which("redis-server") is None:
         print("farm_scaling needs redis-server on the PATH", file=sys.stderr)
         return 2
-    if not args.skip_stock and (problem := common.stock_prerequisite_error()):
+    if not args.skip_stock and not args.gpus and (problem := common.stock_prerequisite_error()):
         print(problem, file=sys.stderr)
         return 2
     started = datetime.now(timezone.utc)
@@ -367,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
         model = (
             {"source": str(args.model)} if args.model else common.build_default_model(model_path)
         )
-        mod = common.prepare_module(model_path, target)
+        mod = common.prepare_module(model_path, target, fp16=args.fp16)
         order = common.stock_task_order(mod, target)
         setup = common.import_untimed()
         same = SearchSettings(num_trials_per_iter=64)
@@ -385,7 +452,9 @@ def main(argv: list[str] | None = None) -> int:
             "concurrency": args.concurrency,
             "chunk_size": args.chunk_size,
         }
-        if not args.skip_stock and not args.skip_main:
+        if args.gpus:
+            rows.update(gpu_rows(mod, target, args, same, scratch, farm_options, default_overlap))
+        elif not args.skip_stock and not args.skip_main:
             import tvm.s_tir.meta_schedule as ms
 
             print("stock tune_relax, 64 trials/iter ...", flush=True)
@@ -401,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
                 builder=ms.builder.LocalBuilder(timeout_sec=args.stock_builder_timeout),
             )
             rows["stock"]["builder_timeout_sec"] = args.stock_builder_timeout
-        for workers in [] if args.skip_main else args.workers:
+        for workers in [] if args.skip_main or args.gpus else args.workers:
             print(f"farm, {workers} worker(s), MetaSchedule search defaults ...", flush=True)
             (scratch / f"farm{workers}").mkdir()
             rows[f"farm_{workers}"] = run_farm(
@@ -413,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
                 overlap=default_overlap,
                 **farm_options,
             )
-        if not args.skip_fast and not args.skip_main:
+        if not args.skip_fast and not args.skip_main and not args.gpus:
             workers = max(args.workers)
             print(f"farm, {workers} worker(s), FAST_SEARCH ...", flush=True)
             (scratch / "farmfast").mkdir()
@@ -426,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
                 overlap=default_overlap,
                 **farm_options,
             )
-        if args.overlap_trials > 0:
+        if args.overlap_trials > 0 and not args.gpus:
             overlap_options = {
                 **farm_options,
                 "trials": args.overlap_trials,
@@ -473,6 +542,12 @@ def main(argv: list[str] | None = None) -> int:
             ratios[f"farm_2{suffix}_over_farm_1{suffix}"] = common._ratio(
                 rate[f"farm_2{suffix}"], rate[f"farm_1{suffix}"]
             )
+    for count in args.gpus or []:
+        if count != 1 and f"gpus_{count}" in rate and "gpus_1" in rate:
+            ratio = common._ratio(rate[f"gpus_{count}"], rate["gpus_1"])
+            ratios[f"gpus_{count}_over_gpus_1"] = ratio
+            # The goal: N GPUs give at least 0.85 N times the trials/s of one.
+            ratios[f"gpus_{count}_efficiency"] = round(ratio / count, 3) if ratio else None
     for workers in args.workers:
         serial, overlapped = (f"farm_{workers}_first_task_{loop}" for loop in ("serial", "overlap"))
         if serial in rate and overlapped in rate:
@@ -488,6 +563,8 @@ def main(argv: list[str] | None = None) -> int:
             "model": model,
             "measure": common.MEASURE,
             "target": str(target),
+            "fp16": args.fp16,
+            "gpus": args.gpus,
             "overlap_trials": args.overlap_trials,
             "default_search_loop": "overlapped" if default_overlap else "metaschedule",
         },
@@ -506,6 +583,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, row in rows.items():
         if "time_split_ms_per_trial" in row:
             print(f"{name} (ms per trial): {row['time_split_ms_per_trial']}")
+        if row.get("devices") is not None:
+            print(f"{name} limits: {row['limits']}")
     print(f"wrote {path}")
     return 0
 

@@ -261,14 +261,15 @@ def run_compile_phase(model_path: Path, trials: int, seed: int, scratch: Path) -
 # --------------------------------------------------------------------------------------------
 
 
-def prepare_module(model_path: Path, target: Target) -> IRModule:
+def prepare_module(model_path: Path, target: Target, *, fp16: bool = False) -> IRModule:
     """Our import and pass pipeline; both sides tune the tasks of the same module."""
     from tunefarm.tuner.model_validation import validate_onnx_model
     from tunefarm.tuner.onnx_import import import_onnx
     from tunefarm.tuner.pipelines import PipelineOptions, run_pipeline
 
     validated = validate_onnx_model(model_path)
-    return run_pipeline(import_onnx(validated), target=target, options=PipelineOptions()).mod
+    options = PipelineOptions(fp16=fp16)
+    return run_pipeline(import_onnx(validated), target=target, options=options).mod
 
 
 def stock_task_order(mod: IRModule, target: Target) -> list[str]:

@@ -31,7 +31,6 @@
 #include <sstream>
 #include <unordered_map>
 #include <vector>
-#include <vector>
 
 #ifdef TUNEFARM_CUDNN_FRONTEND
 // cuDNN's graph API through its header-only frontend (nvidia-cudnn-frontend): the engines its
@@ -254,9 +253,10 @@ ConvPlan MakeConvPlan(DeviceState& state, cudaStream_t stream, const TensorView&
   if (relu || plan.plain) {
     // fp16 reaches the tensor cores only with TENSOR_OP_MATH: under the default math type
     // cuDNN offers its old CUDA-core kernels (implicit_convolve_sgemm) and NCHW fp32 detours.
-    // TF32 is asked both ways: under the default math type alone, cuDNN offered its CUDA-core
-    // engine (convolve_common_engine) for 8 of ResNet-50's 20 convolutions
-    // (bench/results/vendor_profile-h200-20261206T092043Z.json).
+    // TF32 candidates are asked for under both math types that allow it; which wins is then
+    // measured on the GPU (TimeOnGpu). The CUDA-core engine that fp32 ResNet-50 once got for 8
+    // of its 20 convolutions came from timing on the host, not from this list
+    // (bench/results/vendor_profile-h100-20261206T092708Z.json).
     std::vector<cudnnMathType_t> asked{math};
     if (tf32 && !half) asked.push_back(CUDNN_TENSOR_OP_MATH);
     for (cudnnMathType_t ask : asked) {
@@ -302,7 +302,8 @@ ConvPlan MakeConvPlan(DeviceState& state, cudaStream_t stream, const TensorView&
              RunConv(state, plan, x, w, bias, z, has_residual, y) == CUDNN_STATUS_SUCCESS;
     });
     if (Logging()) {
-      std::fprintf(stderr, "tunefarm conv x %ldx%ldx%ldx%ld w %ldx%ldx%ldx%ld: algo %d math %d: %.4f ms\n",
+      std::fprintf(stderr,
+                   "tunefarm conv x %ldx%ldx%ldx%ld w %ldx%ldx%ldx%ld: algo %d math %d: %.4f ms\n",
                    long(x.size(0)), long(x.size(1)), long(x.size(2)), long(x.size(3)),
                    long(w.size(0)), long(w.size(1)), long(w.size(2)), long(w.size(3)), int(algo),
                    int(math), ms);
