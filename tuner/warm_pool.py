@@ -158,18 +158,20 @@ class WarmPool:
         with self._lifecycle:
             self._restart(generation)
 
-    def _restart(self, generation: int | None) -> None:
+    def _restart(self, generation: int | None) -> ProcessPoolExecutor | None:
+        """The executor whose workers were killed, if one was."""
         if generation is not None and generation != self.generation:
-            return
+            return None
         executor, self._executor = self._executor, None
         if executor is None:
-            return
+            return None
         self.restarts += 1
         self.generation += 1
         processes = list(getattr(executor, "_processes", {}).values())
         for process in processes:
             process.kill()
         executor.shutdown(wait=False, cancel_futures=True)
+        return executor
 
     def close(self) -> None:
         with self._lifecycle:
@@ -184,7 +186,14 @@ class WarmPool:
     def __exit__(self, exc_type: object, *exc_info: object) -> None:
         if exc_type is KeyboardInterrupt:
             # Do not wait for the trials in flight (up to their timeout): the user asked to stop.
-            self.restart()
+            with self._lifecycle:
+                killed = self._restart(None)
+            if killed is not None:
+                # Its workers are dead, so its manager thread ends at once. Joined here, that
+                # thread has closed its wakeup pipe before Python's exit handler writes to it:
+                # in 3.11 the two race, and Ctrl-C sometimes ended with a traceback ("Bad file
+                # descriptor" in concurrent.futures' _python_exit).
+                killed.shutdown(wait=True, cancel_futures=True)
         self.close()
 
 
