@@ -530,12 +530,14 @@ def main(argv: list[str] | None = None) -> int:
                         **overlap_options,
                     )
     rate = {name: row["trials_per_sec"] for name, row in rows.items()}
+
+    def stock_of(name: str) -> float | None:
+        return rate.get("stock_first_task" if "first_task" in name else "stock")
+
     ratios = {
-        f"{name}_over_stock": common._ratio(
-            value, rate.get("stock_first_task" if "first_task" in name else "stock")
-        )
+        f"{name}_over_stock": common._ratio(value, stock_of(name))
         for name, value in rate.items()
-        if not name.startswith("stock")
+        if not name.startswith("stock") and stock_of(name) is not None
     }
     for suffix in ("", "_first_task_serial", "_first_task_overlap"):
         if f"farm_1{suffix}" in rate and f"farm_2{suffix}" in rate:
