@@ -10,6 +10,7 @@ GPU worker gets 13 chunks of 5 for a batch of 64, two 1-process CPU workers one 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import threading
@@ -28,7 +29,9 @@ BUSY_TTL_SEC = 3600
 """A worker killed mid-batch leaves its entry; it goes after this long."""
 
 
+@functools.lru_cache(maxsize=8)
 def _client(broker_url: str) -> Any:
+    """One client (and connection pool) per broker: a measure worker asks for it per batch."""
     if not broker_url.startswith(("redis://", "rediss://")):
         return None
     import redis
@@ -134,12 +137,16 @@ def live_workers(broker_url: str) -> list[LiveWorker]:
         return []
     keys = sorted(key.decode() for key in client.scan_iter(f"{_PREFIX}:*", count=100))
     values = client.mget(keys) if keys else []
+    live = [
+        (*key[len(_PREFIX) + 1 :].split(":", 1), int(value))
+        for key, value in zip(keys, values, strict=True)
+        if value is not None  # else it expired between the scan and the read
+    ]
+    pipeline = client.pipeline(transaction=False)
+    for queue, name, _concurrency in live:
+        pipeline.hgetall(f"{_BUSY_PREFIX}:{queue}:{name}")
     workers = []
-    for key, value in zip(keys, values, strict=True):
-        if value is None:
-            continue  # expired between the scan and the read
-        queue, name = key[len(_PREFIX) + 1 :].split(":", 1)
-        busy = client.hgetall(f"{_BUSY_PREFIX}:{queue}:{name}")
+    for (queue, name, concurrency), busy in zip(live, pipeline.execute(), strict=True):
         batches = []
         for raw in busy.values():
             try:
@@ -147,5 +154,5 @@ def live_workers(broker_url: str) -> list[LiveWorker]:
                 batches.append(Batch(int(entry["candidates"]), float(entry["since"])))
             except (ValueError, KeyError, TypeError):
                 continue
-        workers.append(LiveWorker(queue, name, int(value), sorted(batches, key=lambda b: b.since)))
+        workers.append(LiveWorker(queue, name, concurrency, sorted(batches, key=lambda b: b.since)))
     return workers

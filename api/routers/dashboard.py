@@ -28,6 +28,7 @@ from tunefarm.api.dashboard_session import (
 )
 from tunefarm.api.dependencies import EngineDep, SettingsDep
 from tunefarm.api.errors import ApiError, Unauthorized
+from tunefarm.api.responses import event_stream, library_download
 from tunefarm.api.schemas import JobState
 from tunefarm.api.services import jobs, records
 from tunefarm.api.services.job_page import job_page
@@ -131,7 +132,7 @@ def job_detail(
     team, token = session_team(request, engine)
     try:
         status = jobs.status(engine, settings, team, job_id)
-        succeeded = status.state.value == "succeeded"
+        succeeded = status.state is JobState.SUCCEEDED
         manifest = jobs.manifest(engine, team, job_id) if succeeded else None
     except ApiError as err:
         return _error_page(request, team, token, err)
@@ -145,11 +146,7 @@ def job_events(
 ) -> StreamingResponse:
     team, _token = session_team(request, engine)
     jobs.own_job_exists(engine, team, job_id)
-    return StreamingResponse(
-        jobs.events(engine, settings, team, job_id),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return event_stream(jobs.events(engine, settings, team, job_id))
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=None)
@@ -176,14 +173,7 @@ def artifact(request: Request, job_id: str, engine: EngineDep) -> Response:
         library, sha256 = jobs.artifact(engine, team, job_id)
     except ApiError as err:
         return _error_page(request, team, token, err)
-    return Response(
-        library,
-        media_type="application/octet-stream",
-        headers={
-            "Content-Disposition": 'attachment; filename="model.so"',
-            "X-Content-SHA256": sha256,
-        },
-    )
+    return library_download(library, sha256)
 
 
 @router.get("/jobs/{job_id}/report", response_class=HTMLResponse)

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Response
 from fastapi.responses import HTMLResponse, StreamingResponse
 
 from tunefarm.api.dependencies import CeleryDep, CurrentTeam, EngineDep, SettingsDep
+from tunefarm.api.responses import event_stream, library_download
 from tunefarm.api.schemas import JobList, JobState, JobStatus, JobSubmit
 from tunefarm.api.services import jobs
 
@@ -53,11 +54,7 @@ def job_events(
 ) -> StreamingResponse:
     """Server-Sent Events: ``progress`` on every change, then ``end`` with the final status."""
     jobs.own_job_exists(engine, team, job_id)
-    return StreamingResponse(
-        jobs.events(engine, settings, team, job_id),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return event_stream(jobs.events(engine, settings, team, job_id))
 
 
 @router.post("/{job_id}/cancel", response_model=JobStatus)
@@ -75,15 +72,7 @@ def cancel_job(
 )
 def job_artifact(job_id: str, team: CurrentTeam, engine: EngineDep) -> Response:
     """The compiled library; its sha256 is in the ``X-Content-SHA256`` header and the manifest."""
-    library, sha256 = jobs.artifact(engine, team, job_id)
-    return Response(
-        library,
-        media_type="application/octet-stream",
-        headers={
-            "Content-Disposition": 'attachment; filename="model.so"',
-            "X-Content-SHA256": sha256,
-        },
-    )
+    return library_download(*jobs.artifact(engine, team, job_id))
 
 
 @router.get(

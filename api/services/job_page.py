@@ -40,7 +40,7 @@ class JobPage:
 
     @property
     def finished(self) -> bool:
-        return self.status.state.value in ("succeeded", "failed", "cancelled")
+        return self.status.state.finished
 
     def live_data(self) -> dict[str, Any]:
         """The page script's starting point (it goes into the page as JSON)."""
