@@ -7,6 +7,8 @@ In one process on one GPU, for ResNet-50 (or another ``gpu_models`` model) at on
   (``cudnnConvolutionBiasActivationForward``), matmuls on cuBLASLt;
 - ``vendor plain``: the convolutions alone on cuDNN (``cudnnConvolutionForward``), their
   epilogues left to TVM, which fuses each into one elementwise kernel;
+- ``vendor cudnn-depthwise``: ``vendor fused`` with depthwise convolutions on cuDNN
+  instead of our kernel (``vendor_depthwise.cu``), as before it existed;
 - ``torch.compile reduce-overhead``, the goal's reference.
 
 Each row has p50 per call, the back-to-back mean and CUPTI's busy time (``gpu_peers``), plus the
@@ -45,12 +47,14 @@ def top_kernels(run: Any) -> list[dict[str, Any]]:
     return [{"kernel": name[:120], **row} for name, row in rows]
 
 
+# label: (offload, conv epilogue, our depthwise kernel)
 BUILDS = {
-    "tunefarm tuned": (False, True),
-    "vendor fused": (True, True),
-    "vendor plain": (True, False),
+    "tunefarm tuned": (False, True, True),
+    "vendor fused": (True, True, True),
+    "vendor cudnn-depthwise": (True, True, False),
+    "vendor plain": (True, False, True),
     # What --vendor-kernels builds: fused chains, each only where it beats its tuned record.
-    "vendor chosen": (True, True),
+    "vendor chosen": (True, True, True),
 }
 
 
@@ -84,7 +88,7 @@ def build_rows(
         reference_np = module(*inputs).float().cpu().numpy()
     rows: dict[str, Any] = {}
     for label in builds:
-        offload, epilogue = BUILDS[label]
+        offload, epilogue, own_depthwise = BUILDS[label]
         started = time.perf_counter()
         mod, counts = imported, None
         choices: list[vendor_choice.ChainChoice] = []
@@ -97,7 +101,11 @@ def build_rows(
             for phase in default_phases(target, PipelineOptions(fp16=half)):
                 if phase.name == "legalize" and offload:
                     mod, counts = vendor_kernels.offload_to_vendor_kernels(
-                        mod, conv_epilogue=epilogue, select=select, tf32=tf32
+                        mod,
+                        conv_epilogue=epilogue,
+                        select=select,
+                        tf32=tf32,
+                        own_depthwise=own_depthwise,
                     )
                 mod = tvm.transform.Sequential(phase.passes)(mod)
         if database is not None:

@@ -6,8 +6,12 @@ what the vendor libraries reach. This module:
 
 - rewrites each eligible convolution or matmul chain of the Relax graph, with its bias, residual
   add and ReLU, into one ``call_dps_packed`` to a function of ``vendor_shim.cc``;
-- compiles that shim against the cuDNN and cuBLASLt headers of NVIDIA's pip wheels, so the
-  exported library carries the calls (a Python callback would keep only its name);
+- rewrites each depthwise convolution, with its bias and the ReLU6 on either side of it, into
+  one call to a kernel of ours (``vendor_depthwise.cu``): cuDNN's depthwise kernel was 4x
+  torch's on MobileNetV2, and its fused call takes no ReLU6;
+- compiles that shim against the cuDNN and cuBLASLt headers of NVIDIA's pip wheels (and the
+  depthwise kernel with nvcc), so the exported library carries the calls (a Python callback
+  would keep only its name);
 - loads the vendor libraries before such a library is loaded.
 
 Shapes the rewrite does not take (asymmetric padding, mixed dtypes) stay TVM kernels.
@@ -21,6 +25,7 @@ import importlib.metadata
 import importlib.util
 import logging
 import os
+import shutil
 import subprocess
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -39,7 +44,12 @@ logger = logging.getLogger(__name__)
 
 CONV_FUNC = "tunefarm_cudnn_conv2d"
 MATMUL_FUNC = "tunefarm_cublaslt_matmul"
+DEPTHWISE_FUNC = "tunefarm_depthwise_conv2d"
+VENDOR_FUNCS = (CONV_FUNC, MATMUL_FUNC, DEPTHWISE_FUNC)
 SHIM_SOURCE = Path(__file__).with_name("vendor_shim.cc")
+DEPTHWISE_SOURCE = Path(__file__).with_name("vendor_depthwise.cu")
+# Real code for each GPU generation from Ampere on, and PTX that later drivers compile.
+NVCC_ARCHS = ("80", "86", "89", "90", "100", "120")
 # The CUDA toolkit's headers (crt/ is not in the runtime wheel) and libraries, after the wheels.
 CUDA_HOME = Path("/usr/local/cuda")
 # sonames the shim links against; the loader brings them in before the library.
@@ -112,6 +122,7 @@ def offload_to_vendor_kernels(
     conv_epilogue: bool = True,
     select: VendorSelect | None = None,
     tf32: bool = False,
+    own_depthwise: bool = True,
 ) -> tuple[IRModule, Counter[str]]:
     """``mod`` with every eligible chain in ``main`` replaced; how many of each function.
 
@@ -119,10 +130,13 @@ def offload_to_vendor_kernels(
     stay in the graph, where TVM fuses them into one elementwise kernel. ``select`` keeps some of
     the eligible chains (``vendor_choice``: the faster of tuned and vendor); by default all.
     ``tf32`` lets fp32 calls round their inputs to TF32 on the tensor cores, as torch's cuDNN
-    convolutions do by default; fp32 stays exact otherwise.
+    convolutions do by default; fp32 stays exact otherwise. ``own_depthwise=False`` leaves
+    depthwise convolutions to cuDNN, as before our kernel (``bench/vendor_profile.py`` compares).
     """
     function = mod["main"]
-    calls = _find_chains(function, conv_epilogue=conv_epilogue, tf32=tf32)
+    calls = _find_chains(
+        function, conv_epilogue=conv_epilogue, tf32=tf32, own_depthwise=own_depthwise
+    )
     if select is not None:
         kept = select(calls)
         calls = {end: call for end, call in calls.items() if end in kept}
@@ -153,7 +167,7 @@ def vendor_calls(mod: IRModule) -> Counter[str]:
         if _op_name(expr) == "relax.call_dps_packed":
             assert isinstance(expr, relax.Call)
             name = getattr(expr.args[0], "global_symbol", None)
-            if name in (CONV_FUNC, MATMUL_FUNC):
+            if name in VENDOR_FUNCS:
                 counts[str(name)] += 1
 
     for function in mod.functions.values():
@@ -213,7 +227,9 @@ def _bias_vector(expr: relax.Expr, channels: int, dtype: str) -> Constant | None
     return relax.const(expr.value.numpy().reshape(channels), dtype)
 
 
-def _anchor(value: relax.Expr) -> tuple[str, tuple[int, ...], relax.Expr, Constant] | None:
+def _anchor(
+    value: relax.Expr, *, own_depthwise: bool = True
+) -> tuple[str, tuple[int, ...], relax.Expr, Constant] | None:
     """(function, config head, x, weight) for a convolution or matmul the shim can run."""
     op = _op_name(value)
     if op not in ("relax.nn.conv2d", "relax.matmul"):
@@ -237,21 +253,65 @@ def _anchor(value: relax.Expr) -> tuple[str, tuple[int, ...], relax.Expr, Consta
         dilation = [int(d) for d in attrs.dilation]
         kernel = _static_shape(weight)
         assert kernel is not None
-        if kernel[1:3] == (1, 1) and strides == [1, 1] and top == left == 0 and attrs.groups == 1:
+        groups = int(attrs.groups)
+        if own_depthwise and groups > 1 and groups == x_shape[-1] == kernel[0] and kernel[3] == 1:
+            # Our kernel reads V channels of one tap as one vector: the weight as [kh, kw, C].
+            taps = weight.value.numpy().reshape(kernel[0], kernel[1], kernel[2]).transpose(1, 2, 0)
+            return DEPTHWISE_FUNC, (*strides, top, left, *dilation), x, relax.const(taps, dtype)
+        if kernel[1:3] == (1, 1) and strides == [1, 1] and top == left == 0 and groups == 1:
             # A 1x1 convolution over NHWC data is a GEMM: [N*H*W, C] x [C, K], the OHWI weight
             # being [K, C] transposed. cuBLASLt runs it on Hopper kernels, where cuDNN's legacy
             # API falls back to implicit_convolve_sgemm (bench/results/vendor_profile-h200-*).
             as_matrix = relax.const(weight.value.numpy().reshape(kernel[0], kernel[3]), dtype)
             return MATMUL_FUNC, (1,), x, as_matrix
-        return CONV_FUNC, (*strides, top, left, *dilation, int(attrs.groups)), x, weight
+        return CONV_FUNC, (*strides, top, left, *dilation, groups), x, weight
     shape = _static_shape(weight)
     if shape is not None and len(shape) == 2 and isinstance(weight, Constant):
         return MATMUL_FUNC, (0,), x, weight
     return None
 
 
+# The activations a depthwise call applies (its config's act_in and act_out).
+NO_ACTIVATION, RELU, RELU6 = 0, 1, 2
+
+
+def _scalar(expr: relax.Expr) -> float | None:
+    """The value of a constant whose elements are all one value (a clip's bound)."""
+    if not isinstance(expr, Constant):
+        return None
+    values = expr.value.numpy()
+    if values.size == 0 or not np.all(values == values.reshape(-1)[0]):
+        return None
+    return float(values.reshape(-1)[0])
+
+
+def _activation_step(value: relax.Expr, previous: int, operand: relax.Var) -> int | None:
+    """The activation after ``value`` is applied to ``operand``, which had ``previous``
+    applied: ReLU as ``relu`` or ``maximum(x, 0)``, ReLU6 as a ReLU then ``minimum(x, 6)``
+    (``clip_rewrites`` imports every constant clip so). None: ``value`` is not that step."""
+    op = _op_name(value)
+    if op == "relax.nn.relu" and previous == NO_ACTIVATION:
+        return RELU
+    if op not in ("relax.maximum", "relax.minimum"):
+        return None
+    assert isinstance(value, relax.Call)
+    left, right = value.args
+    if not left.same_as(operand):
+        return None
+    bound = _scalar(right)
+    if op == "relax.maximum" and previous == NO_ACTIVATION and bound == 0.0:
+        return RELU
+    if op == "relax.minimum" and previous == RELU and bound == 6.0:
+        return RELU6
+    return None
+
+
 def _find_chains(
-    function: relax.Function, *, conv_epilogue: bool, tf32: bool = False
+    function: relax.Function,
+    *,
+    conv_epilogue: bool,
+    tf32: bool = False,
+    own_depthwise: bool = True,
 ) -> dict[relax.Var, VendorCall]:
     """Each chain's last variable, with the vendor call that computes it."""
     uses = _use_counts(function)
@@ -280,8 +340,34 @@ def _find_chains(
             return None
         return users[var][0]
 
+    def prologue(x: relax.Expr) -> tuple[relax.Expr, int, list[tuple[relax.Var, relax.Call]]]:
+        """The activation a depthwise call can apply as it loads ``x`` (MobileNet's ReLU6 after
+        the 1x1 expansion): the activation's input, the activation, its bindings."""
+        steps: list[tuple[relax.Var, relax.Call]] = []
+        source = x
+        while (
+            isinstance(source, relax.Var)
+            and source in bindings
+            and source not in claimed
+            and uses[source] == 1
+            and _op_name(bindings[source]) in ("relax.nn.relu", "relax.maximum", "relax.minimum")
+        ):
+            value = bindings[source]
+            assert isinstance(value, relax.Call)
+            steps.insert(0, (source, value))
+            source = value.args[0]
+        # Replayed from its input, the steps must make exactly ReLU or ReLU6.
+        act = NO_ACTIVATION
+        operand = source
+        for step_var, step_value in steps:
+            step = _activation_step(step_value, act, operand)  # type: ignore[arg-type]
+            if step is None:
+                return x, NO_ACTIVATION, []
+            act, operand = step, step_var
+        return source, act, steps
+
     for var, value in bindings.items():
-        anchor = _anchor(value)
+        anchor = _anchor(value, own_depthwise=own_depthwise)
         if anchor is None:
             continue
         func, head, x, weight = anchor
@@ -289,21 +375,31 @@ def _find_chains(
         dtype = _dtype(value)
         assert out_shape is not None and dtype is not None
         channels = out_shape[-1]
+        depthwise = func == DEPTHWISE_FUNC
         bias: Constant | None = None
         residual: relax.Expr | None = None
-        relu = False
+        act_in = NO_ACTIVATION
         chain: list[tuple[relax.Var, relax.Call]] = [(var, value)]  # type: ignore[list-item]
+        if depthwise:
+            x, act_in, steps = prologue(x)
+            chain = [*steps, *chain]
+            claimed.update(step_var for step_var, _ in steps)
+        act = NO_ACTIVATION
         end = var
         plain = func == CONV_FUNC and not conv_epilogue
-        while not plain and not relu:
+        # Until the chain's last activation: ReLU for every call, ReLU6 for a depthwise one.
+        while not plain and act != RELU6 and (act != RELU or depthwise):
             user = sole_user(end)
             if user is None:
                 break
             user_value = bindings[user]
             op = _op_name(user_value)
-            if op == "relax.nn.relu":
-                relu = True
-            elif op == "relax.add" and residual is None:
+            step = _activation_step(user_value, act, end) if depthwise else None
+            if step is not None:
+                act = step
+            elif op == "relax.nn.relu" and act == NO_ACTIVATION:
+                act = RELU
+            elif op == "relax.add" and residual is None and act == NO_ACTIVATION:
                 assert isinstance(user_value, relax.Call)
                 left, right = user_value.args
                 other = right if left.same_as(end) else left
@@ -311,7 +407,8 @@ def _find_chains(
                 if vector is not None:
                     bias = vector
                 elif (
-                    isinstance(other, relax.Var)
+                    not depthwise
+                    and isinstance(other, relax.Var)
                     and left.same_as(end)
                     and _static_shape(other) == out_shape
                     and _dtype(other) == dtype
@@ -338,10 +435,13 @@ def _find_chains(
             last = user
         if bias is None:
             bias = relax.const(np.zeros(channels, dtype=dtype), dtype)
-        config = (*head, int(relu), int(residual is not None))
-        if func == CONV_FUNC:
-            config += (int(plain),)
-        config += (int(tf32 and dtype == "float32"),)
+        if depthwise:
+            config = (*head, act_in, act)
+        else:
+            config = (*head, int(act == RELU), int(residual is not None))
+            if func == CONV_FUNC:
+                config += (int(plain),)
+            config += (int(tf32 and dtype == "float32"),)
         chains[end] = VendorCall(
             func, x, weight, bias, residual, config, tuple(chain), end.ty, tuple(tail)
         )
@@ -379,6 +479,8 @@ class _ChainRewriter(relax.PyExprMutator):  # type: ignore[misc]
 class VendorToolchain:
     include_dirs: tuple[Path, ...]
     library_dirs: tuple[Path, ...]
+    nvcc: Path
+    """The CUDA compiler, for our own kernels (``vendor_depthwise.cu``)."""
     graph_api: bool = False
     """cuDNN's graph API through nvidia-cudnn-frontend's headers (and NVRTC, which they use)."""
 
@@ -446,6 +548,12 @@ def find_toolchain() -> VendorToolchain:
             "`pip install 'tunefarm[vendor]'` (nvidia-cublas, nvidia-cudnn-cu13, "
             "nvidia-cuda-runtime)"
         )
+    nvcc = _find_nvcc()
+    if nvcc is None:
+        raise VendorKernelsUnavailable(
+            "vendor kernels need nvcc, the CUDA toolkit's compiler, on PATH or in "
+            f"{CUDA_HOME / 'bin'}: the library's depthwise convolutions are compiled with it"
+        )
     includes = [Path(tvm_ffi.__file__).parent / "include"]
     includes += [found[name] for name in wanted if wanted[name] == "include"]
     libraries = [found[name] for name in wanted if wanted[name] == "lib"]
@@ -461,8 +569,16 @@ def find_toolchain() -> VendorToolchain:
     else:
         logger.info("vendor kernels: no cudnn_frontend.h or NVRTC here; cuDNN's legacy API only")
     return VendorToolchain(
-        tuple(dict.fromkeys(includes)), tuple(dict.fromkeys(libraries)), graph_api
+        tuple(dict.fromkeys(includes)), tuple(dict.fromkeys(libraries)), nvcc, graph_api
     )
+
+
+def _find_nvcc() -> Path | None:
+    found = shutil.which("nvcc")
+    if found is not None:
+        return Path(found)
+    bundled = CUDA_HOME / "bin" / "nvcc"
+    return bundled if bundled.is_file() else None
 
 
 def _frontend_include() -> Path | None:
@@ -481,8 +597,8 @@ def default_cache_dir() -> Path:
 
 def link_arguments(toolchain: VendorToolchain, cache_dir: Path | None = None) -> dict[str, Any]:
     """``export_library`` keywords that link the shim and the vendor libraries into a library."""
-    obj = compile_shim(toolchain, cache_dir or default_cache_dir())
-    return {"addons": [str(obj)], "options": toolchain.link_options()}
+    objects = compile_shim(toolchain, cache_dir or default_cache_dir())
+    return {"addons": [str(obj) for obj in objects], "options": toolchain.link_options()}
 
 
 def register_in_process(
@@ -495,28 +611,29 @@ def register_in_process(
     """
     import tvm_ffi
 
-    if tvm.get_global_func(CONV_FUNC, allow_missing=True) is not None:
+    if tvm.get_global_func(DEPTHWISE_FUNC, allow_missing=True) is not None:
         return
     toolchain = toolchain or find_toolchain()
-    obj = compile_shim(toolchain, cache_dir or default_cache_dir())
-    shared = obj.with_suffix(".so")
+    objects = compile_shim(toolchain, cache_dir or default_cache_dir())
+    shared = objects[0].with_suffix(".so")
     if not shared.exists():
-        partial = obj.with_suffix(".so.partial")
+        partial = objects[0].with_suffix(".so.partial")
         subprocess.run(
-            ["g++", "-shared", "-o", str(partial), str(obj), *toolchain.link_options()],
+            ["g++", "-shared", "-o", str(partial), *map(str, objects), *toolchain.link_options()],
             check=True,
             capture_output=True,
         )
         partial.rename(shared)
     preload_runtime_libraries(toolchain.libraries)
     module = tvm_ffi.load_module(str(shared))
-    for name in (CONV_FUNC, MATMUL_FUNC):
+    for name in VENDOR_FUNCS:
         tvm_ffi.register_global_func(name, module[name], override=True)
 
 
-def compile_shim(toolchain: VendorToolchain, cache_dir: Path) -> Path:
-    """The shim's object file, compiled once per source and header set into ``cache_dir``."""
-    source = SHIM_SOURCE.read_bytes()
+def compile_shim(toolchain: VendorToolchain, cache_dir: Path) -> tuple[Path, Path]:
+    """The shim's object file and the depthwise kernel's, compiled once per source and header
+    set into ``cache_dir``."""
+    sources = SHIM_SOURCE.read_bytes() + DEPTHWISE_SOURCE.read_bytes()
     # The headers' version files too: an upgraded cuDNN, cuBLAS or frontend recompiles.
     versions = b"".join(
         (folder / name).read_bytes()
@@ -524,35 +641,64 @@ def compile_shim(toolchain: VendorToolchain, cache_dir: Path) -> Path:
         for name in _VERSION_HEADERS
         if (folder / name).is_file()
     )
-    key = hashlib.sha256(source + repr(toolchain).encode() + versions).hexdigest()[:16]
-    obj = cache_dir / f"tunefarm_vendor_{key}.o"
-    if obj.exists():
-        return obj
+    key = hashlib.sha256(sources + repr(toolchain).encode() + versions).hexdigest()[:16]
+    shim = cache_dir / f"tunefarm_vendor_{key}.o"
+    depthwise = cache_dir / f"tunefarm_depthwise_{key}.o"
     cache_dir.mkdir(parents=True, exist_ok=True)
+    _compile(
+        shim,
+        [
+            "g++",
+            "-std=c++17",
+            "-O2",
+            "-fPIC",
+            "-Wno-deprecated-declarations",
+            *toolchain.compile_options(),
+            "-c",
+            str(SHIM_SOURCE),
+        ],
+        "the vendor kernel shim",
+    )
+    compile_depthwise(toolchain, depthwise)
+    return shim, depthwise
+
+
+def compile_depthwise(toolchain: VendorToolchain, obj: Path) -> None:
+    """``vendor_depthwise.cu`` into ``obj``, for every GPU generation of ``NVCC_ARCHS``."""
+    gencode = [f"-gencode=arch=compute_{arch},code=sm_{arch}" for arch in NVCC_ARCHS]
+    newest = NVCC_ARCHS[-1]
+    _compile(
+        obj,
+        [
+            str(toolchain.nvcc),
+            "-std=c++17",
+            "-O3",
+            "-Xcompiler",
+            "-fPIC",
+            *gencode,
+            f"-gencode=arch=compute_{newest},code=compute_{newest}",
+            "-c",
+            str(DEPTHWISE_SOURCE),
+        ],
+        "the depthwise kernel",
+    )
+
+
+def _compile(obj: Path, command: list[str], what: str) -> None:
+    """Run ``command`` (a compiler call) with ``-o`` into ``obj``, unless ``obj`` exists."""
+    if obj.exists():
+        return
     partial = obj.with_suffix(".o.partial")
-    command = [
-        "g++",
-        "-std=c++17",
-        "-O2",
-        "-fPIC",
-        "-Wno-deprecated-declarations",
-        *toolchain.compile_options(),
-        "-c",
-        str(SHIM_SOURCE),
-        "-o",
-        str(partial),
-    ]
     try:
-        subprocess.run(command, check=True, capture_output=True, text=True)
+        subprocess.run([*command, "-o", str(partial)], check=True, capture_output=True, text=True)
     except FileNotFoundError as err:
-        raise VendorKernelsUnavailable("vendor kernels need a C++ compiler (g++)") from err
+        raise VendorKernelsUnavailable(f"vendor kernels need {command[0]}") from err
     except subprocess.CalledProcessError as err:
         errors = [line for line in err.stderr.splitlines() if "error" in line]
         raise VendorKernelsUnavailable(
-            f"the vendor kernel shim did not compile: {(errors or ['g++ failed'])[0].strip()}"
+            f"{what} did not compile: {(errors or [command[0] + ' failed'])[0].strip()}"
         ) from err
     partial.rename(obj)
-    return obj
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 // Vendor kernels for tunefarm's CUDA libraries: cuDNN convolutions and cuBLASLt matmuls with
-// their epilogues (bias, residual, ReLU), called from the Relax graph through call_dps_packed.
+// their epilogues (bias, residual, ReLU), and depthwise convolutions of our own
+// (vendor_depthwise.cu), called from the Relax graph through call_dps_packed.
 //
 // This file is compiled on the machine that builds a library and linked into the exported .so,
 // so the library carries its vendor calls itself (a Python callback would keep only its name).
@@ -38,6 +39,11 @@
 // for most of ResNet-50's convolutions.
 #include <cudnn_frontend.h>
 #endif
+
+// vendor_depthwise.cu, compiled by nvcc; returns a cudaError_t.
+extern "C" int tunefarm_depthwise_launch(const void* x, const void* w, const void* bias, void* y,
+                                         int is_half, const int* dims, int act_in, int act_out,
+                                         void* stream);
 
 namespace tunefarm_vendor {
 
@@ -645,7 +651,61 @@ void Matmul(TensorView x, TensorView w, TensorView bias, TensorView residual, Sh
       RunMatmul(state, plan, stream, Data(x), Data(w), Data(residual), has_residual, Data(y)));
 }
 
+// ---------------------------------------------------------------------------------------------
+// Depthwise convolution: y = act_out(conv(act_in(x), w) + bias), NHWC data, the weight laid out
+// [kh, kw, C]; vendor_depthwise.cu. No plan and no state: each call is one kernel launch.
+
+// config: stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, act_in, act_out, where an
+// activation is 0 (none), 1 (ReLU) or 2 (ReLU6).
+constexpr int kDepthwiseConfigSize = 8;
+
+void Depthwise(TensorView x, TensorView w, TensorView bias, TensorView z, Shape config,
+               TensorView y) {
+  (void)z;  // the calling convention's residual; a depthwise call takes none
+  if (config.size() != kDepthwiseConfigSize) {
+    TVM_FFI_THROW(ValueError) << "tunefarm_depthwise_conv2d: config needs "
+                              << kDepthwiseConfigSize << " values";
+  }
+  if (x.ndim() != 4 || w.ndim() != 3 || y.ndim() != 4) {
+    TVM_FFI_THROW(ValueError) << "tunefarm_depthwise_conv2d: NHWC data and a [kh, kw, C] weight "
+                                 "expected";
+  }
+  if (!IsHalf(x.dtype()) && !IsFloat(x.dtype())) {
+    TVM_FFI_THROW(TypeError) << "tunefarm_depthwise_conv2d: float16 or float32 only";
+  }
+  CheckDtype(w, x.dtype(), "the weight");
+  CheckDtype(y, x.dtype(), "the output");
+  CheckDtype(bias, x.dtype(), "the bias");
+  const int64_t c = x.size(3);
+  for (int64_t act : {config[6], config[7]}) {
+    if (act < 0 || act > 2) TVM_FFI_THROW(ValueError) << "tunefarm_depthwise_conv2d: activation";
+  }
+  if (w.size(2) != c || y.size(3) != c || bias.numel() != c || y.size(0) != x.size(0)) {
+    TVM_FFI_THROW(ValueError) << "tunefarm_depthwise_conv2d: channel counts differ";
+  }
+  for (int axis = 0; axis < 2; ++axis) {
+    const int64_t in = x.size(1 + axis), out = y.size(1 + axis), kernel = w.size(axis);
+    const int64_t stride = config[axis], pad = config[2 + axis], dilation = config[4 + axis];
+    if (stride < 1 || dilation < 1 || pad < 0 ||
+        out != (in + 2 * pad - dilation * (kernel - 1) - 1) / stride + 1) {
+      TVM_FFI_THROW(ValueError) << "tunefarm_depthwise_conv2d: the output's size does not follow "
+                                   "from the input's, the kernel's and the config";
+    }
+  }
+  const int dims[14] = {int(x.size(0)), int(x.size(1)), int(x.size(2)), int(c),
+                        int(y.size(1)), int(y.size(2)), int(w.size(0)), int(w.size(1)),
+                        int(config[0]), int(config[1]), int(config[2]), int(config[3]),
+                        int(config[4]), int(config[5])};
+  const int device = x.device().device_id;
+  TF_CHECK_CUDA(cudaSetDevice(device));
+  const int status =
+      tunefarm_depthwise_launch(Data(x), Data(w), Data(bias), Data(y), IsHalf(x.dtype()), dims,
+                                int(config[6]), int(config[7]), CurrentStream(device));
+  TF_CHECK_CUDA(static_cast<cudaError_t>(status));
+}
+
 }  // namespace tunefarm_vendor
 
 TVM_FFI_DLL_EXPORT_TYPED_FUNC(tunefarm_cudnn_conv2d, tunefarm_vendor::Conv2d);
 TVM_FFI_DLL_EXPORT_TYPED_FUNC(tunefarm_cublaslt_matmul, tunefarm_vendor::Matmul);
+TVM_FFI_DLL_EXPORT_TYPED_FUNC(tunefarm_depthwise_conv2d, tunefarm_vendor::Depthwise);

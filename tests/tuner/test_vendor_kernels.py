@@ -1,13 +1,14 @@
 """The rewrite to vendor kernels (issue 17), checked on the CPU.
 
 The shim itself runs only on a GPU (``bench/gpu_peers.py --vendor-kernels`` measures it there).
-Here the two vendor functions are registered from numpy with the contract ``vendor_shim.cc``
+Here the vendor functions are registered from numpy with the contract ``vendor_shim.cc``
 implements, so a rewritten model run on the CPU must give what the original gives: that checks
 which bias, residual and ReLU each call took, and that nothing was lost or computed twice.
 """
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,7 @@ def _epilogue(acc: np.ndarray, bias: np.ndarray, residual: np.ndarray, relu: int
 
 @pytest.fixture
 def numpy_vendor_functions() -> Iterator[list[str]]:
-    """The shim's two functions, in numpy; returns the log of calls (function names)."""
+    """The shim's functions, in numpy; returns the log of calls (function names)."""
     calls: list[str] = []
 
     def conv(x: Any, w: Any, bias: Any, z: Any, config: Any, out: Any) -> None:
@@ -83,11 +84,34 @@ def numpy_vendor_functions() -> Iterator[list[str]]:
         out.copyfrom(_epilogue(acc, bias.numpy(), residual.numpy(), relu, res).astype("float32"))
         calls.append(vendor_kernels.MATMUL_FUNC)
 
-    tvm.register_global_func(vendor_kernels.CONV_FUNC, conv, override=True)
-    tvm.register_global_func(vendor_kernels.MATMUL_FUNC, matmul, override=True)
+    def depthwise(x: Any, w: Any, bias: Any, _z: Any, config: Any, out: Any) -> None:
+        *geometry, act_in, act_out = (int(v) for v in config)
+        taps = w.numpy()  # [kh, kw, C]
+        ohwi = taps.transpose(2, 0, 1)[..., None]
+        acc = _conv_nhwc(_activate(x.numpy(), act_in), ohwi, [*geometry, taps.shape[2]])
+        out.copyfrom(_activate(acc + bias.numpy().reshape(-1), act_out).astype(x.dtype))
+        calls.append(vendor_kernels.DEPTHWISE_FUNC)
+
+    functions = {
+        vendor_kernels.CONV_FUNC: conv,
+        vendor_kernels.MATMUL_FUNC: matmul,
+        vendor_kernels.DEPTHWISE_FUNC: depthwise,
+    }
+    for name, function in functions.items():
+        tvm.register_global_func(name, function, override=True)
     yield calls
-    tvm_ffi.remove_global_func(vendor_kernels.CONV_FUNC)
-    tvm_ffi.remove_global_func(vendor_kernels.MATMUL_FUNC)
+    for name in functions:
+        tvm_ffi.remove_global_func(name)
+
+
+def _activate(values: np.ndarray, act: int) -> np.ndarray:
+    """The depthwise call's activations: 0 none, 1 ReLU, 2 ReLU6."""
+    if act == vendor_kernels.RELU:
+        return np.maximum(values, 0)
+    if act == vendor_kernels.RELU6:
+        return np.clip(values, 0, 6)
+    assert act == vendor_kernels.NO_ACTIVATION
+    return values
 
 
 @pytest.fixture(scope="module")
@@ -272,3 +296,126 @@ def _vendor_call_nodes(mod: IRModule) -> list[relax.Call]:
 def test_a_runtime_library_the_manifest_names_and_this_machine_lacks_is_named() -> None:
     with pytest.raises(vendor_kernels.VendorKernelsUnavailable, match=r"libtunefarm_absent\.so\.1"):
         vendor_kernels.preload_runtime_libraries(["libtunefarm_absent.so.1"])
+
+
+def _inverted_residual(stride: int, *, clip_used_twice: bool = False) -> IRModule:
+    """MobileNetV2's block as the vendor phase sees it: a 1x1 expansion, a 3x3 depthwise
+    convolution and a 1x1 projection, each ReLU6 as ``minimum(maximum(x, 0), 6)`` (how
+    ``clip_rewrites`` imports it), the residual where the stride is 1."""
+    rng = np.random.default_rng(2)
+
+    def const(*shape: int, scale: float = 1.0) -> relax.Constant:
+        return relax.const((scale * rng.standard_normal(shape)).astype("float32"))
+
+    def relu6(builder: relax.BlockBuilder, value: relax.Expr) -> relax.Var:
+        zero = relax.const(np.zeros((1, 1, 1, 1), "float32"))
+        six = relax.const(np.full((1, 1, 1, 1), 6.0, "float32"))
+        return builder.emit(relax.op.minimum(builder.emit(relax.op.maximum(value, zero)), six))
+
+    x = relax.Var("x", relax.TensorType((1, 8, 8, 8), "float32"))
+    builder = relax.BlockBuilder()
+    with builder.function("main", [x]):
+        with builder.dataflow():
+            conv = relax.op.nn.conv2d
+            expanded = builder.emit(
+                conv(x, const(16, 1, 1, 8), data_layout="NHWC", kernel_layout="OHWI")
+            )
+            expanded = relu6(
+                builder, builder.emit(relax.op.add(expanded, const(1, 1, 1, 16, scale=3)))
+            )
+            depthwise = builder.emit(
+                conv(
+                    expanded,
+                    const(16, 3, 3, 1),
+                    strides=[stride, stride],
+                    padding=[1, 1, 1, 1],
+                    groups=16,
+                    data_layout="NHWC",
+                    kernel_layout="OHWI",
+                )
+            )
+            depthwise = relu6(builder, builder.emit(relax.op.add(depthwise, const(1, 1, 1, 16))))
+            out = builder.emit(
+                conv(depthwise, const(8, 1, 1, 16), data_layout="NHWC", kernel_layout="OHWI")
+            )
+            out = builder.emit(relax.op.add(out, const(1, 1, 1, 8)))
+            if stride == 1:
+                out = builder.emit(relax.op.add(out, x))
+            if clip_used_twice:
+                pooled = builder.emit(relax.op.mean(expanded, axis=[1, 2], keepdims=True))
+                out = builder.emit(relax.op.add(out, relax.op.strided_slice(pooled, [3], [0], [8])))
+            result = builder.emit_output(out)
+        builder.emit_func_output(result)
+    return builder.get()
+
+
+def _depthwise_configs(mod: IRModule) -> list[tuple[int, ...]]:
+    return [
+        tuple(int(v) for v in call.args[1].fields[4].values)
+        for call in _vendor_call_nodes(mod)
+        if call.args[0].global_symbol == vendor_kernels.DEPTHWISE_FUNC
+    ]
+
+
+def _ops(mod: IRModule) -> set[str]:
+    names: set[str] = set()
+    relax.analysis.post_order_visit(
+        mod["main"].body,
+        lambda expr: (
+            names.add(expr.op.name)
+            if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op)
+            else None
+        ),
+    )
+    return names
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_a_depthwise_convolution_takes_the_relu6_on_both_sides(
+    stride: int, numpy_vendor_functions: list[str]
+) -> None:
+    before = _inverted_residual(stride)
+    after, counts = vendor_kernels.offload_to_vendor_kernels(before)
+    assert counts == {vendor_kernels.MATMUL_FUNC: 2, vendor_kernels.DEPTHWISE_FUNC: 1}
+    # (stride, stride, pad, pad, dilation, dilation, act_in, act_out)
+    assert _depthwise_configs(after) == [(stride, stride, 1, 1, 1, 1, 2, 2)]
+    # Both ReLU6s were taken into the depthwise call: no clip is left for TVM.
+    assert not {"relax.maximum", "relax.minimum", "relax.nn.conv2d"} & _ops(after)
+    image = 3 * np.random.default_rng(3).standard_normal((1, 8, 8, 8)).astype("float32")
+    expected = _run_on_cpu(before, image)
+    got = _run_on_cpu(after, image)
+    assert sorted(numpy_vendor_functions) == sorted(counts.elements())
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    # The clip bounds were reached, so a lost ReLU6 would have shown.
+    assert np.abs(expected).max() > 6
+
+
+def test_a_relu6_that_something_else_reads_stays_in_the_graph(
+    numpy_vendor_functions: list[str],
+) -> None:
+    before = _inverted_residual(2, clip_used_twice=True)
+    after, _ = vendor_kernels.offload_to_vendor_kernels(before)
+    assert _depthwise_configs(after) == [(2, 2, 1, 1, 1, 1, 0, 2)]
+    assert {"relax.maximum", "relax.minimum"} <= _ops(after)
+    image = 3 * np.random.default_rng(4).standard_normal((1, 8, 8, 8)).astype("float32")
+    np.testing.assert_allclose(
+        _run_on_cpu(after, image), _run_on_cpu(before, image), rtol=1e-4, atol=1e-4
+    )
+
+
+def test_without_our_depthwise_kernel_cudnn_takes_the_convolution_and_leaves_the_relu6() -> None:
+    after, counts = vendor_kernels.offload_to_vendor_kernels(
+        _inverted_residual(1), own_depthwise=False
+    )
+    assert counts == {vendor_kernels.MATMUL_FUNC: 2, vendor_kernels.CONV_FUNC: 1}
+    assert {"relax.maximum", "relax.minimum"} <= _ops(after)
+
+
+def test_the_depthwise_kernel_compiles_for_every_gpu_generation(tmp_path: Path) -> None:
+    nvcc = vendor_kernels._find_nvcc()
+    if nvcc is None:
+        pytest.skip("no nvcc on this machine")
+    obj = tmp_path / "depthwise.o"
+    vendor_kernels.compile_depthwise(vendor_kernels.VendorToolchain((), (), nvcc), obj)
+    symbols = subprocess.run(["nm", str(obj)], capture_output=True, text=True, check=True).stdout
+    assert " T tunefarm_depthwise_launch" in symbols

@@ -1,0 +1,157 @@
+// Depthwise convolutions for tunefarm's CUDA libraries, with the ReLU6 of MobileNet's blocks
+// fused on both sides (issue 17).
+//
+// cuDNN runs depthwise NHWC convolutions on its legacy conv2d_grouped_direct_kernel: 196 us per
+// MobileNetV2 call on the H100, where torch's kernels take 49 us
+// (bench/results/vendor_profile-h100-20261206T093526Z.json), and its fused call takes ReLU but
+// not ReLU6, so each ReLU6 was one more kernel. A depthwise convolution reads each input once
+// and does 9 multiply-adds per element: it is bound by memory, and one thread per output pixel
+// and 16 bytes of channels, loading 16-byte vectors, reaches that bound.
+//
+// The activation of the input (the ReLU6 of the 1x1 expansion before it) is applied as each
+// value is loaded, and the bias and the output activation before each value is stored: one
+// kernel where there were three.
+//
+// Compiled by nvcc beside vendor_shim.cc, which calls tunefarm_depthwise_launch.
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace {
+
+struct Dims {
+  int n, h, w, c;        // input, NHWC
+  int oh, ow;            // output height and width (its channels are c)
+  int kh, kw;            // kernel
+  int sh, sw, ph, pw;    // stride, padding (symmetric)
+  int dh, dw;            // dilation
+};
+
+// 0: none, 1: ReLU, 2: ReLU6. Both are 0 at 0, so padding read as 0 needs no activation.
+__device__ __forceinline__ float Activate(float v, int act) {
+  if (act == 1) return fmaxf(v, 0.0f);
+  if (act == 2) return fminf(fmaxf(v, 0.0f), 6.0f);
+  return v;
+}
+
+__device__ __forceinline__ float ToFloat(float v) { return v; }
+__device__ __forceinline__ float ToFloat(__half v) { return __half2float(v); }
+
+template <typename T>
+__device__ __forceinline__ T FromFloat(float v);
+template <>
+__device__ __forceinline__ float FromFloat<float>(float v) {
+  return v;
+}
+template <>
+__device__ __forceinline__ __half FromFloat<__half>(float v) {
+  return __float2half_rn(v);
+}
+
+// V consecutive elements, as one 16-byte load where V elements are 16 bytes.
+template <typename T, int V>
+__device__ __forceinline__ void Load(const T* __restrict__ p, float (&out)[V]) {
+  if constexpr (V * sizeof(T) == 16) {
+    const uint4 raw = __ldg(reinterpret_cast<const uint4*>(p));
+    const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+    for (int v = 0; v < V; ++v) out[v] = ToFloat(e[v]);
+  } else {
+#pragma unroll
+    for (int v = 0; v < V; ++v) out[v] = ToFloat(p[v]);
+  }
+}
+
+template <typename T, int V>
+__device__ __forceinline__ void Store(T* __restrict__ p, const float (&in)[V]) {
+  if constexpr (V * sizeof(T) == 16) {
+    uint4 raw;
+    T* e = reinterpret_cast<T*>(&raw);
+#pragma unroll
+    for (int v = 0; v < V; ++v) e[v] = FromFloat<T>(in[v]);
+    *reinterpret_cast<uint4*>(p) = raw;
+  } else {
+#pragma unroll
+    for (int v = 0; v < V; ++v) p[v] = FromFloat<T>(in[v]);
+  }
+}
+
+// y[n, oy, ox, c] = act_out(bias[c] + sum_{r,s} act_in(x[n, iy, ix, c]) * w[r, s, c]), with the
+// weight laid out [kh, kw, C] so that V channels of one tap are one load. One thread computes V
+// channels of one output pixel; consecutive threads take consecutive channels, then pixels, so
+// a warp reads contiguous memory.
+template <typename T, int V>
+__global__ void __launch_bounds__(256)
+    DepthwiseKernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
+                    T* __restrict__ y, Dims d, int act_in, int act_out) {
+  const int groups = d.c / V;
+  const int64_t total = int64_t(d.n) * d.oh * d.ow * groups;
+  const int64_t step = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += step) {
+    const int c0 = int(i % groups) * V;
+    int64_t rest = i / groups;
+    const int ox = int(rest % d.ow);
+    rest /= d.ow;
+    const int oy = int(rest % d.oh);
+    const int n = int(rest / d.oh);
+    float acc[V];
+    Load<T, V>(bias + c0, acc);
+    const int y0 = oy * d.sh - d.ph, x0 = ox * d.sw - d.pw;
+    for (int r = 0; r < d.kh; ++r) {
+      const int iy = y0 + r * d.dh;
+      if (iy < 0 || iy >= d.h) continue;
+      const T* row = x + (int64_t(n) * d.h + iy) * d.w * d.c;
+      for (int s = 0; s < d.kw; ++s) {
+        const int ix = x0 + s * d.dw;
+        if (ix < 0 || ix >= d.w) continue;
+        float xv[V], wv[V];
+        Load<T, V>(row + int64_t(ix) * d.c + c0, xv);
+        Load<T, V>(w + (r * d.kw + s) * d.c + c0, wv);
+#pragma unroll
+        for (int v = 0; v < V; ++v) acc[v] = fmaf(Activate(xv[v], act_in), wv[v], acc[v]);
+      }
+    }
+#pragma unroll
+    for (int v = 0; v < V; ++v) acc[v] = Activate(acc[v], act_out);
+    Store<T, V>(y + ((int64_t(n) * d.oh + oy) * d.ow + ox) * d.c + c0, acc);
+  }
+}
+
+template <typename T, int V>
+cudaError_t Launch(const void* x, const void* w, const void* bias, void* y, const Dims& d,
+                   int act_in, int act_out, cudaStream_t stream) {
+  constexpr int kThreads = 256;
+  const int64_t total = int64_t(d.n) * d.oh * d.ow * (d.c / V);
+  // The grid-stride loop takes what a grid this size does not; 65535 blocks are plenty.
+  const int64_t blocks = (total + kThreads - 1) / kThreads;
+  const unsigned grid = unsigned(blocks < 65535 ? blocks : 65535);
+  DepthwiseKernel<T, V><<<grid, kThreads, 0, stream>>>(
+      static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(bias),
+      static_cast<T*>(y), d, act_in, act_out);
+  return cudaGetLastError();
+}
+
+bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+}  // namespace
+
+// dims: n, h, w, c, oh, ow, kh, kw, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w.
+// Returns a cudaError_t.
+extern "C" int tunefarm_depthwise_launch(const void* x, const void* w, const void* bias, void* y,
+                                         int is_half, const int* dims, int act_in, int act_out,
+                                         void* stream) {
+  const Dims d{dims[0], dims[1], dims[2],  dims[3],  dims[4],  dims[5],  dims[6],
+               dims[7], dims[8], dims[9], dims[10], dims[11], dims[12], dims[13]};
+  if (int64_t(d.n) * d.oh * d.ow * d.c == 0) return cudaSuccess;
+  auto on = static_cast<cudaStream_t>(stream);
+  // 16-byte vectors where every row of channels starts on 16 bytes; single elements otherwise.
+  const bool vector = Aligned16(x) && Aligned16(w) && Aligned16(bias) && Aligned16(y);
+  if (is_half) {
+    if (vector && d.c % 8 == 0) return Launch<__half, 8>(x, w, bias, y, d, act_in, act_out, on);
+    return Launch<__half, 1>(x, w, bias, y, d, act_in, act_out, on);
+  }
+  if (vector && d.c % 4 == 0) return Launch<float, 4>(x, w, bias, y, d, act_in, act_out, on);
+  return Launch<float, 1>(x, w, bias, y, d, act_in, act_out, on);
+}
