@@ -353,6 +353,10 @@ def run_farm(
     }
 
 
+def gpu_row_name(args: argparse.Namespace, count: int) -> str:
+    return f"one_gpu_{count}_workers" if args.one_gpu else f"gpus_{count}"
+
+
 def gpu_rows(
     mod: Any,
     target: Any,
@@ -362,23 +366,25 @@ def gpu_rows(
     farm_options: dict[str, Any],
     overlap: bool,
 ) -> dict[str, Any]:
-    """One farm run per GPU count: worker i on GPU i, each with its share of the cores."""
+    """One farm run per GPU count: worker i on GPU i, each with its share of the cores. With
+    ``--one-gpu``, the counts are of workers that all measure on GPU 0."""
     rows = {}
     cores = os.cpu_count() or 1
     for count in args.gpus:
+        devices = [0] * count if args.one_gpu else list(range(count))
         # One core stays with the coordinator's search; the rest are split between the workers.
         share = args.concurrency if args.concurrency > 1 else max(1, (cores - 1) // count)
-        print(f"farm, {count} GPU(s), {share} build processes each ...", flush=True)
+        print(f"farm, {count} worker(s) on GPU(s) {devices}, {share} build processes each ...")
         folder = scratch / f"gpus{count}"
         folder.mkdir()
-        rows[f"gpus_{count}"] = run_farm(
+        rows[gpu_row_name(args, count)] = run_farm(
             mod,
             target,
             workers=count,
             settings=settings,
             scratch=folder,
             overlap=overlap,
-            devices=list(range(count)),
+            devices=devices,
             **{**farm_options, "concurrency": share},
         )
     return rows
@@ -397,6 +403,11 @@ def main(argv: list[str] | None = None) -> int:
         "--gpus",
         type=lambda text: [int(n) for n in text.split(",")],
         help="1,2,4,8: one farm run per count, a worker pinned per GPU (issue 22); only these rows",
+    )
+    parser.add_argument(
+        "--one-gpu",
+        action="store_true",
+        help="with --gpus: that many workers, all measuring on GPU 0 (where one GPU is lent)",
     )
     parser.add_argument("--fp16", action="store_true", help="tune the fp16 model")
     parser.add_argument("--concurrency", type=int, default=1, help="warm processes per worker")
@@ -545,11 +556,12 @@ def main(argv: list[str] | None = None) -> int:
                 rate[f"farm_2{suffix}"], rate[f"farm_1{suffix}"]
             )
     for count in args.gpus or []:
-        if count != 1 and f"gpus_{count}" in rate and "gpus_1" in rate:
-            ratio = common._ratio(rate[f"gpus_{count}"], rate["gpus_1"])
-            ratios[f"gpus_{count}_over_gpus_1"] = ratio
+        name, one = gpu_row_name(args, count), gpu_row_name(args, 1)
+        if count != 1 and name in rate and one in rate:
+            ratio = common._ratio(rate[name], rate[one])
+            ratios[f"{name}_over_{one}"] = ratio
             # The goal: N GPUs give at least 0.85 N times the trials/s of one.
-            ratios[f"gpus_{count}_efficiency"] = round(ratio / count, 3) if ratio else None
+            ratios[f"{name}_efficiency"] = round(ratio / count, 3) if ratio else None
     for workers in args.workers:
         serial, overlapped = (f"farm_{workers}_first_task_{loop}" for loop in ("serial", "overlap"))
         if serial in rate and overlapped in rate:
@@ -567,6 +579,7 @@ def main(argv: list[str] | None = None) -> int:
             "target": str(target),
             "fp16": args.fp16,
             "gpus": args.gpus,
+            "one_gpu": args.one_gpu,
             "overlap_trials": args.overlap_trials,
             "default_search_loop": "overlapped" if default_overlap else "metaschedule",
         },

@@ -81,9 +81,10 @@ __device__ __forceinline__ void Store(T* __restrict__ p, const float (&in)[V]) {
 // y[n, oy, ox, c] = act_out(bias[c] + sum_{r,s} act_in(x[n, iy, ix, c]) * w[r, s, c]), with the
 // weight laid out [kh, kw, C] so that V channels of one tap are one load. One thread computes V
 // channels of one output pixel; consecutive threads take consecutive channels, then pixels, so
-// a warp reads contiguous memory.
-template <typename T, int V>
-__global__ void __launch_bounds__(256)
+// a warp reads contiguous memory. K > 0 is a K x K kernel known when compiled (3 x 3, nearly
+// every depthwise layer there is): its taps unroll, and all their loads are in flight at once.
+template <typename T, int V, int K>
+__global__ void __launch_bounds__(128)
     DepthwiseKernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
                     T* __restrict__ y, Dims d, int act_in, int act_out) {
   const int groups = d.c / V;
@@ -99,16 +100,19 @@ __global__ void __launch_bounds__(256)
     float acc[V];
     Load<T, V>(bias + c0, acc);
     const int y0 = oy * d.sh - d.ph, x0 = ox * d.sw - d.pw;
-    for (int r = 0; r < d.kh; ++r) {
+    const int kh = K > 0 ? K : d.kh, kw = K > 0 ? K : d.kw;
+#pragma unroll
+    for (int r = 0; r < kh; ++r) {
       const int iy = y0 + r * d.dh;
       if (iy < 0 || iy >= d.h) continue;
       const T* row = x + (int64_t(n) * d.h + iy) * d.w * d.c;
-      for (int s = 0; s < d.kw; ++s) {
+#pragma unroll
+      for (int s = 0; s < kw; ++s) {
         const int ix = x0 + s * d.dw;
         if (ix < 0 || ix >= d.w) continue;
         float xv[V], wv[V];
         Load<T, V>(row + int64_t(ix) * d.c + c0, xv);
-        Load<T, V>(w + (r * d.kw + s) * d.c + c0, wv);
+        Load<T, V>(w + (r * kw + s) * d.c + c0, wv);
 #pragma unroll
         for (int v = 0; v < V; ++v) acc[v] = fmaf(Activate(xv[v], act_in), wv[v], acc[v]);
       }
@@ -122,14 +126,21 @@ __global__ void __launch_bounds__(256)
 template <typename T, int V>
 cudaError_t Launch(const void* x, const void* w, const void* bias, void* y, const Dims& d,
                    int act_in, int act_out, cudaStream_t stream) {
-  constexpr int kThreads = 256;
+  // 128 threads a block: the smallest layers (7 x 7 x 960) still spread over the SMs.
+  constexpr int kThreads = 128;
   const int64_t total = int64_t(d.n) * d.oh * d.ow * (d.c / V);
   // The grid-stride loop takes what a grid this size does not; 65535 blocks are plenty.
   const int64_t blocks = (total + kThreads - 1) / kThreads;
   const unsigned grid = unsigned(blocks < 65535 ? blocks : 65535);
-  DepthwiseKernel<T, V><<<grid, kThreads, 0, stream>>>(
-      static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(bias),
-      static_cast<T*>(y), d, act_in, act_out);
+  const auto* xt = static_cast<const T*>(x);
+  const auto* wt = static_cast<const T*>(w);
+  const auto* bt = static_cast<const T*>(bias);
+  auto* yt = static_cast<T*>(y);
+  if (d.kh == 3 && d.kw == 3) {
+    DepthwiseKernel<T, V, 3><<<grid, kThreads, 0, stream>>>(xt, wt, bt, yt, d, act_in, act_out);
+  } else {
+    DepthwiseKernel<T, V, 0><<<grid, kThreads, 0, stream>>>(xt, wt, bt, yt, d, act_in, act_out);
+  }
   return cudaGetLastError();
 }
 
