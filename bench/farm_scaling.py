@@ -387,6 +387,10 @@ def gpu_rows(
             devices=devices,
             **{**farm_options, "concurrency": share},
         )
+        # Each row as it ends: a device call cut off at its time limit keeps the rows it has.
+        args.out.mkdir(parents=True, exist_ok=True)
+        partial = args.out / f"farm_scaling-{socket.gethostname()}-partial.json"
+        partial.write_text(json.dumps(rows, indent=2, default=str) + "\n")
     return rows
 
 

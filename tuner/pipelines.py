@@ -21,6 +21,7 @@ from tvm.target import Target
 from tunefarm.tuner.channel_padding import pad_output_channels
 from tunefarm.tuner.cpu_schedule_rules import CpuShape
 from tunefarm.tuner.errors import UserInputError
+from tunefarm.tuner.fold_scale_shift import fold_scale_shift_pass
 from tunefarm.tuner.targets import is_gpu
 from tunefarm.tuner.vendor_kernels import VendorSelect, offload_pass, require_cuda
 
@@ -89,6 +90,8 @@ def default_phases(target: Target, options: PipelineOptions) -> list[Phase]:
                 relax.transform.DecomposeOpsForInference(),
                 relax.transform.CanonicalizeBindings(),
                 relax.transform.FoldConstant(),
+                # Batch norm into the convolution's weights and bias, as ONNX exports it.
+                fold_scale_shift_pass(),
             ],
         ),
     ]

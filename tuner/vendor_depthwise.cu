@@ -87,16 +87,18 @@ template <typename T, int V, int K>
 __global__ void __launch_bounds__(128)
     DepthwiseKernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
                     T* __restrict__ y, Dims d, int act_in, int act_out) {
-  const int groups = d.c / V;
-  const int64_t total = int64_t(d.n) * d.oh * d.ow * groups;
-  const int64_t step = int64_t(gridDim.x) * blockDim.x;
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += step) {
+  // 32-bit index arithmetic (the launcher checks that it fits): 64-bit division costs more than
+  // the loads of a small layer.
+  const unsigned groups = unsigned(d.c / V);
+  const unsigned total = unsigned(d.n) * d.oh * d.ow * groups;
+  const unsigned step = gridDim.x * blockDim.x;
+  for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
     const int c0 = int(i % groups) * V;
-    int64_t rest = i / groups;
-    const int ox = int(rest % d.ow);
-    rest /= d.ow;
-    const int oy = int(rest % d.oh);
-    const int n = int(rest / d.oh);
+    unsigned rest = i / groups;
+    const int ox = int(rest % unsigned(d.ow));
+    rest /= unsigned(d.ow);
+    const int oy = int(rest % unsigned(d.oh));
+    const int n = int(rest / unsigned(d.oh));
     float acc[V];
     Load<T, V>(bias + c0, acc);
     const int y0 = oy * d.sh - d.ph, x0 = ox * d.sw - d.pw;
@@ -129,6 +131,7 @@ cudaError_t Launch(const void* x, const void* w, const void* bias, void* y, cons
   // 128 threads a block: the smallest layers (7 x 7 x 960) still spread over the SMs.
   constexpr int kThreads = 128;
   const int64_t total = int64_t(d.n) * d.oh * d.ow * (d.c / V);
+  if (total >= (int64_t(1) << 31)) return cudaErrorInvalidValue;  // the kernel's 32-bit indices
   // The grid-stride loop takes what a grid this size does not; 65535 blocks are plenty.
   const int64_t blocks = (total + kThreads - 1) / kThreads;
   const unsigned grid = unsigned(blocks < 65535 ? blocks : 65535);

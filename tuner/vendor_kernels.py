@@ -409,13 +409,15 @@ def _find_chains(
                 elif (
                     not depthwise
                     and isinstance(other, relax.Var)
-                    and left.same_as(end)
+                    and (left.same_as(end) or uses[other] > 1)
                     and _static_shape(other) == out_shape
                     and _dtype(other) == dtype
                 ):
                     # A residual add joins the chain of its first operand, as TVM's FuseOps
                     # fuses it (ResNet's main branch, not the shortcut): the chain is then the
-                    # task the database knows (tuner.vendor_choice).
+                    # task the database knows (tuner.vendor_choice). Where the first operand
+                    # is read elsewhere too (MobileNetV2's `x + block(x)`), no chain can end
+                    # in the add but ours, as no fused kernel but this one can hold it.
                     residual = other
                 else:
                     break
