@@ -5,8 +5,9 @@
 // MobileNetV2 call on the H100, where torch's kernels take 49 us
 // (bench/results/vendor_profile-h100-20261206T093526Z.json), and its fused call takes ReLU but
 // not ReLU6, so each ReLU6 was one more kernel. A depthwise convolution reads each input once
-// and does 9 multiply-adds per element: it is bound by memory, and one thread per output pixel
-// and 16 bytes of channels, loading 16-byte vectors, reaches that bound.
+// and does 9 multiply-adds per element: it is bound by memory, or, on MobileNet's small layers,
+// by how many loads are in flight. One thread computes one output pixel's 16, 8 or 4 bytes of
+// channels with vector loads; the shim times the widths and keeps the fastest per layer.
 //
 // The activation of the input (the ReLU6 of the 1x1 expansion before it) is applied as each
 // value is loaded, and the bias and the output activation before each value is stored: one
@@ -50,11 +51,29 @@ __device__ __forceinline__ __half FromFloat<__half>(float v) {
   return __float2half_rn(v);
 }
 
-// V consecutive elements, as one 16-byte load where V elements are 16 bytes.
+// The register type that holds `bytes` bytes as one load or store.
+template <int bytes>
+struct Raw;
+template <>
+struct Raw<16> {
+  using type = uint4;
+};
+template <>
+struct Raw<8> {
+  using type = uint2;
+};
+template <>
+struct Raw<4> {
+  using type = unsigned int;
+};
+
+// V consecutive elements, as one load where V elements are 4, 8 or 16 bytes.
 template <typename T, int V>
 __device__ __forceinline__ void Load(const T* __restrict__ p, float (&out)[V]) {
-  if constexpr (V * sizeof(T) == 16) {
-    const uint4 raw = __ldg(reinterpret_cast<const uint4*>(p));
+  constexpr int bytes = V * int(sizeof(T));
+  if constexpr (bytes == 4 || bytes == 8 || bytes == 16) {
+    using R = typename Raw<bytes>::type;
+    const R raw = __ldg(reinterpret_cast<const R*>(p));
     const T* e = reinterpret_cast<const T*>(&raw);
 #pragma unroll
     for (int v = 0; v < V; ++v) out[v] = ToFloat(e[v]);
@@ -66,12 +85,14 @@ __device__ __forceinline__ void Load(const T* __restrict__ p, float (&out)[V]) {
 
 template <typename T, int V>
 __device__ __forceinline__ void Store(T* __restrict__ p, const float (&in)[V]) {
-  if constexpr (V * sizeof(T) == 16) {
-    uint4 raw;
+  constexpr int bytes = V * int(sizeof(T));
+  if constexpr (bytes == 4 || bytes == 8 || bytes == 16) {
+    using R = typename Raw<bytes>::type;
+    R raw;
     T* e = reinterpret_cast<T*>(&raw);
 #pragma unroll
     for (int v = 0; v < V; ++v) e[v] = FromFloat<T>(in[v]);
-    *reinterpret_cast<uint4*>(p) = raw;
+    *reinterpret_cast<R*>(p) = raw;
   } else {
 #pragma unroll
     for (int v = 0; v < V; ++v) p[v] = FromFloat<T>(in[v]);
@@ -147,25 +168,44 @@ cudaError_t Launch(const void* x, const void* w, const void* bias, void* y, cons
   return cudaGetLastError();
 }
 
-bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+bool Aligned(const void* p, int bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
 
 }  // namespace
 
 // dims: n, h, w, c, oh, ow, kh, kw, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w.
-// Returns a cudaError_t.
+// vector_bytes: how many bytes of channels one thread takes, 16, 8, 4 or 0 (one element). The
+// shim times those that apply and keeps the fastest: wide vectors make few threads, which
+// leaves the small layers' loads few in flight. Returns a cudaError_t; cudaErrorInvalidValue
+// where the width does not apply (channels or alignment).
 extern "C" int tunefarm_depthwise_launch(const void* x, const void* w, const void* bias, void* y,
                                          int is_half, const int* dims, int act_in, int act_out,
-                                         void* stream) {
+                                         int vector_bytes, void* stream) {
   const Dims d{dims[0], dims[1], dims[2],  dims[3],  dims[4],  dims[5],  dims[6],
                dims[7], dims[8], dims[9], dims[10], dims[11], dims[12], dims[13]};
   if (int64_t(d.n) * d.oh * d.ow * d.c == 0) return cudaSuccess;
   auto on = static_cast<cudaStream_t>(stream);
-  // 16-byte vectors where every row of channels starts on 16 bytes; single elements otherwise.
-  const bool vector = Aligned16(x) && Aligned16(w) && Aligned16(bias) && Aligned16(y);
-  if (is_half) {
-    if (vector && d.c % 8 == 0) return Launch<__half, 8>(x, w, bias, y, d, act_in, act_out, on);
-    return Launch<__half, 1>(x, w, bias, y, d, act_in, act_out, on);
+  const int size = is_half ? 2 : 4;
+  const int v = vector_bytes / size;
+  if (vector_bytes != 0) {
+    const bool aligned = Aligned(x, vector_bytes) && Aligned(w, vector_bytes) &&
+                         Aligned(bias, vector_bytes) && Aligned(y, vector_bytes);
+    if (vector_bytes % size != 0 || v < 1 || d.c % v != 0 || !aligned) {
+      return cudaErrorInvalidValue;
+    }
   }
-  if (vector && d.c % 4 == 0) return Launch<float, 4>(x, w, bias, y, d, act_in, act_out, on);
-  return Launch<float, 1>(x, w, bias, y, d, act_in, act_out, on);
+  if (is_half) {
+    switch (vector_bytes) {
+      case 16: return Launch<__half, 8>(x, w, bias, y, d, act_in, act_out, on);
+      case 8: return Launch<__half, 4>(x, w, bias, y, d, act_in, act_out, on);
+      case 4: return Launch<__half, 2>(x, w, bias, y, d, act_in, act_out, on);
+      case 0: return Launch<__half, 1>(x, w, bias, y, d, act_in, act_out, on);
+    }
+    return cudaErrorInvalidValue;
+  }
+  switch (vector_bytes) {
+    case 16: return Launch<float, 4>(x, w, bias, y, d, act_in, act_out, on);
+    case 8: return Launch<float, 2>(x, w, bias, y, d, act_in, act_out, on);
+    case 0: return Launch<float, 1>(x, w, bias, y, d, act_in, act_out, on);
+  }
+  return cudaErrorInvalidValue;
 }

@@ -43,7 +43,7 @@
 // vendor_depthwise.cu, compiled by nvcc; returns a cudaError_t.
 extern "C" int tunefarm_depthwise_launch(const void* x, const void* w, const void* bias, void* y,
                                          int is_half, const int* dims, int act_in, int act_out,
-                                         void* stream);
+                                         int vector_bytes, void* stream);
 
 namespace tunefarm_vendor {
 
@@ -653,11 +653,15 @@ void Matmul(TensorView x, TensorView w, TensorView bias, TensorView residual, Sh
 
 // ---------------------------------------------------------------------------------------------
 // Depthwise convolution: y = act_out(conv(act_in(x), w) + bias), NHWC data, the weight laid out
-// [kh, kw, C]; vendor_depthwise.cu. No plan and no state: each call is one kernel launch.
+// [kh, kw, C]; vendor_depthwise.cu. Each call is one kernel launch; the plan is the width of
+// channels one thread takes, timed on the first call of each shape as cuDNN's algorithms are.
 
 // config: stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, act_in, act_out, where an
 // activation is 0 (none), 1 (ReLU) or 2 (ReLU6).
 constexpr int kDepthwiseConfigSize = 8;
+
+// The fastest width per shape, config, dtype and device (0: one element per thread).
+std::map<std::vector<int64_t>, int> g_depthwise_widths;
 
 void Depthwise(TensorView x, TensorView w, TensorView bias, TensorView z, Shape config,
                TensorView y) {
@@ -698,10 +702,41 @@ void Depthwise(TensorView x, TensorView w, TensorView bias, TensorView z, Shape 
                         int(config[4]), int(config[5])};
   const int device = x.device().device_id;
   TF_CHECK_CUDA(cudaSetDevice(device));
-  const int status =
-      tunefarm_depthwise_launch(Data(x), Data(w), Data(bias), Data(y), IsHalf(x.dtype()), dims,
-                                int(config[6]), int(config[7]), CurrentStream(device));
-  TF_CHECK_CUDA(static_cast<cudaError_t>(status));
+  cudaStream_t stream = CurrentStream(device);
+  const bool half = IsHalf(x.dtype());
+  auto launch = [&](int vector_bytes, cudaStream_t on) {
+    return tunefarm_depthwise_launch(Data(x), Data(w), Data(bias), Data(y), half, dims,
+                                     int(config[6]), int(config[7]), vector_bytes, on);
+  };
+  std::lock_guard<std::mutex> lock(g_mutex);
+  std::vector<int64_t> key(dims, dims + 14);
+  key.insert(key.end(), {config[6], config[7], x.dtype().bits, device});
+  auto it = g_depthwise_widths.find(key);
+  if (it == g_depthwise_widths.end()) {
+    if (Capturing(stream)) {
+      TVM_FFI_THROW(RuntimeError) << "tunefarm_depthwise_conv2d: no plan for a call inside a "
+                                     "CUDA graph capture";
+    }
+    DeviceState& state = State(device, stream);
+    TF_CHECK_CUDA(cudaStreamSynchronize(stream));  // the inputs, ready for the timing stream
+    float best_ms = -1.0f;
+    int best = 0;
+    for (int bytes : {16, 8, 4, 0}) {
+      const float ms = TimeOnGpu(state.timing, [&](cudaStream_t on) {
+        return launch(bytes, on) == cudaSuccess;
+      });
+      if (Logging()) {
+        std::fprintf(stderr, "tunefarm depthwise x %dx%dx%dx%d k %dx%d s %d: %d bytes: %.4f ms\n",
+                     dims[0], dims[1], dims[2], dims[3], dims[6], dims[7], dims[8], bytes, ms);
+      }
+      if (ms >= 0 && (best_ms < 0 || ms < best_ms)) {
+        best_ms = ms;
+        best = bytes;
+      }
+    }
+    it = g_depthwise_widths.emplace(key, best).first;
+  }
+  TF_CHECK_CUDA(static_cast<cudaError_t>(launch(it->second, stream)));
 }
 
 }  // namespace tunefarm_vendor
