@@ -235,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_flush_denormal(True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     machine = machine_info()
+    if args.target.startswith("cuda") and torch.cuda.is_available():
+        # The card, not the tag, says which GPU ran it (a tag once named the wrong one).
+        machine["gpu"] = torch.cuda.get_device_name()
     result: dict[str, Any] = {
         "benchmark": "torch_path",
         "started_utc": stamp,
