@@ -169,3 +169,22 @@ def test_a_relu6_program_converts_to_fp16_and_matches_torch(tmp_path: Path) -> N
     assert float(expected.max()) == 6.0 and float(expected.min()) == 0.0  # both bounds bite
     scale = float(np.abs(expected).max())
     assert float(np.abs(ours - expected).max()) / scale <= 1e-2
+
+
+def test_batch_norm_folds_into_the_convolution_as_onnx_exports_it(tmp_path: Path) -> None:
+    """``torch.export`` keeps batch norm; decomposed, it left four elementwise ops after every
+    convolution, which no vendor call takes (``tuner/fold_scale_shift.py``)."""
+    from tunefarm.tuner.pipelines import PipelineOptions, run_pipeline
+    from tunefarm.tuner.targets import parse_target
+
+    path, module = _saved(tmp_path)
+    mod = import_exported_program(validate_exported_program(path))
+    target = parse_target("llvm")
+    result = run_pipeline(mod, target=target, options=PipelineOptions(layout="auto"))
+    ops = {op for kernel in result.fused for op in kernel.ops}
+    assert "conv2d" in ops and not {"subtract", "divide"} & ops
+    vm = relax.VirtualMachine(tvm.compile(result.mod, target=target), tvm.cpu())
+    image = np.random.default_rng(1).standard_normal((1, 3, 16, 16)).astype("float32")
+    with torch.no_grad():
+        expected = module(torch.from_numpy(image)).numpy()
+    np.testing.assert_allclose(vm["main"](tvm.runtime.tensor(image)).numpy(), expected, atol=1e-4)
