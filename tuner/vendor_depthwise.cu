@@ -7,7 +7,10 @@
 // not ReLU6, so each ReLU6 was one more kernel. A depthwise convolution reads each input once
 // and does 9 multiply-adds per element: it is bound by memory, or, on MobileNet's small layers,
 // by how many loads are in flight. One thread computes one output pixel's 16, 8 or 4 bytes of
-// channels with vector loads; the shim times the widths and keeps the fastest per layer.
+// channels with vector loads; the shim times the widths and keeps the fastest per layer. On the
+// H100 that made MobileNetV2's 17 layers 76 us a call (torch: 49 us), each layer about 4 us in a
+// CUDA graph whatever the width: launch and latency now bound them, not memory
+// (bench/results/vendor_depthwise_widths-h100-20261206T125220Z.txt).
 //
 // The activation of the input (the ReLU6 of the 1x1 expansion before it) is applied as each
 // value is loaded, and the bias and the output activation before each value is stored: one
