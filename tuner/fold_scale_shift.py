@@ -15,6 +15,7 @@ the task database already know.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -22,17 +23,15 @@ import tvm
 from tvm import relax
 from tvm.ir import Constant, IRModule
 
+from tunefarm.tuner.binding_chains import BindingGraph, replace_chains, static_shape
+
 _STEPS = ("relax.add", "relax.subtract", "relax.multiply", "relax.divide")
 
 
 def fold_scale_shift(mod: IRModule) -> IRModule:
     """``mod`` with each convolution's per-channel scale and shift folded into it."""
-    function = mod["main"]
-    folds = _find_folds(function)
-    if not folds:
-        return mod
-    mod = _FoldRewriter(mod, folds).rewrite_main()
-    return relax.transform.DeadCodeElimination()(mod)
+    folds = _find_folds(mod["main"])
+    return replace_chains(mod, {end: fold.value for end, fold in folds.items()})
 
 
 def fold_scale_shift_pass() -> tvm.transform.Pass:
@@ -72,6 +71,15 @@ class _Fold:
         shape[str(self.conv.attrs.kernel_layout).index("O")] = -1
         return relax.const((values * self.scale.reshape(shape)).astype(values.dtype), self.dtype)
 
+    def value(
+        self, builder: relax.BlockBuilder, visit: Callable[[relax.Expr], relax.Expr]
+    ) -> relax.Expr:
+        """``conv(x, W * scale) + shift``, the scaled convolution emitted first."""
+        conv = relax.Call(
+            self.conv.op, [visit(self.conv.args[0]), self.scaled_weight()], self.conv.attrs
+        )
+        return relax.op.add(builder.emit(conv), self.shift_constant())
+
     def shift_constant(self) -> relax.Constant:
         """The shift, shaped to broadcast along the output's channel axis."""
         shape = [1] * 4
@@ -98,58 +106,28 @@ def _only(shape: tuple[int, ...], axis: int) -> tuple[int, ...]:
     return tuple(dim if position == axis else 1 for position, dim in enumerate(shape))
 
 
-def _static_shape(expr: relax.Expr) -> tuple[int, ...] | None:
-    info = expr.ty
-    if not isinstance(info, relax.TensorType) or not isinstance(info.shape, relax.ShapeExpr):
-        return None
-    dims = info.shape.values
-    if not all(isinstance(dim, tvm.tirx.IntImm) for dim in dims):
-        return None
-    return tuple(int(dim) for dim in dims)
-
-
 def _find_folds(function: relax.Function) -> dict[relax.Var, _Fold]:
     """The last variable of each chain to fold, with the fold that computes it."""
-    body = function.body
-    if not isinstance(body, relax.SeqExpr):
-        return {}
-    bindings: dict[relax.Var, Any] = {}
-    users: dict[relax.Var, list[relax.Var]] = {}
-    uses: dict[relax.Var, int] = {}
-
-    def count(expr: relax.Expr) -> None:
-        if isinstance(expr, relax.Var):
-            uses[expr] = uses.get(expr, 0) + 1
-
-    relax.analysis.post_order_visit(body, count)
-    for block in body.blocks:
-        for binding in block.bindings:
-            if isinstance(binding, relax.VarBinding):
-                bindings[binding.var] = binding.value
-                if isinstance(binding.value, relax.Call):
-                    for arg in binding.value.args:
-                        if isinstance(arg, relax.Var):
-                            users.setdefault(arg, []).append(binding.var)
+    graph = BindingGraph.of(function)
     folds: dict[relax.Var, _Fold] = {}
-    for var, value in bindings.items():
+    for var, value in graph.values.items():
         if not _foldable_conv(value):
             continue
-        out_shape = _static_shape(value)
+        out_shape = static_shape(value)
         if out_shape is None or len(out_shape) != 4:
             continue
         axis = str(value.attrs.out_layout).index("C")
         fold = _Fold(value, out_shape[axis], str(value.ty.dtype))
         end = var
-        while uses.get(end) == 1 and len(users.get(end, [])) == 1:
-            user = users[end][0]
-            step = bindings[user]
+        while (user := graph.sole_reader(end)) is not None:
+            step = graph.values[user]
             if not isinstance(step, relax.Call) or getattr(step.op, "name", None) not in _STEPS:
                 break
             left, right = step.args
             op = str(step.op.name)
             commutes = op in ("relax.add", "relax.multiply")
             other = right if left.same_as(end) else left if commutes else None
-            if other is None or _static_shape(user) != out_shape:
+            if other is None or static_shape(user) != out_shape:
                 break
             vector = _channel_vector(other, out_shape, axis)
             if vector is None or (op == "relax.divide" and not np.all(vector != 0)):
@@ -171,26 +149,3 @@ def _foldable_conv(value: Any) -> bool:
         and dtype in ("float16", "float32")
         and str(weight.ty.dtype) == dtype
     )
-
-
-@relax.expr_functor.mutator
-class _FoldRewriter(relax.PyExprMutator):  # type: ignore[misc]
-    def __init__(self, mod: IRModule, folds: dict[relax.Var, _Fold]) -> None:
-        super().__init__(mod)
-        self.folds = folds
-
-    def rewrite_main(self) -> IRModule:
-        main = self.builder_.get().get_global_var("main")
-        self.builder_.update_func(main, self.visit_expr(self.builder_.get()[main]))
-        return self.builder_.get()
-
-    def visit_var_binding_(self, binding: relax.VarBinding) -> None:
-        fold = self.folds.get(binding.var)
-        if fold is None:
-            super().visit_var_binding_(binding)
-            return
-        x = self.visit_expr(fold.conv.args[0])
-        conv = relax.Call(fold.conv.op, [x, fold.scaled_weight()], fold.conv.attrs)
-        scaled = self.builder_.emit(conv)
-        value = self.builder_.normalize(relax.op.add(scaled, fold.shift_constant()))
-        self.builder_.emit_normalized(relax.VarBinding(binding.var, value))

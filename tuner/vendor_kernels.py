@@ -38,6 +38,13 @@ import tvm
 from tvm import relax
 from tvm.ir import Constant, IRModule
 
+from tunefarm.tuner.binding_chains import (
+    BindingGraph,
+    ChainValue,
+    replace_chains,
+    static_shape,
+    tensor_info,
+)
 from tunefarm.tuner.errors import UserInputError
 
 logger = logging.getLogger(__name__)
@@ -142,9 +149,8 @@ def offload_to_vendor_kernels(
         calls = {end: call for end, call in calls.items() if end in kept}
     if not calls:
         return mod, Counter()
-    mod = _ChainRewriter(mod, calls).rewrite_main()
-    # The chains' old bindings are unused now; nothing may legalize or tune them.
-    mod = relax.transform.DeadCodeElimination()(mod)
+    # The chains' old bindings are left unused, and removed: nothing may legalize or tune them.
+    mod = replace_chains(mod, {end: _call_value(call) for end, call in calls.items()})
     return mod, Counter(call.func for call in calls.values())
 
 
@@ -182,46 +188,16 @@ def _op_name(expr: relax.Expr) -> str | None:
     return None
 
 
-def _tensor_info(expr: relax.Expr) -> relax.TensorType | None:
-    info = expr.ty
-    if isinstance(info, relax.TensorType) and info.shape is not None:
-        return info
-    return None
-
-
-def _static_shape(expr: relax.Expr) -> tuple[int, ...] | None:
-    info = _tensor_info(expr)
-    if info is None or not isinstance(info.shape, relax.ShapeExpr):
-        return None
-    dims = []
-    for dim in info.shape.values:
-        if not isinstance(dim, tvm.tirx.IntImm):
-            return None
-        dims.append(int(dim))
-    return tuple(dims)
-
-
 def _dtype(expr: relax.Expr) -> str | None:
-    info = _tensor_info(expr)
+    info = tensor_info(expr)
     return str(info.dtype) if info is not None else None
-
-
-def _use_counts(function: relax.Function) -> Counter[relax.Var]:
-    counts: Counter[relax.Var] = Counter()
-
-    def visit(expr: relax.Expr) -> None:
-        if isinstance(expr, relax.Var):
-            counts[expr] += 1
-
-    relax.analysis.post_order_visit(function.body, visit)
-    return counts
 
 
 def _bias_vector(expr: relax.Expr, channels: int, dtype: str) -> Constant | None:
     """A constant that broadcasts along the last axis only, as a 1-D constant of ``channels``."""
     if not isinstance(expr, Constant) or _dtype(expr) != dtype:
         return None
-    shape = _static_shape(expr)
+    shape = static_shape(expr)
     if shape is None or not shape or shape[-1] != channels or any(d != 1 for d in shape[:-1]):
         return None
     return relax.const(expr.value.numpy().reshape(channels), dtype)
@@ -239,8 +215,8 @@ def _anchor(
     dtype = _dtype(value)
     if dtype not in ("float16", "float32") or _dtype(x) != dtype or _dtype(weight) != dtype:
         return None
-    x_shape = _static_shape(x)
-    if x_shape is None or len(x_shape) < 2 or _static_shape(value) is None:
+    x_shape = static_shape(x)
+    if x_shape is None or len(x_shape) < 2 or static_shape(value) is None:
         return None
     attrs = value.attrs
     if op == "relax.nn.conv2d":
@@ -251,7 +227,7 @@ def _anchor(
             return None
         strides = [int(s) for s in attrs.strides]
         dilation = [int(d) for d in attrs.dilation]
-        kernel = _static_shape(weight)
+        kernel = static_shape(weight)
         assert kernel is not None
         groups = int(attrs.groups)
         if own_depthwise and groups > 1 and groups == x_shape[-1] == kernel[0] and kernel[3] == 1:
@@ -265,7 +241,7 @@ def _anchor(
             as_matrix = relax.const(weight.value.numpy().reshape(kernel[0], kernel[3]), dtype)
             return MATMUL_FUNC, (1,), x, as_matrix
         return CONV_FUNC, (*strides, top, left, *dilation, groups), x, weight
-    shape = _static_shape(weight)
+    shape = static_shape(weight)
     if shape is not None and len(shape) == 2 and isinstance(weight, Constant):
         return MATMUL_FUNC, (0,), x, weight
     return None
@@ -314,21 +290,8 @@ def _find_chains(
     own_depthwise: bool = True,
 ) -> dict[relax.Var, VendorCall]:
     """Each chain's last variable, with the vendor call that computes it."""
-    uses = _use_counts(function)
-    bindings: dict[relax.Var, relax.Expr] = {}
-    users: dict[relax.Var, list[relax.Var]] = {}
-    body = function.body
-    if not isinstance(body, relax.SeqExpr):
-        return {}
-    for block in body.blocks:
-        for binding in block.bindings:
-            if not isinstance(binding, relax.VarBinding):
-                continue
-            bindings[binding.var] = binding.value
-            if isinstance(binding.value, relax.Call):
-                for arg in binding.value.args:
-                    if isinstance(arg, relax.Var):
-                        users.setdefault(arg, []).append(binding.var)
+    graph = BindingGraph.of(function)
+    bindings, uses = graph.values, graph.uses
     chains: dict[relax.Var, VendorCall] = {}
     # A binding belongs to one chain at most: where two branches meet in a residual add, the
     # first chain takes the add and the other ends before it.
@@ -336,9 +299,7 @@ def _find_chains(
 
     def sole_user(var: relax.Var) -> relax.Var | None:
         """The one binding that uses ``var``, if no chain has taken it."""
-        if uses[var] != 1 or len(users.get(var, [])) != 1 or users[var][0] in claimed:
-            return None
-        return users[var][0]
+        return graph.sole_reader(var, claimed)
 
     def prologue(x: relax.Expr) -> tuple[relax.Expr, int, list[tuple[relax.Var, relax.Call]]]:
         """The activation a depthwise call can apply as it loads ``x`` (MobileNet's ReLU6 after
@@ -371,7 +332,7 @@ def _find_chains(
         if anchor is None:
             continue
         func, head, x, weight = anchor
-        out_shape = _static_shape(value)
+        out_shape = static_shape(value)
         dtype = _dtype(value)
         assert out_shape is not None and dtype is not None
         channels = out_shape[-1]
@@ -410,7 +371,7 @@ def _find_chains(
                     not depthwise
                     and isinstance(other, relax.Var)
                     and (left.same_as(end) or uses[other] > 1)
-                    and _static_shape(other) == out_shape
+                    and static_shape(other) == out_shape
                     and _dtype(other) == dtype
                 ):
                     # A residual add joins the chain of its first operand, as TVM's FuseOps
@@ -450,27 +411,16 @@ def _find_chains(
     return chains
 
 
-@relax.expr_functor.mutator
-class _ChainRewriter(relax.PyExprMutator):  # type: ignore[misc]
-    def __init__(self, mod: IRModule, calls: dict[relax.Var, VendorCall]) -> None:
-        super().__init__(mod)
-        self.calls = calls
+def _call_value(call: VendorCall) -> ChainValue:
+    """The vendor call that becomes the value of ``call``'s last binding."""
 
-    def rewrite_main(self) -> IRModule:
-        main = self.builder_.get().get_global_var("main")
-        self.builder_.update_func(main, self.visit_expr(self.builder_.get()[main]))
-        return self.builder_.get()
+    def value(
+        _builder: relax.BlockBuilder, visit: Callable[[relax.Expr], relax.Expr]
+    ) -> relax.Expr:
+        residual = visit(call.residual) if call.residual is not None else None
+        return vendor_call_expr(call, visit(call.x), residual, out_ty=call.out_ty)
 
-    def visit_var_binding_(self, binding: relax.VarBinding) -> None:
-        call = self.calls.get(binding.var)
-        if call is None:
-            super().visit_var_binding_(binding)
-            return
-        x = self.visit_expr(call.x)
-        residual = self.visit_expr(call.residual) if call.residual is not None else None
-        value = vendor_call_expr(call, x, residual, out_ty=binding.var.ty)
-        value = self.builder_.normalize(value)
-        self.builder_.emit_normalized(relax.VarBinding(binding.var, value))
+    return value
 
 
 # ---------------------------------------------------------------------------------------------
