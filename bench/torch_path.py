@@ -184,6 +184,7 @@ def compile_peers(
     fp16, also how far torch's own half-precision run is from its fp32 one: the error the
     library's is to be read against."""
     from gpu_peers import time_calls
+    from vendor_profile import top_kernels
 
     torch_inputs = inputs  # the library takes fp32 and converts; torch runs in half itself
     extra: dict[str, Any] = {}
@@ -197,6 +198,8 @@ def compile_peers(
     rows: dict[str, Any] = {
         "tunefarm": time_calls(lambda: compiled(*inputs), samples=200, warmup=20)
     }
+    # Where each side's GPU time goes, kernel by kernel (the heaviest first).
+    rows["tunefarm"]["top_kernels"] = top_kernels(lambda: compiled(*inputs))
     for mode in ("default", "reduce-overhead"):
         torch._dynamo.reset()
         torch_compiled = torch.compile(module, mode=None if mode == "default" else mode)
@@ -205,6 +208,9 @@ def compile_peers(
                 torch_compiled(*torch_inputs)
             rows[f"torch.compile {mode}"] = time_calls(
                 partial(torch_compiled, *torch_inputs), samples=200, warmup=20
+            )
+            rows[f"torch.compile {mode}"]["top_kernels"] = top_kernels(
+                partial(torch_compiled, *torch_inputs)
             )
     torch._dynamo.reset()
     best = min(

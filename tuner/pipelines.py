@@ -22,6 +22,7 @@ from tunefarm.tuner.channel_padding import pad_output_channels
 from tunefarm.tuner.cpu_schedule_rules import CpuShape
 from tunefarm.tuner.errors import UserInputError
 from tunefarm.tuner.fold_scale_shift import fold_scale_shift_pass
+from tunefarm.tuner.fused_attention import fused_attention_pass
 from tunefarm.tuner.targets import is_gpu
 from tunefarm.tuner.vendor_kernels import VendorSelect, offload_pass, require_cuda
 
@@ -116,7 +117,8 @@ def default_phases(target: Target, options: PipelineOptions) -> list[Phase]:
         require_cuda(target)
         # Before legalization, while convolutions, bias adds and ReLUs are still Relax ops.
         offload = offload_pass(options.vendor_select, tf32=options.tf32)
-        phases.append(Phase("vendor-kernels", [offload]))
+        # Attention first: its Q, K and V projections stay the matmul chains they are.
+        phases.append(Phase("vendor-kernels", [fused_attention_pass(), offload]))
     phases += [
         # Every Relax op becomes a TIR PrimFunc with an op pattern that fusion reads.
         Phase(

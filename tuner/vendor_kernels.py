@@ -46,15 +46,19 @@ from tunefarm.tuner.binding_chains import (
     tensor_info,
 )
 from tunefarm.tuner.errors import UserInputError
+from tunefarm.tuner.fused_attention import ATTENTION_FUNC
 
 logger = logging.getLogger(__name__)
 
 CONV_FUNC = "tunefarm_cudnn_conv2d"
 MATMUL_FUNC = "tunefarm_cublaslt_matmul"
 DEPTHWISE_FUNC = "tunefarm_depthwise_conv2d"
-VENDOR_FUNCS = (CONV_FUNC, MATMUL_FUNC, DEPTHWISE_FUNC)
+VENDOR_FUNCS = (CONV_FUNC, MATMUL_FUNC, DEPTHWISE_FUNC, ATTENTION_FUNC)
 SHIM_SOURCE = Path(__file__).with_name("vendor_shim.cc")
-DEPTHWISE_SOURCE = Path(__file__).with_name("vendor_depthwise.cu")
+CUDA_SOURCES = (
+    Path(__file__).with_name("vendor_depthwise.cu"),
+    Path(__file__).with_name("vendor_attention.cu"),  # tuner.fused_attention's kernel
+)
 # Real code for each GPU generation from Ampere on, and PTX that later drivers compile.
 NVCC_ARCHS = ("80", "86", "89", "90", "100", "120")
 # The CUDA toolkit's headers (crt/ is not in the runtime wheel) and libraries, after the wheels.
@@ -582,10 +586,10 @@ def register_in_process(
         tvm_ffi.register_global_func(name, module[name], override=True)
 
 
-def compile_shim(toolchain: VendorToolchain, cache_dir: Path) -> tuple[Path, Path]:
-    """The shim's object file and the depthwise kernel's, compiled once per source and header
-    set into ``cache_dir``."""
-    sources = SHIM_SOURCE.read_bytes() + DEPTHWISE_SOURCE.read_bytes()
+def compile_shim(toolchain: VendorToolchain, cache_dir: Path) -> tuple[Path, ...]:
+    """The shim's object file and our kernels' (``CUDA_SOURCES``), compiled once per source and
+    header set into ``cache_dir``."""
+    sources = b"".join(path.read_bytes() for path in (SHIM_SOURCE, *CUDA_SOURCES))
     # The headers' version files too: an upgraded cuDNN, cuBLAS or frontend recompiles.
     versions = b"".join(
         (folder / name).read_bytes()
@@ -595,7 +599,7 @@ def compile_shim(toolchain: VendorToolchain, cache_dir: Path) -> tuple[Path, Pat
     )
     key = hashlib.sha256(sources + repr(toolchain).encode() + versions).hexdigest()[:16]
     shim = cache_dir / f"tunefarm_vendor_{key}.o"
-    depthwise = cache_dir / f"tunefarm_depthwise_{key}.o"
+    kernels = tuple(cache_dir / f"tunefarm_{source.stem}_{key}.o" for source in CUDA_SOURCES)
     cache_dir.mkdir(parents=True, exist_ok=True)
     _compile(
         shim,
@@ -611,12 +615,13 @@ def compile_shim(toolchain: VendorToolchain, cache_dir: Path) -> tuple[Path, Pat
         ],
         "the vendor kernel shim",
     )
-    compile_depthwise(toolchain, depthwise)
-    return shim, depthwise
+    for source, obj in zip(CUDA_SOURCES, kernels, strict=True):
+        compile_cuda(toolchain, source, obj)
+    return (shim, *kernels)
 
 
-def compile_depthwise(toolchain: VendorToolchain, obj: Path) -> None:
-    """``vendor_depthwise.cu`` into ``obj``, for every GPU generation of ``NVCC_ARCHS``."""
+def compile_cuda(toolchain: VendorToolchain, source: Path, obj: Path) -> None:
+    """One of our kernels into ``obj``, for every GPU generation of ``NVCC_ARCHS``."""
     gencode = [f"-gencode=arch=compute_{arch},code=sm_{arch}" for arch in NVCC_ARCHS]
     newest = NVCC_ARCHS[-1]
     _compile(
@@ -630,9 +635,9 @@ def compile_depthwise(toolchain: VendorToolchain, obj: Path) -> None:
             *gencode,
             f"-gencode=arch=compute_{newest},code=compute_{newest}",
             "-c",
-            str(DEPTHWISE_SOURCE),
+            str(source),
         ],
-        "the depthwise kernel",
+        source.name,
     )
 
 

@@ -25,12 +25,15 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <sstream>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #ifdef TUNEFARM_CUDNN_FRONTEND
@@ -44,6 +47,13 @@
 extern "C" int tunefarm_depthwise_launch(const void* x, const void* w, const void* bias, void* y,
                                          int is_half, const int* dims, int act_in, int act_out,
                                          int vector_bytes, void* stream);
+
+// vendor_attention.cu, compiled by nvcc; the launch returns a cudaError_t.
+extern "C" size_t tunefarm_attention_shared_bytes(int sk, int d);
+extern "C" int tunefarm_attention_launch(const void* q, const void* k, const void* v,
+                                         const void* mask, void* out, const int* shape,
+                                         const int64_t* strides, int mask_bits, float scale,
+                                         void* stream);
 
 namespace tunefarm_vendor {
 
@@ -739,8 +749,91 @@ void Depthwise(TensorView x, TensorView w, TensorView bias, TensorView z, Shape 
   TF_CHECK_CUDA(static_cast<cudaError_t>(launch(it->second, stream)));
 }
 
+// ---------------------------------------------------------------------------------------------
+// Attention: out = softmax(Q K^T * scale + mask) V per batch and head; vendor_attention.cu.
+// Q, K, V and the output are fp16 tensors read and written through strides (the head split and
+// merge of the graph); the mask fp16 or fp32, broadcast through zero strides.
+
+// config: b, h, s, sk, d; the strides (batch, head, row) of q, k, v and out; the mask's (batch,
+// head, row, key); the mask's bits (0: none, 16, 32); the scale's float32 bits.
+constexpr int kAttentionConfigSize = 5 + 12 + 4 + 2;
+
+// The largest element offset a (batch, head, row[, key]) walk reaches, plus one.
+int64_t Extent(std::initializer_list<std::pair<int64_t, int64_t>> axes, int64_t last) {
+  int64_t extent = last;
+  for (const auto& [size, stride] : axes) {
+    if (stride < 0) return -1;
+    extent += (size - 1) * stride;
+  }
+  return extent;
+}
+
+void Attention(TensorView q, TensorView k, TensorView v, TensorView mask, Shape config,
+               TensorView out) {
+  if (config.size() != kAttentionConfigSize) {
+    TVM_FFI_THROW(ValueError) << "tunefarm_attention: config needs " << kAttentionConfigSize
+                              << " values";
+  }
+  const int64_t b = config[0], h = config[1], s = config[2], sk = config[3], d = config[4];
+  const int64_t* st = config.data() + 5;
+  const int64_t mask_bits = config[21];
+  for (const TensorView* t : {&q, &k, &v, &out}) {
+    if (!IsHalf(t->dtype())) TVM_FFI_THROW(TypeError) << "tunefarm_attention: float16 only";
+  }
+  if (b < 1 || h < 1 || s < 1 || sk < 1 || sk > 256 || d < 8 || d % 8 != 0) {
+    TVM_FFI_THROW(ValueError) << "tunefarm_attention: 1 to 256 keys and a head size that is a "
+                                 "multiple of 8 expected";
+  }
+  // Every read and write stays inside its tensor, whatever the config says; K and V are read
+  // 16 bytes at a time, Q and the output 4.
+  const std::pair<const TensorView*, int64_t> walks[] = {{&q, s}, {&k, sk}, {&v, sk}, {&out, s}};
+  for (int i = 0; i < 4; ++i) {
+    const int64_t* ts = st + 3 * i;
+    const int64_t extent = Extent({{b, ts[0]}, {h, ts[1]}, {walks[i].second, ts[2]}}, d);
+    const int64_t align = (i == 1 || i == 2) ? 8 : 2;
+    if (extent < 0 || extent > walks[i].first->numel() || ts[0] % align != 0 ||
+        ts[1] % align != 0 || ts[2] % align != 0) {
+      TVM_FFI_THROW(ValueError) << "tunefarm_attention: a stride of q, k, v or out reaches "
+                                   "outside its tensor or is misaligned";
+    }
+  }
+  if (mask_bits != 0) {
+    if ((mask_bits == 16 && !IsHalf(mask.dtype())) || (mask_bits == 32 && !IsFloat(mask.dtype())) ||
+        (mask_bits != 16 && mask_bits != 32)) {
+      TVM_FFI_THROW(TypeError) << "tunefarm_attention: the mask's dtype does not match the config";
+    }
+    const int64_t* ms = st + 12;
+    const int64_t extent = Extent({{b, ms[0]}, {h, ms[1]}, {s, ms[2]}, {sk, ms[3]}}, 1);
+    if (extent < 0 || extent > mask.numel()) {
+      TVM_FFI_THROW(ValueError) << "tunefarm_attention: the mask's strides reach outside it";
+    }
+  }
+  const int device = q.device().device_id;
+  TF_CHECK_CUDA(cudaSetDevice(device));
+  int shared_limit = 0;
+  TF_CHECK_CUDA(
+      cudaDeviceGetAttribute(&shared_limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  if (tunefarm_attention_shared_bytes(int(sk), int(d)) > size_t(shared_limit)) {
+    TVM_FFI_THROW(ValueError) << "tunefarm_attention: " << sk << " keys of size " << d
+                              << " do not fit this GPU's shared memory";
+  }
+  const int shape[5] = {int(b), int(h), int(s), int(sk), int(d)};
+  const auto scale_bits = static_cast<uint32_t>(config[22]);
+  float scale = 0.0f;
+  std::memcpy(&scale, &scale_bits, sizeof scale);
+  for (const TensorView* t : {&q, &k, &v, &out, &mask}) {
+    if (reinterpret_cast<uintptr_t>(Data(*t)) % 16 != 0) {
+      TVM_FFI_THROW(ValueError) << "tunefarm_attention: a tensor is not 16-byte aligned";
+    }
+  }
+  TF_CHECK_CUDA(static_cast<cudaError_t>(tunefarm_attention_launch(
+      Data(q), Data(k), Data(v), mask_bits != 0 ? Data(mask) : nullptr, Data(out), shape, st,
+      int(mask_bits), scale, CurrentStream(device))));
+}
+
 }  // namespace tunefarm_vendor
 
 TVM_FFI_DLL_EXPORT_TYPED_FUNC(tunefarm_cudnn_conv2d, tunefarm_vendor::Conv2d);
 TVM_FFI_DLL_EXPORT_TYPED_FUNC(tunefarm_cublaslt_matmul, tunefarm_vendor::Matmul);
 TVM_FFI_DLL_EXPORT_TYPED_FUNC(tunefarm_depthwise_conv2d, tunefarm_vendor::Depthwise);
+TVM_FFI_DLL_EXPORT_TYPED_FUNC(tunefarm_attention, tunefarm_vendor::Attention);

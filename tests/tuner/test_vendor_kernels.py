@@ -411,11 +411,21 @@ def test_without_our_depthwise_kernel_cudnn_takes_the_convolution_and_leaves_the
     assert {"relax.maximum", "relax.minimum"} <= _ops(after)
 
 
-def test_the_depthwise_kernel_compiles_for_every_gpu_generation(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("source", "symbol"),
+    [
+        ("vendor_depthwise.cu", "tunefarm_depthwise_launch"),
+        ("vendor_attention.cu", "tunefarm_attention_launch"),
+    ],
+)
+def test_our_kernels_compile_for_every_gpu_generation(
+    tmp_path: Path, source: str, symbol: str
+) -> None:
     nvcc = vendor_kernels._find_nvcc()
     if nvcc is None:
         pytest.skip("no nvcc on this machine")
-    obj = tmp_path / "depthwise.o"
-    vendor_kernels.compile_depthwise(vendor_kernels.VendorToolchain((), (), nvcc), obj)
+    (path,) = [cu for cu in vendor_kernels.CUDA_SOURCES if cu.name == source]
+    obj = tmp_path / "kernel.o"
+    vendor_kernels.compile_cuda(vendor_kernels.VendorToolchain((), (), nvcc), path, obj)
     symbols = subprocess.run(["nm", str(obj)], capture_output=True, text=True, check=True).stdout
-    assert " T tunefarm_depthwise_launch" in symbols
+    assert f" T {symbol}" in symbols

@@ -97,3 +97,45 @@ def test_the_depthwise_call_gives_what_tvm_gives(
     np.testing.assert_allclose(got, expected, rtol=tolerance, atol=tolerance)
     assert 0 < expected.max() <= 6 and expected.min() >= 0
     assert (expected == 6).any(), "the upper clip bound was never reached: a weak case"
+
+
+@pytest.mark.parametrize(
+    ("heads", "head_size", "tokens", "padded"),
+    [(12, 64, 128, 28), (2, 8, 40, 0), (4, 32, 200, 7)],
+    ids=["bert-base", "small-uneven-rows", "keys-past-128"],
+)
+def test_the_attention_call_gives_what_tvm_gives(
+    heads: int, head_size: int, tokens: int, padded: int, tmp_path: Path
+) -> None:
+    """A BERT layer's attention half through tunefarm.compile, with and without our kernels."""
+    import torch
+
+    import tunefarm
+    from tests.tuner.attention_models import SelfAttention, example_inputs
+
+    torch.manual_seed(heads)
+    module = SelfAttention(heads, head_size).eval()
+    hidden = heads * head_size
+    inputs = example_inputs(tokens, hidden, padded=padded)
+    built = {
+        vendor: tunefarm.compile(
+            module,
+            inputs,
+            target="cuda",
+            trials=0,
+            fp16=True,
+            database=f"sqlite:///{tmp_path / 'tuning.db'}",
+            out_dir=tmp_path / f"vendor-{vendor}",
+            progress=False,
+            baseline=False,
+            vendor_kernels=vendor,
+        )
+        for vendor in (True, False)
+    }
+    assert built[True].manifest["pipeline"]["vendor_calls"].get("tunefarm_attention") == 1
+    fresh = example_inputs(tokens, hidden, padded=padded, seed=1)
+    fresh = tuple(tensor.cuda() for tensor in fresh)
+    ours = built[True](*fresh).float().cpu().numpy()
+    theirs = built[False](*fresh).float().cpu().numpy()
+    scale = np.abs(theirs).max()
+    assert np.abs(ours - theirs).max() <= 1e-2 * scale

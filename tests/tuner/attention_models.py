@@ -1,0 +1,56 @@
+"""Self-attention in plain torch, spelled as transformers' eager BERT spells it, for the tests of
+``tuner.fused_attention`` (on the CPU) and of its kernel (on a GPU)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+class SelfAttention(torch.nn.Module):
+    """Q, K and V projections, the head split, ``softmax(Q Kᵀ · scale + mask) V``, the head
+    merge, the output projection and the residual: a BERT layer's attention half."""
+
+    def __init__(
+        self, heads: int, head_size: int, *, masked: bool = True, scale_by_divide: bool = False
+    ) -> None:
+        super().__init__()
+        self.heads, self.head_size = heads, head_size
+        hidden = heads * head_size
+        self.query = torch.nn.Linear(hidden, hidden)
+        self.key = torch.nn.Linear(hidden, hidden)
+        self.value = torch.nn.Linear(hidden, hidden)
+        self.out = torch.nn.Linear(hidden, hidden)
+        self.masked = masked
+        self.scale_by_divide = scale_by_divide
+
+    def split(self, x: torch.Tensor) -> torch.Tensor:
+        return x.view(x.shape[0], -1, self.heads, self.head_size).transpose(1, 2)
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        q = self.split(self.query(hidden))
+        k = self.split(self.key(hidden))
+        v = self.split(self.value(hidden))
+        scores = torch.matmul(q, k.transpose(-1, -2))
+        if self.scale_by_divide:
+            scores = scores / math.sqrt(self.head_size)
+        else:
+            scores = scores * (1 / math.sqrt(self.head_size))
+        if self.masked:  # 1 keeps a token, 0 drops it: a large negative score
+            scores = scores + (1.0 - mask[:, None, None, :]) * torch.finfo(torch.float32).min
+        probs = torch.softmax(scores, dim=-1)
+        context = torch.matmul(probs, v).permute(0, 2, 1, 3).contiguous()
+        merged = context.view(hidden.shape[0], -1, self.heads * self.head_size)
+        return self.out(merged) + hidden
+
+
+def example_inputs(
+    tokens: int, hidden: int, *, padded: int = 0, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hidden states and a mask whose last ``padded`` tokens are padding."""
+    generator = torch.Generator().manual_seed(seed)
+    mask = torch.ones(1, tokens)
+    if padded:
+        mask[0, -padded:] = 0
+    return torch.randn(1, tokens, hidden, generator=generator), mask

@@ -1,0 +1,187 @@
+"""Attention into one call of ours (``tuner.fused_attention``), checked on the CPU.
+
+The kernel's meaning (``vendor_attention.cu``) is written here in numpy, config and all, and
+registered under the kernel's name: the rewritten model, built for the CPU, must compute what
+the original does. The CUDA kernel itself is checked against TVM's on a GPU
+(``test_vendor_kernels_gpu.py``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import tvm
+import tvm_ffi
+from tvm import relax
+from tvm.ir import IRModule
+
+from tests.tuner.attention_models import SelfAttention, example_inputs
+from tunefarm.tuner import fused_attention
+from tunefarm.tuner.pipelines import PipelineOptions, default_phases
+from tunefarm.tuner.targets import parse_target
+from tunefarm.tuner.torch_import import import_exported_program, validate_exported_program
+
+HEADS, HEAD_SIZE, TOKENS = 2, 8, 12
+HIDDEN = HEADS * HEAD_SIZE
+
+
+def _attention_model(
+    tmp_path: Path, *, masked: bool = True, divide: bool = False, fp16: bool = True
+) -> IRModule:
+    """The model as the vendor phase sees it on CUDA (with --fp16 unless ``fp16=False``)."""
+    torch.manual_seed(0)
+    module = SelfAttention(HEADS, HEAD_SIZE, masked=masked, scale_by_divide=divide).eval()
+    inputs = example_inputs(TOKENS, HIDDEN)
+    path = tmp_path / "attention.pt2"
+    torch.export.save(torch.export.export(module, inputs), str(path))
+    mod = import_exported_program(validate_exported_program(path))
+    target = parse_target("cuda")
+    with target, tvm.transform.PassContext(opt_level=3):
+        for phase in default_phases(target, PipelineOptions(fp16=fp16, vendor_kernels=True)):
+            if phase.name == "vendor-kernels":
+                return mod
+            mod = tvm.transform.Sequential(phase.passes)(mod)
+    raise AssertionError("no vendor-kernels phase")
+
+
+def _reference_attention(q: Any, k: Any, v: Any, mask: Any, config: Any, out: Any) -> None:
+    """``tunefarm_attention`` in numpy: each operand read through the config's strides."""
+    b, h, s, sk, d, *strides = (int(c) for c in config)
+    mask_bits, scale_bits = strides[16], strides[17]
+
+    def view(tensor: Any, rows: int, at: int) -> np.ndarray:
+        flat = tensor.numpy().reshape(-1).astype(np.float32)
+        return np.lib.stride_tricks.as_strided(
+            flat, (b, h, rows, d), [4 * x for x in (*strides[at : at + 3], 1)]
+        )
+
+    scores = view(q, s, 0) @ view(k, sk, 3).transpose(0, 1, 3, 2)
+    scores = scores * np.frombuffer(np.uint32(scale_bits).tobytes(), np.float32)[0]
+    if mask_bits:
+        flat = mask.numpy().reshape(-1).astype(np.float32)
+        scores = scores + np.lib.stride_tricks.as_strided(
+            flat, (b, h, s, sk), [4 * x for x in strides[12:16]]
+        )
+    probs = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    probs /= probs.sum(axis=-1, keepdims=True)
+    result = probs @ view(v, sk, 6)
+    placed = np.zeros(math.prod(out.shape), np.float32)
+    np.lib.stride_tricks.as_strided(placed, (b, h, s, d), [4 * x for x in (*strides[9:12], 1)])[
+        ...
+    ] = result
+    out.copyfrom(placed.reshape(tuple(out.shape)).astype(out.dtype))
+
+
+@pytest.fixture
+def numpy_attention() -> Iterator[None]:
+    tvm.register_global_func(fused_attention.ATTENTION_FUNC, _reference_attention, override=True)
+    yield
+    tvm_ffi.remove_global_func(fused_attention.ATTENTION_FUNC)
+
+
+def _ops(mod: IRModule) -> list[str]:
+    ops: list[str] = []
+
+    def visit(expr: relax.Expr) -> None:
+        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
+            ops.append(str(expr.op.name))
+
+    relax.analysis.post_order_visit(mod["main"].body, visit)
+    return ops
+
+
+def _run_on_cpu(mod: IRModule, hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    vm = relax.VirtualMachine(tvm.compile(mod, target=parse_target("llvm")), tvm.cpu())
+    return vm["main"](tvm.runtime.tensor(hidden), tvm.runtime.tensor(mask)).numpy()
+
+
+@pytest.mark.parametrize(
+    ("masked", "divide"), [(True, False), (False, True)], ids=["mask", "no-mask-divide"]
+)
+def test_attention_becomes_one_call_that_computes_what_the_graph_does(
+    tmp_path: Path, numpy_attention: None, masked: bool, divide: bool
+) -> None:
+    original = _attention_model(tmp_path, masked=masked, divide=divide)
+    fused, count = fused_attention.fuse_attention(original)
+    assert count == 1
+    ops = _ops(fused)
+    assert "relax.nn.softmax" not in ops
+    # The head split and merge are strides of the call now: no transpose is left.
+    assert "relax.permute_dims" not in ops
+    (config,) = [[int(c) for c in call.args[1].fields[4].values] for call in _calls(fused)]
+    b, h, s, sk, d = config[:5]
+    assert (b, h, s, sk, d) == (1, HEADS, TOKENS, TOKENS, HEAD_SIZE)
+    # Q, K and V are read where the projections wrote them: [tokens, heads * size].
+    assert config[5:8] == [0, HEAD_SIZE, HIDDEN]
+    assert config[21] == (32 if masked else 0)
+    rng = np.random.default_rng(1)
+    hidden = rng.standard_normal((1, TOKENS, HIDDEN)).astype("float32")
+    mask = np.ones((1, TOKENS), "float32")
+    mask[0, -3:] = 0  # padding: their keys must get no weight
+    expected = _run_on_cpu(original, hidden, mask)
+    got = _run_on_cpu(fused, hidden, mask)
+    np.testing.assert_allclose(got, expected, rtol=2e-2, atol=2e-2)
+    if masked:  # the case proves the mask: without it the answer differs
+        unmasked = _run_on_cpu(original, hidden, np.ones_like(mask))
+        assert np.abs(unmasked - expected).max() > 1e-2
+
+
+def _calls(mod: IRModule) -> list[relax.Call]:
+    found: list[relax.Call] = []
+
+    def visit(expr: relax.Expr) -> None:
+        if (
+            isinstance(expr, relax.Call)
+            and isinstance(expr.op, tvm.ir.Op)
+            and expr.op.name == "relax.call_dps_packed"
+            and expr.args[0].global_symbol == fused_attention.ATTENTION_FUNC
+        ):
+            found.append(expr)
+
+    relax.analysis.post_order_visit(mod["main"].body, visit)
+    return found
+
+
+def test_fp32_attention_stays_tvms(tmp_path: Path) -> None:
+    assert fused_attention.fuse_attention(_attention_model(tmp_path, fp16=False))[1] == 0
+
+
+def test_probabilities_read_elsewhere_keep_the_graph(tmp_path: Path) -> None:
+    """Attention whose softmax is also an output (attention maps) is not replaced."""
+    mod = _attention_model(tmp_path)
+    main = mod["main"]
+    softmax = next(
+        binding.var
+        for block in main.body.blocks
+        for binding in block.bindings
+        if isinstance(binding.value, relax.Call)
+        and getattr(binding.value.op, "name", "") == "relax.nn.softmax"
+    )
+    body = main.body
+    both = relax.BlockBuilder().normalize(
+        relax.SeqExpr(body.blocks, relax.Tuple([body.body, softmax]))
+    )
+    exposed = IRModule({"main": relax.Function(main.params, both, attrs=main.attrs)})
+    assert fused_attention.fuse_attention(exposed)[1] == 0
+
+
+@pytest.mark.parametrize(
+    ("index", "strides"),
+    [
+        (np.arange(24).reshape(2, 3, 4), (12, 4, 1)),
+        (np.arange(24).reshape(2, 3, 4).transpose(1, 0, 2), (4, 12, 1)),
+        (np.arange(24).reshape(2, 3, 4)[:, :1, :], (12, 0, 1)),
+        (np.arange(24).reshape(2, 3, 4)[::-1], None),
+        (np.arange(24).reshape(2, 12)[:, ::-1].reshape(2, 3, 4), None),
+    ],
+)
+def test_affine_strides_are_found_only_where_they_hold(
+    index: np.ndarray, strides: tuple[int, ...] | None
+) -> None:
+    assert fused_attention._affine_strides(index) == strides

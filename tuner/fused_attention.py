@@ -1,0 +1,406 @@
+"""Scaled dot-product attention as one kernel of ours, on CUDA targets (issue 17).
+
+Imported transformers spell attention as a dozen Relax ops: the head split of Q, K and V
+(reshape, permute), two batched matmuls, the scale, the mask add, the softmax with its casts,
+and the head merge. TVM makes ~9 kernels of them per layer, each a launch of a few
+microseconds on tensors that fit in one SM's shared memory (BERT-base: 9 of its 22 kernels a
+layer). This pass finds each ``softmax(Q Kᵀ · scale + mask) V`` and replaces it with one
+``call_dps_packed`` to ``tunefarm_attention`` (``vendor_attention.cu``), which reads Q, K and V
+where the projections wrote them and writes the output where the next projection reads it.
+
+How each transformers version spells the head split does not matter: every chain of views
+between a projection and a matmul is replayed on ``np.arange`` labels, and the pass takes a
+chain only where the labels show that the matmul reads the projection through plain strides
+(``_affine_strides``). The kernel takes fp16 Q, K, V and output, up to 256 keys and head sizes
+that are multiples of 8; other attention stays TVM's.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import struct
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.ir import Constant, IRModule
+
+from tunefarm.tuner.binding_chains import BindingGraph, ChainValue, replace_chains, static_shape
+
+logger = logging.getLogger(__name__)
+
+ATTENTION_FUNC = "tunefarm_attention"
+MAX_KEYS = 256
+SHARED_LIMIT_BYTES = 96 * 1024
+"""The most shared memory a call may take: what sm_86 and sm_89 allow a block (sm_80: 163 KB)."""
+_ROWS_PER_BLOCK = 16  # vendor_attention.cu's kRowsPerBlock
+
+_VIEWS = (
+    "relax.reshape",
+    "relax.permute_dims",
+    "relax.broadcast_to",
+    "relax.expand_dims",
+    "relax.squeeze",
+)
+
+
+@dataclass(frozen=True)
+class View:
+    """One view op of a chain: a permutation of axes, or a row-major reshape to ``shape``."""
+
+    axes: tuple[int, ...] | None
+    shape: tuple[int, ...]
+
+    def apply(self, labels: np.ndarray) -> np.ndarray:
+        if self.axes is not None:
+            return labels.transpose(self.axes)
+        return labels.reshape(self.shape)
+
+
+@dataclass(frozen=True)
+class AttentionCall:
+    """One attention that becomes one call."""
+
+    q: relax.Expr
+    k: relax.Expr
+    v: relax.Expr
+    mask: relax.Expr | None
+    config: tuple[int, ...]
+    """b, h, s, sk, d; the strides (batch, head, row) of q, k, v and the output; the mask's
+    (batch, head, row, key); the mask's bits (0: none); the scale's float32 bits."""
+    out_ty: relax.Type
+    """The type of the binding the call replaces."""
+
+
+def shared_bytes(keys: int, head_size: int) -> int:
+    """The shared memory one block of the kernel takes (``SharedBytes`` of the .cu)."""
+    pairs = head_size // 2
+    return 4 * (_ROWS_PER_BLOCK * pairs * 2 + _ROWS_PER_BLOCK * keys + keys * (2 * pairs + 1))
+
+
+def fuse_attention(mod: IRModule) -> tuple[IRModule, int]:
+    """``mod`` with each attention of ``main`` the kernel takes replaced; how many."""
+    calls = find_attention(mod["main"])
+    if not calls:
+        return mod, 0
+    return replace_chains(mod, {end: _call_value(call) for end, call in calls.items()}), len(calls)
+
+
+def fused_attention_pass() -> tvm.transform.Pass:
+    """``fuse_attention`` as a module pass, for the vendor-kernels phase."""
+
+    def transform(mod: IRModule, _context: tvm.transform.PassContext) -> IRModule:
+        mod, count = fuse_attention(mod)
+        logger.info("fused attention: %d calls", count)
+        return mod
+
+    return tvm.transform.module_pass(transform, opt_level=0, name="FuseAttention")
+
+
+def find_attention(function: relax.Function) -> dict[relax.Var, AttentionCall]:
+    """Each attention's last binding (the head merge's end), with the call that computes it."""
+    graph = BindingGraph.of(function)
+    found: dict[relax.Var, AttentionCall] = {}
+    for var, value in graph.values.items():
+        if _op(value) == "relax.nn.softmax":
+            match = _match(graph, var, value)  # type: ignore[arg-type]
+            if match is not None:
+                end, call = match
+                found[end] = call
+    return found
+
+
+def _call_value(call: AttentionCall) -> ChainValue:
+    def value(
+        _builder: relax.BlockBuilder, visit: Callable[[relax.Expr], relax.Expr]
+    ) -> relax.Expr:
+        q = visit(call.q)
+        mask = visit(call.mask) if call.mask is not None else q  # not read without a mask
+        args = relax.Tuple([q, visit(call.k), visit(call.v), mask, relax.ShapeExpr(call.config)])
+        return relax.call_dps_packed(ATTENTION_FUNC, args, out_ty=call.out_ty)
+
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# Matching
+
+
+def _op(expr: relax.Expr) -> str | None:
+    if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
+        return str(expr.op.name)
+    return None
+
+
+def _dtype(expr: relax.Expr) -> str | None:
+    info = expr.ty
+    return str(info.dtype) if isinstance(info, relax.TensorType) else None
+
+
+def _constant(graph: BindingGraph, expr: relax.Expr) -> float | None:
+    """The one value of a scalar constant, or of a variable bound to a constant's cast."""
+    while isinstance(expr, relax.Var) and _op(graph.values.get(expr)) == "relax.astype":
+        expr = graph.values[expr].args[0]  # type: ignore[union-attr]
+    if not isinstance(expr, Constant):
+        return None
+    values = expr.value.numpy()
+    if values.size != 1:
+        return None
+    return float(values.reshape(-1)[0])
+
+
+def _view(value: relax.Expr) -> View | None:
+    """``value`` as a view of its first argument, if it is one (a broadcast only if it adds
+    nothing)."""
+    op = _op(value)
+    if op not in _VIEWS:
+        return None
+    assert isinstance(value, relax.Call)
+    shape = static_shape(value)
+    source = static_shape(value.args[0])
+    if shape is None or source is None or math.prod(shape) != math.prod(source):
+        return None
+    if op == "relax.permute_dims":
+        axes = value.attrs.axes
+        order = (
+            tuple(int(a) for a in axes) if axes is not None else tuple(reversed(range(len(source))))
+        )
+        return View(order, shape)
+    if op == "relax.broadcast_to" and shape != source:
+        return None
+    return View(None, shape)
+
+
+def _views_back(graph: BindingGraph, expr: relax.Expr) -> tuple[relax.Expr, list[View]]:
+    """The tensor ``expr`` is a chain of views of, and the chain in order."""
+    views: list[View] = []
+    while isinstance(expr, relax.Var) and expr in graph.values:
+        value = graph.values[expr]
+        view = _view(value)
+        if view is None:
+            break
+        views.insert(0, view)
+        expr = value.args[0]  # type: ignore[attr-defined]
+    return expr, views
+
+
+def _affine_strides(index: np.ndarray) -> tuple[int, ...] | None:
+    """Strides s with ``index[i] == sum(i_k * s_k)`` for every i, if there are such."""
+    if index.size == 0 or int(index.flat[0]) != 0:
+        return None
+    strides = []
+    expected = np.zeros(index.shape, dtype=np.int64)
+    for axis, size in enumerate(index.shape):
+        unit = tuple(1 if k == axis and size > 1 else 0 for k in range(index.ndim))
+        stride = int(index[unit])
+        if stride < 0:
+            return None
+        strides.append(stride)
+        along = [-1 if k == axis else 1 for k in range(index.ndim)]
+        expected += np.arange(size, dtype=np.int64).reshape(along) * stride
+    return tuple(strides) if np.array_equal(index, expected) else None
+
+
+def _operand_strides(
+    graph: BindingGraph, operand: relax.Expr, logical: tuple[int, int, int, int], key_major: bool
+) -> tuple[relax.Expr, tuple[int, int, int]] | None:
+    """The tensor a matmul operand reads, and its (batch, head, row) strides, where the operand
+    is a view of it with unit stride along the head dimension. ``logical`` is (b, h, rows, d);
+    ``key_major``: the operand is Kᵀ, laid out [..., d, rows]."""
+    source, views = _views_back(graph, operand)
+    source_shape = static_shape(source)
+    shape = static_shape(operand)
+    if source_shape is None or shape is None or _dtype(source) != "float16":
+        return None
+    labels = np.arange(math.prod(source_shape)).reshape(source_shape)
+    for view in views:
+        labels = view.apply(labels)
+    b, h, rows, d = logical
+    if key_major:
+        labels = labels.reshape(b, h, d, rows).transpose(0, 1, 3, 2)
+    else:
+        labels = labels.reshape(b, h, rows, d)
+    strides = _affine_strides(labels)
+    if strides is None or (d > 1 and strides[3] != 1):
+        return None
+    return source, (strides[0], strides[1], strides[2])
+
+
+def _match(
+    graph: BindingGraph, softmax: relax.Var, value: relax.Call
+) -> tuple[relax.Var, AttentionCall] | None:
+    shape = static_shape(value)
+    if shape is None or len(shape) not in (3, 4):
+        return None
+    if int(value.attrs.axis) not in (-1, len(shape) - 1):
+        return None
+    *batch, s, sk = shape
+    b, h = (1, batch[0]) if len(batch) == 1 else batch
+    scores = _scores(graph, value.args[0], b * h * s * sk)
+    if scores is None:
+        return None
+    qk, scale, mask = scores
+    # Forward: casts and views of the probabilities, then the matmul with V.
+    probs = softmax
+    while True:
+        reader = graph.sole_reader(probs)
+        if reader is None:
+            return None
+        step = graph.values[reader]
+        if _op(step) == "relax.astype" or (
+            _view(step) is not None and _view(step).axes is None  # type: ignore[union-attr]
+        ):
+            probs = reader
+            continue
+        break
+    pv_value = graph.values[reader]
+    if _op(pv_value) != "relax.matmul" or not pv_value.args[0].same_as(probs):  # type: ignore[attr-defined]
+        return None
+    q3, kt3 = qk.args
+    v3 = pv_value.args[1]  # type: ignore[attr-defined]
+    q_shape = static_shape(q3)
+    if q_shape is None or len(q_shape) < 2:
+        return None
+    d = q_shape[-1]
+    if sk > MAX_KEYS or d % 8 != 0 or shared_bytes(sk, d) > SHARED_LIMIT_BYTES:
+        return None
+    if _dtype(pv_value) != "float16":
+        return None
+    q_side = _operand_strides(graph, q3, (b, h, s, d), key_major=False)
+    k_side = _operand_strides(graph, kt3, (b, h, sk, d), key_major=True)
+    v_side = _operand_strides(graph, v3, (b, h, sk, d), key_major=False)
+    if q_side is None or k_side is None or v_side is None:
+        return None
+    if any(stride % 8 for stride in (*k_side[1], *v_side[1])) or any(x % 2 for x in q_side[1]):
+        return None
+    out = _output(graph, reader, (b, h, s, d))
+    if out is None:
+        return None
+    end, out_strides = out
+    mask_config = _mask_config(mask, (b, h, s, sk), len(shape))
+    if mask_config is None:
+        return None
+    scale_bits = struct.unpack("<I", struct.pack("<f", scale))[0]
+    config = (
+        b,
+        h,
+        s,
+        sk,
+        d,
+        *q_side[1],
+        *k_side[1],
+        *v_side[1],
+        *out_strides,
+        *mask_config,
+        scale_bits,
+    )
+    config = tuple(int(c) for c in config)
+    return end, AttentionCall(q_side[0], k_side[0], v_side[0], mask, config, end.ty)
+
+
+def _scores(
+    graph: BindingGraph, expr: relax.Expr, size: int
+) -> tuple[relax.Call, float, relax.Expr | None] | None:
+    """Back from the softmax's input to ``Q Kᵀ``: the matmul, the scale applied after it, the
+    mask added after the scale. None: the chain holds anything else, or is read elsewhere."""
+    scale = 1.0
+    mask: relax.Expr | None = None
+    while True:
+        if not isinstance(expr, relax.Var) or graph.uses[expr] != 1 or expr not in graph.values:
+            return None
+        value = graph.values[expr]
+        out_shape = static_shape(value)
+        if out_shape is None or math.prod(out_shape) != size:
+            return None
+        op = _op(value)
+        assert isinstance(value, relax.Call) or op is None
+        if op == "relax.matmul":
+            if _dtype(value.args[0]) != "float16" or _dtype(value.args[1]) != "float16":
+                return None
+            return value, scale, mask
+        view = _view(value) if op is not None else None
+        if (view is not None and view.axes is None) or op == "relax.astype":
+            expr = value.args[0]
+            continue
+        if op in ("relax.multiply", "relax.divide"):
+            left, right = value.args
+            factor = _constant(graph, right)
+            if factor is None and op == "relax.multiply":
+                factor, left = _constant(graph, left), right
+            if factor is None or factor == 0.0:
+                return None
+            scale *= factor if op == "relax.multiply" else 1.0 / factor
+            expr = left
+            continue
+        if op == "relax.add" and mask is None and scale == 1.0:
+            # Walking back, a scale already met was applied after the add, to the mask too.
+            left, right = value.args
+            chain, other = (left, right) if static_shape(left) == out_shape else (right, left)
+            if static_shape(chain) != out_shape or _dtype(other) not in ("float16", "float32"):
+                return None
+            mask, expr = other, chain
+            continue
+        return None
+
+
+def _output(
+    graph: BindingGraph, pv: relax.Var, logical: tuple[int, int, int, int]
+) -> tuple[relax.Var, tuple[int, int, int]] | None:
+    """The last view after ``P V`` through which the kernel can write directly, and that view's
+    (batch, head, row) strides."""
+    b, h, s, d = logical
+    chain = [pv]
+    views: list[View] = []
+    while (reader := graph.sole_reader(chain[-1])) is not None:
+        view = _view(graph.values[reader])
+        if view is None:
+            break
+        chain.append(reader)
+        views.append(view)
+    pv_shape = static_shape(pv)
+    assert pv_shape is not None
+    labels = np.arange(b * h * s * d).reshape(pv_shape)
+    found: tuple[relax.Var, tuple[int, int, int]] | None = None
+    for end, upto in zip(chain, range(len(chain)), strict=True):
+        placed = labels
+        for view in views[:upto]:
+            placed = view.apply(placed)
+        # Where each (b, h, row, d) element lands in the view's row-major order.
+        position = np.empty(placed.size, dtype=np.int64)
+        position[placed.reshape(-1)] = np.arange(placed.size)
+        strides = _affine_strides(position.reshape(b, h, s, d))
+        if strides is not None and strides[3] == 1 and all(x % 2 == 0 for x in strides[:3]):
+            found = end, (strides[0], strides[1], strides[2])
+    return found
+
+
+def _mask_config(
+    mask: relax.Expr | None, logical: tuple[int, int, int, int], rank: int
+) -> tuple[int, ...] | None:
+    """The mask's (batch, head, row, key) strides, its bits; zeros without a mask."""
+    if mask is None:
+        return (0, 0, 0, 0, 0)
+    shape = static_shape(mask)
+    if shape is None or len(shape) > rank:
+        return None
+    padded = (1,) * (rank - len(shape)) + shape
+    if rank == 3:
+        padded = (1, *padded)
+    own = _row_major_strides(padded)
+    strides = []
+    for size, want, stride in zip(padded, logical, own, strict=True):
+        if size not in (1, want):
+            return None
+        strides.append(stride if size > 1 else 0)
+    return (*strides, 16 if _dtype(mask) == "float16" else 32)
+
+
+def _row_major_strides(shape: Sequence[int]) -> tuple[int, ...]:
+    strides, running = [], 1
+    for size in reversed(shape):
+        strides.insert(0, running)
+        running *= size
+    return tuple(strides)

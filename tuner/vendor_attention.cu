@@ -1,0 +1,253 @@
+// Scaled dot-product attention for tunefarm's CUDA libraries: softmax(Q K^T * scale + mask) V
+// in one kernel (issue 17).
+//
+// Imported BERT spells each layer's attention as ~9 TVM kernels: three head transposes, two
+// batched matmuls, the scale, cast and mask add, the softmax, its cast back to fp16 and the
+// transpose back (bench/README.md, "BERT"). Every one is a launch of a few microseconds on
+// tensors that fit in one SM's shared memory. Here one block takes 16 query rows of one head:
+// it loads the head's K and V into shared memory, each warp computes two rows' scores (keys
+// spread over the lanes), their softmax with warp reductions, and the weighted sum of V (output
+// dimensions spread over the lanes). Q, K and V are read where the projections wrote them and
+// the output written where the next projection reads it: the head split and merge are strides.
+//
+// Accumulation, the scale, the mask and the softmax are fp32; Q, K, V and the output fp16.
+// Compiled by nvcc beside vendor_shim.cc, which calls tunefarm_attention_launch.
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace {
+
+constexpr int kWarps = 8;
+constexpr int kRowsPerWarp = 2;
+constexpr int kRowsPerBlock = kWarps * kRowsPerWarp;
+constexpr int kMaxKeysPerLane = 8;  // keys up to 256
+
+// Strides in elements; the head dimension's stride is 1.
+struct Layout {
+  int64_t batch, head, row;
+};
+
+struct Params {
+  int b, h, s, sk, d;
+  Layout q, k, v, o;
+  int64_t mask_batch, mask_head, mask_row, mask_key;  // 0 along broadcast axes
+  float scale;
+};
+
+// Shared memory: Q rows (a float2 per pair), P rows, V, and K padded by one word a row (a warp
+// reading one pair of 32 keys then hits 32 banks).
+__host__ __device__ inline size_t SharedBytes(int sk, int d) {
+  const int pairs = d / 2;
+  return sizeof(float) * (size_t(kRowsPerBlock) * pairs * 2 + size_t(kRowsPerBlock) * sk +
+                          size_t(sk) * (pairs + 1) + size_t(sk) * pairs);
+}
+
+__device__ __forceinline__ float WarpMax(float v) {
+  for (int offset = 16; offset > 0; offset /= 2) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
+  return v;
+}
+
+__device__ __forceinline__ float WarpSum(float v) {
+  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+__device__ __forceinline__ float Load(const float* p) { return *p; }
+__device__ __forceinline__ float Load(const __half* p) { return __half2float(*p); }
+
+template <int KEYS, typename Mask>
+__global__ void __launch_bounds__(kWarps * 32)
+    AttentionKernel(const __half* __restrict__ q, const __half* __restrict__ k,
+                    const __half* __restrict__ v, const Mask* __restrict__ mask,
+                    __half* __restrict__ out, Params p) {
+  extern __shared__ float2 shared[];
+  const int pairs = p.d / 2;
+  const int k_words = pairs + 1;
+  // V before K: V's rows take 16-byte stores, K's padded ones 4-byte stores.
+  float2* qs = shared;                                                  // kRowsPerBlock x pairs
+  float* ps = reinterpret_cast<float*>(qs + kRowsPerBlock * pairs);     // kRowsPerBlock x sk
+  __half2* vs = reinterpret_cast<__half2*>(ps + kRowsPerBlock * p.sk);  // sk x pairs
+  __half2* ks = vs + p.sk * pairs;                                      // sk x (pairs + 1)
+
+  const int bi = blockIdx.z, hi = blockIdx.y, row0 = blockIdx.x * kRowsPerBlock;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const __half* kh = k + bi * p.k.batch + hi * p.k.head;
+  const __half* vh = v + bi * p.v.batch + hi * p.v.head;
+
+  // K and V of this head, 16 bytes a load (the rewrite asks d and the strides for multiples of 8).
+  const int chunks = p.d / 8;
+  for (int i = threadIdx.x; i < p.sk * chunks; i += blockDim.x) {
+    const int j = i / chunks, c = i - j * chunks;
+    const uint4 kc = *reinterpret_cast<const uint4*>(kh + j * p.k.row + c * 8);
+    const uint4 vc = *reinterpret_cast<const uint4*>(vh + j * p.v.row + c * 8);
+    __half2* kd = ks + j * k_words + c * 4;  // padded rows: not 16-byte aligned
+    kd[0] = *reinterpret_cast<const __half2*>(&kc.x);
+    kd[1] = *reinterpret_cast<const __half2*>(&kc.y);
+    kd[2] = *reinterpret_cast<const __half2*>(&kc.z);
+    kd[3] = *reinterpret_cast<const __half2*>(&kc.w);
+    *reinterpret_cast<uint4*>(vs + j * pairs + c * 4) = vc;
+  }
+  for (int i = threadIdx.x; i < kRowsPerBlock * pairs; i += blockDim.x) {
+    const int r = i / pairs, c = i - r * pairs;
+    const int row = min(row0 + r, p.s - 1);  // rows past the end compute row s-1 and store nothing
+    const __half2 qv =
+        reinterpret_cast<const __half2*>(q + bi * p.q.batch + hi * p.q.head + row * p.q.row)[c];
+    qs[i] = __half22float2(qv);
+  }
+  __syncthreads();
+
+  // Scores of this warp's rows: lane l takes keys l, l + 32, ...
+  float s[kRowsPerWarp][KEYS];
+#pragma unroll
+  for (int r = 0; r < kRowsPerWarp; ++r)
+#pragma unroll
+    for (int t = 0; t < KEYS; ++t) s[r][t] = 0.0f;
+  const float2* qw = qs + warp * kRowsPerWarp * pairs;
+  for (int c = 0; c < pairs; ++c) {
+    float2 qr[kRowsPerWarp];
+#pragma unroll
+    for (int r = 0; r < kRowsPerWarp; ++r) qr[r] = qw[r * pairs + c];
+#pragma unroll
+    for (int t = 0; t < KEYS; ++t) {
+      const int j = min(lane + 32 * t, p.sk - 1);  // keys past the end are dropped below
+      const float2 kv = __half22float2(ks[j * k_words + c]);
+#pragma unroll
+      for (int r = 0; r < kRowsPerWarp; ++r) s[r][t] += qr[r].x * kv.x + qr[r].y * kv.y;
+    }
+  }
+
+  // Softmax of each row over its keys, into shared memory for the weighted sum.
+#pragma unroll
+  for (int r = 0; r < kRowsPerWarp; ++r) {
+    const int row = min(row0 + warp * kRowsPerWarp + r, p.s - 1);
+    const Mask* mrow = mask == nullptr ? nullptr
+                                       : mask + bi * p.mask_batch + hi * p.mask_head +
+                                             row * p.mask_row;
+    float best = -INFINITY;
+#pragma unroll
+    for (int t = 0; t < KEYS; ++t) {
+      const int j = lane + 32 * t;
+      if (j < p.sk) {
+        float x = s[r][t] * p.scale;
+        if (mrow != nullptr) x += Load(mrow + j * p.mask_key);
+        s[r][t] = x;
+        best = fmaxf(best, x);
+      }
+    }
+    best = WarpMax(best);
+    float total = 0.0f;
+#pragma unroll
+    for (int t = 0; t < KEYS; ++t) {
+      if (lane + 32 * t < p.sk) {
+        s[r][t] = __expf(s[r][t] - best);
+        total += s[r][t];
+      }
+    }
+    const float inverse = 1.0f / WarpSum(total);
+    float* prow = ps + (warp * kRowsPerWarp + r) * p.sk;
+#pragma unroll
+    for (int t = 0; t < KEYS; ++t) {
+      if (lane + 32 * t < p.sk) prow[lane + 32 * t] = s[r][t] * inverse;
+    }
+  }
+  __syncwarp();
+
+  // out = P V: lane l takes output pairs l, l + 32, ...
+  const float* pw = ps + warp * kRowsPerWarp * p.sk;
+  for (int c = lane; c < pairs; c += 32) {
+    float2 acc[kRowsPerWarp];
+#pragma unroll
+    for (int r = 0; r < kRowsPerWarp; ++r) acc[r] = make_float2(0.0f, 0.0f);
+#pragma unroll 4
+    for (int j = 0; j < p.sk; ++j) {
+      const float2 vv = __half22float2(vs[j * pairs + c]);
+#pragma unroll
+      for (int r = 0; r < kRowsPerWarp; ++r) {
+        const float w = pw[r * p.sk + j];
+        acc[r].x += w * vv.x;
+        acc[r].y += w * vv.y;
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < kRowsPerWarp; ++r) {
+      const int row = row0 + warp * kRowsPerWarp + r;
+      if (row < p.s) {
+        __half2* o = reinterpret_cast<__half2*>(out + bi * p.o.batch + hi * p.o.head +
+                                                row * p.o.row);
+        o[c] = __floats2half2_rn(acc[r].x, acc[r].y);
+      }
+    }
+  }
+}
+
+template <int KEYS, typename Mask>
+cudaError_t Launch(const Params& p, const void* q, const void* k, const void* v, const void* mask,
+                   void* out, cudaStream_t stream) {
+  auto kernel = AttentionKernel<KEYS, Mask>;
+  const size_t bytes = SharedBytes(p.sk, p.d);
+  if (bytes > 48 * 1024) {
+    // Above 48 KB a kernel must ask; a graph capture does not record this call, so it is made
+    // on every launch (it is a host-side attribute, no work on the stream).
+    const cudaError_t status =
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
+    if (status != cudaSuccess) return status;
+  }
+  const dim3 grid((p.s + kRowsPerBlock - 1) / kRowsPerBlock, p.h, p.b);
+  kernel<<<grid, kWarps * 32, bytes, stream>>>(
+      static_cast<const __half*>(q), static_cast<const __half*>(k),
+      static_cast<const __half*>(v), static_cast<const Mask*>(mask), static_cast<__half*>(out),
+      p);
+  return cudaGetLastError();
+}
+
+template <typename Mask>
+cudaError_t LaunchForKeys(const Params& p, const void* q, const void* k, const void* v,
+                          const void* mask, void* out, cudaStream_t stream) {
+  const int per_lane = (p.sk + 31) / 32;
+  if (per_lane <= 1) return Launch<1, Mask>(p, q, k, v, mask, out, stream);
+  if (per_lane <= 2) return Launch<2, Mask>(p, q, k, v, mask, out, stream);
+  if (per_lane <= 4) return Launch<4, Mask>(p, q, k, v, mask, out, stream);
+  return Launch<kMaxKeysPerLane, Mask>(p, q, k, v, mask, out, stream);
+}
+
+}  // namespace
+
+// The largest shared memory a launch of (keys, head size) takes; the shim refuses more than the
+// device allows.
+extern "C" size_t tunefarm_attention_shared_bytes(int sk, int d) { return SharedBytes(sk, d); }
+
+// shape: b, h, s, sk, d. strides: q, k, v, out (batch, head, row each), then the mask's (batch,
+// head, row, key). mask_bits: 0 (no mask), 16 or 32. Returns a cudaError_t; cudaErrorInvalidValue
+// for what the kernel does not take (the rewrite does not offer it such shapes).
+extern "C" int tunefarm_attention_launch(const void* q, const void* k, const void* v,
+                                         const void* mask, void* out, const int* shape,
+                                         const int64_t* strides, int mask_bits, float scale,
+                                         void* stream) {
+  Params p{};
+  p.b = shape[0];
+  p.h = shape[1];
+  p.s = shape[2];
+  p.sk = shape[3];
+  p.d = shape[4];
+  p.q = {strides[0], strides[1], strides[2]};
+  p.k = {strides[3], strides[4], strides[5]};
+  p.v = {strides[6], strides[7], strides[8]};
+  p.o = {strides[9], strides[10], strides[11]};
+  p.mask_batch = strides[12];
+  p.mask_head = strides[13];
+  p.mask_row = strides[14];
+  p.mask_key = strides[15];
+  p.scale = scale;
+  if (p.b <= 0 || p.h <= 0 || p.s <= 0 || p.sk <= 0 || p.sk > 32 * kMaxKeysPerLane ||
+      p.d <= 0 || p.d % 8 != 0) {
+    return cudaErrorInvalidValue;
+  }
+  auto on = static_cast<cudaStream_t>(stream);
+  if (mask_bits == 32) return LaunchForKeys<float>(p, q, k, v, mask, out, on);
+  if (mask_bits == 16) return LaunchForKeys<__half>(p, q, k, v, mask, out, on);
+  if (mask_bits == 0) return LaunchForKeys<float>(p, q, k, v, nullptr, out, on);
+  return cudaErrorInvalidValue;
+}
