@@ -25,6 +25,18 @@ def tensor_info(expr: relax.Expr) -> relax.TensorType | None:
     return None
 
 
+def op_name(expr: relax.Expr | None) -> str | None:
+    """The Relax op ``expr`` calls (``relax.matmul``), if it calls one."""
+    if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
+        return str(expr.op.name)
+    return None
+
+
+def dtype_of(expr: relax.Expr) -> str | None:
+    info = tensor_info(expr)
+    return str(info.dtype) if info is not None else None
+
+
 def static_shape(expr: relax.Expr) -> tuple[int, ...] | None:
     """``expr``'s shape, where every dimension is a known integer."""
     info = tensor_info(expr)

@@ -28,7 +28,14 @@ import tvm
 from tvm import relax
 from tvm.ir import Constant, IRModule
 
-from tunefarm.tuner.binding_chains import BindingGraph, ChainValue, replace_chains, static_shape
+from tunefarm.tuner.binding_chains import (
+    BindingGraph,
+    ChainValue,
+    dtype_of,
+    op_name,
+    replace_chains,
+    static_shape,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +112,7 @@ def find_attention(function: relax.Function) -> dict[relax.Var, AttentionCall]:
     graph = BindingGraph.of(function)
     found: dict[relax.Var, AttentionCall] = {}
     for var, value in graph.values.items():
-        if _op(value) == "relax.nn.softmax":
+        if op_name(value) == "relax.nn.softmax":
             match = _match(graph, var, value)  # type: ignore[arg-type]
             if match is not None:
                 end, call = match
@@ -129,20 +136,9 @@ def _call_value(call: AttentionCall) -> ChainValue:
 # Matching
 
 
-def _op(expr: relax.Expr) -> str | None:
-    if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
-        return str(expr.op.name)
-    return None
-
-
-def _dtype(expr: relax.Expr) -> str | None:
-    info = expr.ty
-    return str(info.dtype) if isinstance(info, relax.TensorType) else None
-
-
 def _constant(graph: BindingGraph, expr: relax.Expr) -> float | None:
     """The one value of a scalar constant, or of a variable bound to a constant's cast."""
-    while isinstance(expr, relax.Var) and _op(graph.values.get(expr)) == "relax.astype":
+    while isinstance(expr, relax.Var) and op_name(graph.values.get(expr)) == "relax.astype":
         expr = graph.values[expr].args[0]  # type: ignore[union-attr]
     if not isinstance(expr, Constant):
         return None
@@ -155,7 +151,7 @@ def _constant(graph: BindingGraph, expr: relax.Expr) -> float | None:
 def _view(value: relax.Expr) -> View | None:
     """``value`` as a view of its first argument, if it is one (a broadcast only if it adds
     nothing)."""
-    op = _op(value)
+    op = op_name(value)
     if op not in _VIEWS:
         return None
     assert isinstance(value, relax.Call)
@@ -213,7 +209,7 @@ def _operand_strides(
     source, views = _views_back(graph, operand)
     source_shape = static_shape(source)
     shape = static_shape(operand)
-    if source_shape is None or shape is None or _dtype(source) != "float16":
+    if source_shape is None or shape is None or dtype_of(source) != "float16":
         return None
     labels = np.arange(math.prod(source_shape)).reshape(source_shape)
     for view in views:
@@ -250,14 +246,14 @@ def _match(
         if reader is None:
             return None
         step = graph.values[reader]
-        if _op(step) == "relax.astype" or (
+        if op_name(step) == "relax.astype" or (
             _view(step) is not None and _view(step).axes is None  # type: ignore[union-attr]
         ):
             probs = reader
             continue
         break
     pv_value = graph.values[reader]
-    if _op(pv_value) != "relax.matmul" or not pv_value.args[0].same_as(probs):  # type: ignore[attr-defined]
+    if op_name(pv_value) != "relax.matmul" or not pv_value.args[0].same_as(probs):  # type: ignore[attr-defined]
         return None
     q3, kt3 = qk.args
     v3 = pv_value.args[1]  # type: ignore[attr-defined]
@@ -267,7 +263,7 @@ def _match(
     d = q_shape[-1]
     if sk > MAX_KEYS or d % 8 != 0 or shared_bytes(sk, d) > SHARED_LIMIT_BYTES:
         return None
-    if _dtype(pv_value) != "float16":
+    if dtype_of(pv_value) != "float16":
         return None
     q_side = _operand_strides(graph, q3, (b, h, s, d), key_major=False)
     k_side = _operand_strides(graph, kt3, (b, h, sk, d), key_major=True)
@@ -315,10 +311,10 @@ def _scores(
         out_shape = static_shape(value)
         if out_shape is None or math.prod(out_shape) != size:
             return None
-        op = _op(value)
+        op = op_name(value)
         assert isinstance(value, relax.Call) or op is None
         if op == "relax.matmul":
-            if _dtype(value.args[0]) != "float16" or _dtype(value.args[1]) != "float16":
+            if dtype_of(value.args[0]) != "float16" or dtype_of(value.args[1]) != "float16":
                 return None
             return value, scale, mask
         view = _view(value) if op is not None else None
@@ -339,7 +335,7 @@ def _scores(
             # Walking back, a scale already met was applied after the add, to the mask too.
             left, right = value.args
             chain, other = (left, right) if static_shape(left) == out_shape else (right, left)
-            if static_shape(chain) != out_shape or _dtype(other) not in ("float16", "float32"):
+            if static_shape(chain) != out_shape or dtype_of(other) not in ("float16", "float32"):
                 return None
             mask, expr = other, chain
             continue
@@ -395,11 +391,12 @@ def _mask_config(
         if size not in (1, want):
             return None
         strides.append(stride if size > 1 else 0)
-    return (*strides, 16 if _dtype(mask) == "float16" else 32)
+    return (*strides, 16 if dtype_of(mask) == "float16" else 32)
 
 
 def _row_major_strides(shape: Sequence[int]) -> tuple[int, ...]:
-    strides, running = [], 1
+    strides: list[int] = []
+    running = 1
     for size in reversed(shape):
         strides.insert(0, running)
         running *= size

@@ -23,6 +23,7 @@ from tunefarm.tuner.cpu_schedule_rules import CpuShape
 from tunefarm.tuner.errors import UserInputError
 from tunefarm.tuner.fold_scale_shift import fold_scale_shift_pass
 from tunefarm.tuner.fused_attention import fused_attention_pass
+from tunefarm.tuner.fused_layer_norm import fused_layer_norm_pass
 from tunefarm.tuner.targets import is_gpu
 from tunefarm.tuner.vendor_kernels import VendorSelect, offload_pass, require_cuda
 
@@ -117,8 +118,10 @@ def default_phases(target: Target, options: PipelineOptions) -> list[Phase]:
         require_cuda(target)
         # Before legalization, while convolutions, bias adds and ReLUs are still Relax ops.
         offload = offload_pass(options.vendor_select, tf32=options.tf32)
-        # Attention first: its Q, K and V projections stay the matmul chains they are.
-        phases.append(Phase("vendor-kernels", [fused_attention_pass(), offload]))
+        # Attention and layer norms first: the projections around them stay the matmul chains
+        # they are.
+        fused = [fused_attention_pass(), fused_layer_norm_pass()]
+        phases.append(Phase("vendor-kernels", [*fused, offload]))
     phases += [
         # Every Relax op becomes a TIR PrimFunc with an op pattern that fusion reads.
         Phase(

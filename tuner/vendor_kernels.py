@@ -41,23 +41,33 @@ from tvm.ir import Constant, IRModule
 from tunefarm.tuner.binding_chains import (
     BindingGraph,
     ChainValue,
+    dtype_of,
+    op_name,
     replace_chains,
     static_shape,
-    tensor_info,
 )
 from tunefarm.tuner.errors import UserInputError
 from tunefarm.tuner.fused_attention import ATTENTION_FUNC
+from tunefarm.tuner.fused_layer_norm import LAYER_NORM_FUNC, LAYER_NORM_HALF_FUNC
 
 logger = logging.getLogger(__name__)
 
 CONV_FUNC = "tunefarm_cudnn_conv2d"
 MATMUL_FUNC = "tunefarm_cublaslt_matmul"
 DEPTHWISE_FUNC = "tunefarm_depthwise_conv2d"
-VENDOR_FUNCS = (CONV_FUNC, MATMUL_FUNC, DEPTHWISE_FUNC, ATTENTION_FUNC)
+VENDOR_FUNCS = (
+    CONV_FUNC,
+    MATMUL_FUNC,
+    DEPTHWISE_FUNC,
+    ATTENTION_FUNC,
+    LAYER_NORM_FUNC,
+    LAYER_NORM_HALF_FUNC,
+)
 SHIM_SOURCE = Path(__file__).with_name("vendor_shim.cc")
 CUDA_SOURCES = (
     Path(__file__).with_name("vendor_depthwise.cu"),
     Path(__file__).with_name("vendor_attention.cu"),  # tuner.fused_attention's kernel
+    Path(__file__).with_name("vendor_layer_norm.cu"),  # tuner.fused_layer_norm's kernel
 )
 # Real code for each GPU generation from Ampere on, and PTX that later drivers compile.
 NVCC_ARCHS = ("80", "86", "89", "90", "100", "120")
@@ -174,7 +184,7 @@ def vendor_calls(mod: IRModule) -> Counter[str]:
     counts: Counter[str] = Counter()
 
     def visit(expr: relax.Expr) -> None:
-        if _op_name(expr) == "relax.call_dps_packed":
+        if op_name(expr) == "relax.call_dps_packed":
             assert isinstance(expr, relax.Call)
             name = getattr(expr.args[0], "global_symbol", None)
             if name in VENDOR_FUNCS:
@@ -186,20 +196,9 @@ def vendor_calls(mod: IRModule) -> Counter[str]:
     return counts
 
 
-def _op_name(expr: relax.Expr) -> str | None:
-    if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
-        return str(expr.op.name)
-    return None
-
-
-def _dtype(expr: relax.Expr) -> str | None:
-    info = tensor_info(expr)
-    return str(info.dtype) if info is not None else None
-
-
 def _bias_vector(expr: relax.Expr, channels: int, dtype: str) -> Constant | None:
     """A constant that broadcasts along the last axis only, as a 1-D constant of ``channels``."""
-    if not isinstance(expr, Constant) or _dtype(expr) != dtype:
+    if not isinstance(expr, Constant) or dtype_of(expr) != dtype:
         return None
     shape = static_shape(expr)
     if shape is None or not shape or shape[-1] != channels or any(d != 1 for d in shape[:-1]):
@@ -211,13 +210,13 @@ def _anchor(
     value: relax.Expr, *, own_depthwise: bool = True
 ) -> tuple[str, tuple[int, ...], relax.Expr, Constant] | None:
     """(function, config head, x, weight) for a convolution or matmul the shim can run."""
-    op = _op_name(value)
+    op = op_name(value)
     if op not in ("relax.nn.conv2d", "relax.matmul"):
         return None
     assert isinstance(value, relax.Call)
     x, weight = value.args[0], value.args[1]
-    dtype = _dtype(value)
-    if dtype not in ("float16", "float32") or _dtype(x) != dtype or _dtype(weight) != dtype:
+    dtype = dtype_of(value)
+    if dtype not in ("float16", "float32") or dtype_of(x) != dtype or dtype_of(weight) != dtype:
         return None
     x_shape = static_shape(x)
     if x_shape is None or len(x_shape) < 2 or static_shape(value) is None:
@@ -269,7 +268,7 @@ def _activation_step(value: relax.Expr, previous: int, operand: relax.Var) -> in
     """The activation after ``value`` is applied to ``operand``, which had ``previous``
     applied: ReLU as ``relu`` or ``maximum(x, 0)``, ReLU6 as a ReLU then ``minimum(x, 6)``
     (``clip_rewrites`` imports every constant clip so). None: ``value`` is not that step."""
-    op = _op_name(value)
+    op = op_name(value)
     if op == "relax.nn.relu" and previous == NO_ACTIVATION:
         return RELU
     if op not in ("relax.maximum", "relax.minimum"):
@@ -315,7 +314,7 @@ def _find_chains(
             and source in bindings
             and source not in claimed
             and uses[source] == 1
-            and _op_name(bindings[source]) in ("relax.nn.relu", "relax.maximum", "relax.minimum")
+            and op_name(bindings[source]) in ("relax.nn.relu", "relax.maximum", "relax.minimum")
         ):
             value = bindings[source]
             assert isinstance(value, relax.Call)
@@ -337,7 +336,7 @@ def _find_chains(
             continue
         func, head, x, weight = anchor
         out_shape = static_shape(value)
-        dtype = _dtype(value)
+        dtype = dtype_of(value)
         assert out_shape is not None and dtype is not None
         channels = out_shape[-1]
         depthwise = func == DEPTHWISE_FUNC
@@ -358,7 +357,7 @@ def _find_chains(
             if user is None:
                 break
             user_value = bindings[user]
-            op = _op_name(user_value)
+            op = op_name(user_value)
             step = _activation_step(user_value, act, end) if depthwise else None
             if step is not None:
                 act = step
@@ -376,7 +375,7 @@ def _find_chains(
                     and isinstance(other, relax.Var)
                     and (left.same_as(end) or uses[other] > 1)
                     and static_shape(other) == out_shape
-                    and _dtype(other) == dtype
+                    and dtype_of(other) == dtype
                 ):
                     # A residual add joins the chain of its first operand, as TVM's FuseOps
                     # fuses it (ResNet's main branch, not the shortcut): the chain is then the
@@ -396,7 +395,7 @@ def _find_chains(
         tail: list[tuple[relax.Var, relax.Call]] = []
         last = end
         while (user := sole_user(last)) is not None:
-            if _op_name(bindings[user]) != "relax.astype":
+            if op_name(bindings[user]) != "relax.astype":
                 break
             tail.append((user, bindings[user]))  # type: ignore[arg-type]
             last = user

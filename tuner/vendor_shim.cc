@@ -55,6 +55,13 @@ extern "C" int tunefarm_attention_launch(const void* q, const void* k, const voi
                                          const int64_t* strides, int mask_bits, float scale,
                                          void* stream);
 
+// vendor_layer_norm.cu, compiled by nvcc; the launch returns a cudaError_t.
+extern "C" int tunefarm_add_layer_norm_max_cols();
+extern "C" int tunefarm_add_layer_norm_launch(const void* x, int x_half, const void* residual,
+                                              const void* gamma, const void* beta, void* y,
+                                              void* y_half, int64_t rows, int cols,
+                                              float epsilon, void* stream);
+
 namespace tunefarm_vendor {
 
 using tvm::ffi::Shape;
@@ -831,9 +838,57 @@ void Attention(TensorView q, TensorView k, TensorView v, TensorView mask, Shape 
       int(mask_bits), scale, CurrentStream(device))));
 }
 
+// ---------------------------------------------------------------------------------------------
+// Residual add and layer norm: y = layer_norm(x + residual) over the last axis, and its fp16
+// copy; vendor_layer_norm.cu. x fp16 or fp32; residual, gamma, beta and y fp32.
+
+// config: the epsilon's float32 bits.
+void AddLayerNormInto(const TensorView& x, const TensorView& residual, const TensorView& gamma,
+                      const TensorView& beta, const Shape& config, const TensorView& y,
+                      const TensorView* y_half) {
+  if (config.size() != 1) TVM_FFI_THROW(ValueError) << "tunefarm_add_layer_norm: config";
+  if (!IsHalf(x.dtype()) && !IsFloat(x.dtype())) {
+    TVM_FFI_THROW(TypeError) << "tunefarm_add_layer_norm: float16 or float32 input only";
+  }
+  for (const TensorView* t : {&residual, &gamma, &beta, &y}) {
+    if (!IsFloat(t->dtype())) TVM_FFI_THROW(TypeError) << "tunefarm_add_layer_norm: float32";
+  }
+  if (y_half != nullptr && !IsHalf(y_half->dtype())) {
+    TVM_FFI_THROW(TypeError) << "tunefarm_add_layer_norm: the copy must be float16";
+  }
+  const int64_t cols = gamma.numel(), n = x.numel();
+  if (cols < 1 || cols > tunefarm_add_layer_norm_max_cols() || beta.numel() != cols ||
+      n % cols != 0 || residual.numel() != n || y.numel() != n ||
+      (y_half != nullptr && y_half->numel() != n)) {
+    TVM_FFI_THROW(ValueError) << "tunefarm_add_layer_norm: sizes differ, or rows of over "
+                              << tunefarm_add_layer_norm_max_cols() << " values";
+  }
+  const auto bits = static_cast<uint32_t>(config[0]);
+  float epsilon = 0.0f;
+  std::memcpy(&epsilon, &bits, sizeof epsilon);
+  const int device = x.device().device_id;
+  TF_CHECK_CUDA(cudaSetDevice(device));
+  TF_CHECK_CUDA(static_cast<cudaError_t>(tunefarm_add_layer_norm_launch(
+      Data(x), IsHalf(x.dtype()), Data(residual), Data(gamma), Data(beta), Data(y),
+      y_half != nullptr ? Data(*y_half) : nullptr, n / cols, int(cols), epsilon,
+      CurrentStream(device))));
+}
+
+void AddLayerNorm(TensorView x, TensorView residual, TensorView gamma, TensorView beta,
+                  Shape config, TensorView y) {
+  AddLayerNormInto(x, residual, gamma, beta, config, y, nullptr);
+}
+
+void AddLayerNormWithHalf(TensorView x, TensorView residual, TensorView gamma, TensorView beta,
+                          Shape config, TensorView y, TensorView y_half) {
+  AddLayerNormInto(x, residual, gamma, beta, config, y, &y_half);
+}
+
 }  // namespace tunefarm_vendor
 
 TVM_FFI_DLL_EXPORT_TYPED_FUNC(tunefarm_cudnn_conv2d, tunefarm_vendor::Conv2d);
 TVM_FFI_DLL_EXPORT_TYPED_FUNC(tunefarm_cublaslt_matmul, tunefarm_vendor::Matmul);
 TVM_FFI_DLL_EXPORT_TYPED_FUNC(tunefarm_depthwise_conv2d, tunefarm_vendor::Depthwise);
 TVM_FFI_DLL_EXPORT_TYPED_FUNC(tunefarm_attention, tunefarm_vendor::Attention);
+TVM_FFI_DLL_EXPORT_TYPED_FUNC(tunefarm_add_layer_norm, tunefarm_vendor::AddLayerNorm);
+TVM_FFI_DLL_EXPORT_TYPED_FUNC(tunefarm_add_layer_norm_half, tunefarm_vendor::AddLayerNormWithHalf);

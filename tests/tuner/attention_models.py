@@ -54,3 +54,25 @@ def example_inputs(
     if padded:
         mask[0, -padded:] = 0
     return torch.randn(1, tokens, hidden, generator=generator), mask
+
+
+class Encoder(torch.nn.Module):
+    """BERT encoder layers: attention, residual and layer norm; feed-forward (GELU), residual
+    and layer norm."""
+
+    def __init__(self, heads: int, head_size: int, layers: int = 2) -> None:
+        super().__init__()
+        hidden = heads * head_size
+        self.attention = torch.nn.ModuleList(SelfAttention(heads, head_size) for _ in range(layers))
+        self.norm1 = torch.nn.ModuleList(torch.nn.LayerNorm(hidden) for _ in range(layers))
+        self.up = torch.nn.ModuleList(torch.nn.Linear(hidden, 4 * hidden) for _ in range(layers))
+        self.down = torch.nn.ModuleList(torch.nn.Linear(4 * hidden, hidden) for _ in range(layers))
+        self.norm2 = torch.nn.ModuleList(torch.nn.LayerNorm(hidden) for _ in range(layers))
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        for attention, norm1, up, down, norm2 in zip(
+            self.attention, self.norm1, self.up, self.down, self.norm2, strict=True
+        ):
+            hidden = norm1(attention(hidden, mask))
+            hidden = norm2(down(torch.nn.functional.gelu(up(hidden))) + hidden)
+        return hidden

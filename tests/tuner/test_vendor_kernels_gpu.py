@@ -1,9 +1,10 @@
-"""Our depthwise kernel (``vendor_depthwise.cu``) on a real GPU, in an exported library.
+"""Our kernels (``vendor_depthwise.cu``, ``vendor_attention.cu``, ``vendor_layer_norm.cu``) on a
+real GPU, in an exported library.
 
 Skipped without a CUDA GPU and the vendor toolchain (this machine); run on the device with
-``python3 -m pytest tests/tuner/test_vendor_kernels_gpu.py`` (``bench/README.md``). Each case is
-``relu6(depthwise(relu6(x + b0)) + b1)``: the rewrite takes both ReLU6s into one call, and the
-library must give what TVM's own kernels give for the original.
+``python3 -m pytest tests/tuner/test_vendor_kernels_gpu.py`` (``bench/README.md``). A depthwise
+case is ``relu6(depthwise(relu6(x + b0)) + b1)``: the rewrite takes both ReLU6s into one call;
+a BERT case is one encoder layer. The library must give what TVM's own kernels give.
 """
 
 from __future__ import annotations
@@ -104,17 +105,17 @@ def test_the_depthwise_call_gives_what_tvm_gives(
     [(12, 64, 128, 28), (2, 8, 40, 0), (4, 32, 200, 7)],
     ids=["bert-base", "small-uneven-rows", "keys-past-128"],
 )
-def test_the_attention_call_gives_what_tvm_gives(
+def test_the_attention_and_layer_norm_calls_give_what_tvm_gives(
     heads: int, head_size: int, tokens: int, padded: int, tmp_path: Path
 ) -> None:
-    """A BERT layer's attention half through tunefarm.compile, with and without our kernels."""
+    """A BERT layer through tunefarm.compile, with and without our kernels."""
     import torch
 
     import tunefarm
-    from tests.tuner.attention_models import SelfAttention, example_inputs
+    from tests.tuner.attention_models import Encoder, example_inputs
 
     torch.manual_seed(heads)
-    module = SelfAttention(heads, head_size).eval()
+    module = Encoder(heads, head_size, layers=1).eval()
     hidden = heads * head_size
     inputs = example_inputs(tokens, hidden, padded=padded)
     built = {
@@ -132,7 +133,9 @@ def test_the_attention_call_gives_what_tvm_gives(
         )
         for vendor in (True, False)
     }
-    assert built[True].manifest["pipeline"]["vendor_calls"].get("tunefarm_attention") == 1
+    calls = built[True].manifest["pipeline"]["vendor_calls"]
+    assert calls.get("tunefarm_attention") == 1
+    assert calls.get("tunefarm_add_layer_norm_half") == calls.get("tunefarm_add_layer_norm") == 1
     fresh = example_inputs(tokens, hidden, padded=padded, seed=1)
     fresh = tuple(tensor.cuda() for tensor in fresh)
     ours = built[True](*fresh).float().cpu().numpy()
