@@ -11,7 +11,7 @@ where the projections wrote them and writes the output where the next projection
 How each transformers version spells the head split does not matter: every chain of views
 between a projection and a matmul is replayed on ``np.arange`` labels, and the pass takes a
 chain only where the labels show that the matmul reads the projection through plain strides
-(``_affine_strides``). The kernel takes fp16 Q, K, V and output, up to 256 keys and head sizes
+(``_affine``). The kernel takes fp16 Q, K, V and output, up to 256 keys and head sizes
 that are multiples of 8; other attention stays TVM's.
 """
 
@@ -77,9 +77,22 @@ class AttentionCall:
     mask: relax.Expr | None
     config: tuple[int, ...]
     """b, h, s, sk, d; the strides (batch, head, row) of q, k, v and the output; the mask's
-    (batch, head, row, key); the mask's bits (0: none); the scale's float32 bits."""
+    (batch, head, row, key); the mask's bits (0: none); the scale's float32 bits; the offsets of
+    q, k and v in their tensors."""
     out_ty: relax.Type
     """The type of the binding the call replaces."""
+    merged: MergedProjection | None = None
+    """Where Q, K and V are three projections of one input: the one projection that replaces
+    them, whose output the call reads at three offsets (``q``, ``k``, ``v`` are unused)."""
+
+
+@dataclass(frozen=True)
+class MergedProjection:
+    """``x @ weight + bias``, the Q, K and V projections' weights and biases side by side."""
+
+    x: relax.Expr
+    weight: Constant
+    bias: Constant
 
 
 def shared_bytes(keys: int, head_size: int) -> int:
@@ -121,12 +134,15 @@ def find_attention(function: relax.Function) -> dict[relax.Var, AttentionCall]:
 
 
 def _call_value(call: AttentionCall) -> ChainValue:
-    def value(
-        _builder: relax.BlockBuilder, visit: Callable[[relax.Expr], relax.Expr]
-    ) -> relax.Expr:
-        q = visit(call.q)
+    def value(builder: relax.BlockBuilder, visit: Callable[[relax.Expr], relax.Expr]) -> relax.Expr:
+        if call.merged is not None:
+            merged = call.merged
+            product = builder.emit(relax.op.matmul(visit(merged.x), merged.weight))
+            q = k = v = builder.emit(relax.op.add(product, merged.bias))
+        else:
+            q, k, v = visit(call.q), visit(call.k), visit(call.v)
         mask = visit(call.mask) if call.mask is not None else q  # not read without a mask
-        args = relax.Tuple([q, visit(call.k), visit(call.v), mask, relax.ShapeExpr(call.config)])
+        args = relax.Tuple([q, k, v, mask, relax.ShapeExpr(call.config)])
         return relax.call_dps_packed(ATTENTION_FUNC, args, out_ty=call.out_ty)
 
     return value
@@ -183,46 +199,68 @@ def _views_back(graph: BindingGraph, expr: relax.Expr) -> tuple[relax.Expr, list
     return expr, views
 
 
-def _affine_strides(index: np.ndarray) -> tuple[int, ...] | None:
-    """Strides s with ``index[i] == sum(i_k * s_k)`` for every i, if there are such."""
-    if index.size == 0 or int(index.flat[0]) != 0:
+def _affine(index: np.ndarray) -> tuple[int, tuple[int, ...]] | None:
+    """(offset, strides) with ``index[i] == offset + sum(i_k * s_k)`` for every i, if there are
+    such, with no negative stride."""
+    if index.size == 0:
         return None
+    offset = int(index.flat[0])
     strides = []
-    expected = np.zeros(index.shape, dtype=np.int64)
+    expected = np.full(index.shape, offset, dtype=np.int64)
     for axis, size in enumerate(index.shape):
         unit = tuple(1 if k == axis and size > 1 else 0 for k in range(index.ndim))
-        stride = int(index[unit])
+        stride = int(index[unit]) - offset
         if stride < 0:
             return None
         strides.append(stride)
         along = [-1 if k == axis else 1 for k in range(index.ndim)]
         expected += np.arange(size, dtype=np.int64).reshape(along) * stride
-    return tuple(strides) if np.array_equal(index, expected) else None
+    return (offset, tuple(strides)) if np.array_equal(index, expected) else None
 
 
-def _operand_strides(
+@dataclass(frozen=True)
+class Operand:
+    """A matmul operand as views of the tensor it reads."""
+
+    source: relax.Expr
+    views: tuple[View, ...]
+    logical: tuple[int, int, int, int]
+    """(b, h, rows, d)."""
+    key_major: bool
+    """The operand is Kᵀ, laid out [..., d, rows]."""
+
+    def layout(self, numbering: np.ndarray | None = None) -> tuple[int, ...] | None:
+        """(offset, batch, head, row strides) of the operand's elements in ``numbering`` (each
+        source element's position in the tensor the kernel reads; default: the source's own
+        row-major order), where the head dimension's stride is 1."""
+        if numbering is None:
+            shape = static_shape(self.source)
+            assert shape is not None
+            numbering = np.arange(math.prod(shape)).reshape(shape)
+        labels = numbering
+        for view in self.views:
+            labels = view.apply(labels)
+        b, h, rows, d = self.logical
+        if self.key_major:
+            labels = labels.reshape(b, h, d, rows).transpose(0, 1, 3, 2)
+        else:
+            labels = labels.reshape(b, h, rows, d)
+        found = _affine(labels)
+        if found is None or (d > 1 and found[1][3] != 1):
+            return None
+        offset, strides = found
+        return (offset, *strides[:3])
+
+
+def _operand(
     graph: BindingGraph, operand: relax.Expr, logical: tuple[int, int, int, int], key_major: bool
-) -> tuple[relax.Expr, tuple[int, int, int]] | None:
-    """The tensor a matmul operand reads, and its (batch, head, row) strides, where the operand
-    is a view of it with unit stride along the head dimension. ``logical`` is (b, h, rows, d);
-    ``key_major``: the operand is Kᵀ, laid out [..., d, rows]."""
+) -> Operand | None:
     source, views = _views_back(graph, operand)
-    source_shape = static_shape(source)
-    shape = static_shape(operand)
-    if source_shape is None or shape is None or dtype_of(source) != "float16":
+    if static_shape(source) is None or static_shape(operand) is None:
         return None
-    labels = np.arange(math.prod(source_shape)).reshape(source_shape)
-    for view in views:
-        labels = view.apply(labels)
-    b, h, rows, d = logical
-    if key_major:
-        labels = labels.reshape(b, h, d, rows).transpose(0, 1, 3, 2)
-    else:
-        labels = labels.reshape(b, h, rows, d)
-    strides = _affine_strides(labels)
-    if strides is None or (d > 1 and strides[3] != 1):
+    if dtype_of(source) != "float16":
         return None
-    return source, (strides[0], strides[1], strides[2])
+    return Operand(source, tuple(views), logical, key_major)
 
 
 def _match(
@@ -265,12 +303,16 @@ def _match(
         return None
     if dtype_of(pv_value) != "float16":
         return None
-    q_side = _operand_strides(graph, q3, (b, h, s, d), key_major=False)
-    k_side = _operand_strides(graph, kt3, (b, h, sk, d), key_major=True)
-    v_side = _operand_strides(graph, v3, (b, h, sk, d), key_major=False)
-    if q_side is None or k_side is None or v_side is None:
+    q_op = _operand(graph, q3, (b, h, s, d), key_major=False)
+    k_op = _operand(graph, kt3, (b, h, sk, d), key_major=True)
+    v_op = _operand(graph, v3, (b, h, sk, d), key_major=False)
+    if q_op is None or k_op is None or v_op is None:
         return None
-    if any(stride % 8 for stride in (*k_side[1], *v_side[1])) or any(x % 2 for x in q_side[1]):
+    operands = (q_op, k_op, v_op)
+    merged, layouts = _merge_projections(graph, operands)
+    if layouts is None:
+        layouts = _layouts(operands, [None, None, None])
+    if layouts is None:
         return None
     out = _output(graph, reader, (b, h, s, d))
     if out is None:
@@ -286,15 +328,98 @@ def _match(
         s,
         sk,
         d,
-        *q_side[1],
-        *k_side[1],
-        *v_side[1],
+        *(stride for layout in layouts for stride in layout[1:]),
         *out_strides,
         *mask_config,
         scale_bits,
+        *(layout[0] for layout in layouts),
     )
     config = tuple(int(c) for c in config)
-    return end, AttentionCall(q_side[0], k_side[0], v_side[0], mask, config, end.ty)
+    return end, AttentionCall(q_op.source, k_op.source, v_op.source, mask, config, end.ty, merged)
+
+
+# Q is read 4 bytes at a time, K and V 16: every offset and stride a multiple of these elements.
+_ALIGNMENT = (2, 8, 8)
+
+
+def _layouts(
+    operands: tuple[Operand, Operand, Operand], numberings: list[np.ndarray | None]
+) -> tuple[tuple[int, ...], ...] | None:
+    """Q's, K's and V's layouts in their numberings, where each is one the kernel can read."""
+    layouts = []
+    for operand, numbering, elements in zip(operands, numberings, _ALIGNMENT, strict=True):
+        layout = operand.layout(numbering)
+        if layout is None or any(x % elements for x in layout):
+            return None
+        layouts.append(layout)
+    return tuple(layouts)
+
+
+def _merge_projections(
+    graph: BindingGraph, operands: tuple[Operand, Operand, Operand]
+) -> tuple[MergedProjection | None, tuple[tuple[int, ...], ...] | None]:
+    """One projection for Q, K and V where each is ``x @ W + b`` of the same x with constant
+    weights, read by nothing but its view chain: one GEMM three times as wide instead of three
+    launches. The merged projection and the three layouts in its output; Nones where they
+    cannot merge."""
+    parts = [_projection(graph, operand.source) for operand in operands]
+    shapes = {static_shape(operand.source) for operand in operands}
+    if len({id(operand.source) for operand in operands}) != 3 or len(shapes) != 1:
+        return None, None
+    found = [part for part in parts if part is not None]
+    if len(found) != 3 or any(not x.same_as(found[0][0]) for x, _, _ in found):
+        return None, None
+    weights = [weight for _, weight, _ in found]
+    if len({weight.shape[0] for weight in weights}) != 1:
+        return None, None
+    (shape,) = shapes
+    assert shape is not None
+    total = sum(weight.shape[1] for weight in weights)
+    numbering = np.arange(math.prod(shape[:-1]) * total).reshape(*shape[:-1], total)
+    starts = np.cumsum([0] + [weight.shape[1] for weight in weights])
+    layouts = _layouts(operands, [numbering[..., starts[i] : starts[i + 1]] for i in range(3)])
+    if layouts is None:
+        return None, None
+    dtype = str(weights[0].dtype)
+    merged = MergedProjection(
+        found[0][0],
+        relax.const(np.concatenate(weights, axis=1), dtype),
+        relax.const(np.concatenate([bias for _, _, bias in found]), dtype),
+    )
+    return merged, layouts
+
+
+def _projection(
+    graph: BindingGraph, source: relax.Expr
+) -> tuple[relax.Expr, np.ndarray, np.ndarray] | None:
+    """(x, W, b) where ``source`` is ``x @ W + b`` with a 2-D constant W and a constant b along
+    its last axis, the product read by nothing else."""
+    if not isinstance(source, relax.Var) or graph.uses[source] != 1:
+        return None
+    total = graph.values.get(source)
+    if op_name(total) != "relax.add":
+        return None
+    left, right = total.args  # type: ignore[union-attr]
+    product, bias = (left, right) if isinstance(right, Constant) else (right, left)
+    if not isinstance(bias, Constant) or not isinstance(product, relax.Var):
+        return None
+    if graph.uses[product] != 1 or op_name(graph.values.get(product)) != "relax.matmul":
+        return None
+    x, weight = graph.values[product].args  # type: ignore[attr-defined]
+    if not isinstance(weight, Constant) or len(weight.value.shape) != 2:
+        return None
+    width = int(weight.value.shape[1])
+    values = bias.value.numpy()
+    if (
+        values.size != width
+        or values.shape[-1] != width
+        or values.dtype != weight.value.numpy().dtype
+    ):
+        return None
+    out_dtype = graph.values[product].attrs.out_dtype
+    if str(out_dtype) not in ("", "void", str(values.dtype)):
+        return None
+    return x, weight.value.numpy(), values.reshape(width)
 
 
 def _scores(
@@ -367,9 +492,9 @@ def _output(
         # Where each (b, h, row, d) element lands in the view's row-major order.
         position = np.empty(placed.size, dtype=np.int64)
         position[placed.reshape(-1)] = np.arange(placed.size)
-        strides = _affine_strides(position.reshape(b, h, s, d))
-        if strides is not None and strides[3] == 1 and all(x % 2 == 0 for x in strides[:3]):
-            found = end, (strides[0], strides[1], strides[2])
+        layout = _affine(position.reshape(b, h, s, d))  # its offset is that of element 0: 0
+        if layout is not None and layout[1][3] == 1 and all(x % 2 == 0 for x in layout[1][:3]):
+            found = end, layout[1][:3]  # type: ignore[assignment]
     return found
 
 

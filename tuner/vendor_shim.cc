@@ -762,8 +762,9 @@ void Depthwise(TensorView x, TensorView w, TensorView bias, TensorView z, Shape 
 // merge of the graph); the mask fp16 or fp32, broadcast through zero strides.
 
 // config: b, h, s, sk, d; the strides (batch, head, row) of q, k, v and out; the mask's (batch,
-// head, row, key); the mask's bits (0: none, 16, 32); the scale's float32 bits.
-constexpr int kAttentionConfigSize = 5 + 12 + 4 + 2;
+// head, row, key); the mask's bits (0: none, 16, 32); the scale's float32 bits; the offsets of
+// q, k and v in their tensors (one tensor for the three where their projections were merged).
+constexpr int kAttentionConfigSize = 5 + 12 + 4 + 2 + 3;
 
 // The largest element offset a (batch, head, row[, key]) walk reaches, plus one.
 int64_t Extent(std::initializer_list<std::pair<int64_t, int64_t>> axes, int64_t last) {
@@ -794,12 +795,14 @@ void Attention(TensorView q, TensorView k, TensorView v, TensorView mask, Shape 
   // Every read and write stays inside its tensor, whatever the config says; K and V are read
   // 16 bytes at a time, Q and the output 4.
   const std::pair<const TensorView*, int64_t> walks[] = {{&q, s}, {&k, sk}, {&v, sk}, {&out, s}};
+  const int64_t offsets[4] = {config[23], config[24], config[25], 0};
   for (int i = 0; i < 4; ++i) {
     const int64_t* ts = st + 3 * i;
     const int64_t extent = Extent({{b, ts[0]}, {h, ts[1]}, {walks[i].second, ts[2]}}, d);
     const int64_t align = (i == 1 || i == 2) ? 8 : 2;
-    if (extent < 0 || extent > walks[i].first->numel() || ts[0] % align != 0 ||
-        ts[1] % align != 0 || ts[2] % align != 0) {
+    if (extent < 0 || offsets[i] < 0 || offsets[i] + extent > walks[i].first->numel() ||
+        offsets[i] % align != 0 || ts[0] % align != 0 || ts[1] % align != 0 ||
+        ts[2] % align != 0) {
       TVM_FFI_THROW(ValueError) << "tunefarm_attention: a stride of q, k, v or out reaches "
                                    "outside its tensor or is misaligned";
     }
@@ -833,9 +836,13 @@ void Attention(TensorView q, TensorView k, TensorView v, TensorView mask, Shape 
       TVM_FFI_THROW(ValueError) << "tunefarm_attention: a tensor is not 16-byte aligned";
     }
   }
+  auto at = [](const TensorView& t, int64_t offset) {
+    return static_cast<const void*>(static_cast<const char*>(Data(t)) + 2 * offset);
+  };
   TF_CHECK_CUDA(static_cast<cudaError_t>(tunefarm_attention_launch(
-      Data(q), Data(k), Data(v), mask_bits != 0 ? Data(mask) : nullptr, Data(out), shape, st,
-      int(mask_bits), scale, CurrentStream(device))));
+      at(q, offsets[0]), at(k, offsets[1]), at(v, offsets[2]),
+      mask_bits != 0 ? Data(mask) : nullptr, Data(out), shape, st, int(mask_bits), scale,
+      CurrentStream(device))));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -53,10 +53,10 @@ def _attention_model(
 def _reference_attention(q: Any, k: Any, v: Any, mask: Any, config: Any, out: Any) -> None:
     """``tunefarm_attention`` in numpy: each operand read through the config's strides."""
     b, h, s, sk, d, *strides = (int(c) for c in config)
-    mask_bits, scale_bits = strides[16], strides[17]
+    mask_bits, scale_bits, *offsets = strides[16:]
 
     def view(tensor: Any, rows: int, at: int) -> np.ndarray:
-        flat = tensor.numpy().reshape(-1).astype(np.float32)
+        flat = tensor.numpy().reshape(-1).astype(np.float32)[offsets[at // 3] :]
         return np.lib.stride_tricks.as_strided(
             flat, (b, h, rows, d), [4 * x for x in (*strides[at : at + 3], 1)]
         )
@@ -117,8 +117,10 @@ def test_attention_becomes_one_call_that_computes_what_the_graph_does(
     (config,) = [[int(c) for c in call.args[1].fields[4].values] for call in _calls(fused)]
     b, h, s, sk, d = config[:5]
     assert (b, h, s, sk, d) == (1, HEADS, TOKENS, TOKENS, HEAD_SIZE)
-    # Q, K and V are read where the projections wrote them: [tokens, heads * size].
-    assert config[5:8] == [0, HEAD_SIZE, HIDDEN]
+    # One projection for Q, K and V, [tokens, 3 * heads * size], read where it wrote them.
+    assert ops.count("relax.matmul") == 2  # that one and the output projection
+    assert config[5:8] == [0, HEAD_SIZE, 3 * HIDDEN]
+    assert config[23:] == [0, HIDDEN, 2 * HIDDEN]
     assert config[21] == (32 if masked else 0)
     rng = np.random.default_rng(1)
     hidden = rng.standard_normal((1, TOKENS, HIDDEN)).astype("float32")
@@ -172,16 +174,17 @@ def test_probabilities_read_elsewhere_keep_the_graph(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("index", "strides"),
+    ("index", "layout"),
     [
-        (np.arange(24).reshape(2, 3, 4), (12, 4, 1)),
-        (np.arange(24).reshape(2, 3, 4).transpose(1, 0, 2), (4, 12, 1)),
-        (np.arange(24).reshape(2, 3, 4)[:, :1, :], (12, 0, 1)),
+        (np.arange(24).reshape(2, 3, 4), (0, (12, 4, 1))),
+        (np.arange(24).reshape(2, 3, 4).transpose(1, 0, 2), (0, (4, 12, 1))),
+        (np.arange(24).reshape(2, 3, 4)[:, :1, :], (0, (12, 0, 1))),
+        (np.arange(48).reshape(2, 24)[:, 8:20].reshape(2, 3, 4), (8, (24, 4, 1))),
         (np.arange(24).reshape(2, 3, 4)[::-1], None),
         (np.arange(24).reshape(2, 12)[:, ::-1].reshape(2, 3, 4), None),
     ],
 )
-def test_affine_strides_are_found_only_where_they_hold(
-    index: np.ndarray, strides: tuple[int, ...] | None
+def test_affine_layouts_are_found_only_where_they_hold(
+    index: np.ndarray, layout: tuple[int, tuple[int, ...]] | None
 ) -> None:
-    assert fused_attention._affine_strides(index) == strides
+    assert fused_attention._affine(index) == layout
