@@ -3,14 +3,18 @@
 //
 // Imported BERT spells each layer's attention as ~9 TVM kernels: three head transposes, two
 // batched matmuls, the scale, cast and mask add, the softmax, its cast back to fp16 and the
-// transpose back (bench/README.md, "BERT"). Every one is a launch of a few microseconds on
-// tensors that fit in one SM's shared memory. Here one block takes 16 query rows of one head:
-// it loads the head's K and V into shared memory, each warp computes two rows' scores (keys
-// spread over the lanes), their softmax with warp reductions, and the weighted sum of V (output
-// dimensions spread over the lanes). Q, K and V are read where the projections wrote them and
-// the output written where the next projection reads it: the head split and merge are strides.
+// transpose back (bench/README.md, "BERT's attention and layer norms"). Every one is a launch
+// of a few microseconds on tensors that fit in one SM's shared memory. Here one block takes 16
+// query rows of one head: it loads the head's K and V into shared memory, each warp computes one
+// or two rows' scores (keys spread over the lanes), their softmax with warp reductions, and the
+// weighted sum of V (output dimensions spread over the lanes). Q, K and V are read where the
+// projections wrote them and the output written where the next projection reads it: the head
+// split and merge are strides.
 //
-// Accumulation, the scale, the mask and the softmax are fp32; Q, K, V and the output fp16.
+// Accumulation, the scale, the mask and the softmax are fp32; Q, K, V and the output fp16. On
+// the H100 the first version (8 warps of 2 rows, the mask read after the scores) took 8.5 us a
+// BERT-base layer, where torch's softmax, batched matmuls and transposes take ~9 us together
+// (bench/results/torch_path-h100-20261206T151554Z.json).
 // Compiled by nvcc beside vendor_shim.cc, which calls tunefarm_attention_launch.
 
 #include <cuda_fp16.h>
@@ -20,9 +24,9 @@
 
 namespace {
 
-constexpr int kWarps = 8;
-constexpr int kRowsPerWarp = 2;
-constexpr int kRowsPerBlock = kWarps * kRowsPerWarp;
+// Every variant takes 16 query rows a block: 8 warps of 2 rows (K's shared-memory reads serve
+// both rows) or 16 warps of 1 (twice the warps to hide latency). The shim times both per shape.
+constexpr int kRowsPerBlock = 16;
 constexpr int kMaxKeysPerLane = 8;  // keys up to 256
 
 // Strides in elements; the head dimension's stride is 1.
@@ -46,7 +50,9 @@ __host__ __device__ inline size_t SharedBytes(int sk, int d) {
 }
 
 __device__ __forceinline__ float WarpMax(float v) {
-  for (int offset = 16; offset > 0; offset /= 2) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
+  for (int offset = 16; offset > 0; offset /= 2) {
+    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
+  }
   return v;
 }
 
@@ -58,11 +64,12 @@ __device__ __forceinline__ float WarpSum(float v) {
 __device__ __forceinline__ float Load(const float* p) { return *p; }
 __device__ __forceinline__ float Load(const __half* p) { return __half2float(*p); }
 
-template <int KEYS, typename Mask>
+template <int kWarps, int KEYS, typename Mask>
 __global__ void __launch_bounds__(kWarps * 32)
     AttentionKernel(const __half* __restrict__ q, const __half* __restrict__ k,
                     const __half* __restrict__ v, const Mask* __restrict__ mask,
                     __half* __restrict__ out, Params p) {
+  constexpr int kRowsPerWarp = kRowsPerBlock / kWarps;
   extern __shared__ float2 shared[];
   const int pairs = p.d / 2;
   const int k_words = pairs + 1;
@@ -76,6 +83,20 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const __half* kh = k + bi * p.k.batch + hi * p.k.head;
   const __half* vh = v + bi * p.v.batch + hi * p.v.head;
+
+  // This warp's mask values, loaded first: their latency hides behind the K and V loads.
+  float bias[kRowsPerWarp][KEYS];
+#pragma unroll
+  for (int r = 0; r < kRowsPerWarp; ++r) {
+    const int row = min(row0 + warp * kRowsPerWarp + r, p.s - 1);
+#pragma unroll
+    for (int t = 0; t < KEYS; ++t) {
+      const int j = min(lane + 32 * t, p.sk - 1);
+      bias[r][t] = mask == nullptr ? 0.0f
+                                   : Load(mask + bi * p.mask_batch + hi * p.mask_head +
+                                          row * p.mask_row + j * p.mask_key);
+    }
+  }
 
   // K and V of this head, 16 bytes a load (the rewrite asks d and the strides for multiples of 8).
   const int chunks = p.d / 8;
@@ -122,19 +143,12 @@ __global__ void __launch_bounds__(kWarps * 32)
   // Softmax of each row over its keys, into shared memory for the weighted sum.
 #pragma unroll
   for (int r = 0; r < kRowsPerWarp; ++r) {
-    const int row = min(row0 + warp * kRowsPerWarp + r, p.s - 1);
-    const Mask* mrow = mask == nullptr ? nullptr
-                                       : mask + bi * p.mask_batch + hi * p.mask_head +
-                                             row * p.mask_row;
     float best = -INFINITY;
 #pragma unroll
     for (int t = 0; t < KEYS; ++t) {
-      const int j = lane + 32 * t;
-      if (j < p.sk) {
-        float x = s[r][t] * p.scale;
-        if (mrow != nullptr) x += Load(mrow + j * p.mask_key);
-        s[r][t] = x;
-        best = fmaxf(best, x);
+      if (lane + 32 * t < p.sk) {
+        s[r][t] = s[r][t] * p.scale + bias[r][t];
+        best = fmaxf(best, s[r][t]);
       }
     }
     best = WarpMax(best);
@@ -183,10 +197,10 @@ __global__ void __launch_bounds__(kWarps * 32)
   }
 }
 
-template <int KEYS, typename Mask>
+template <int kWarps, int KEYS, typename Mask>
 cudaError_t Launch(const Params& p, const void* q, const void* k, const void* v, const void* mask,
                    void* out, cudaStream_t stream) {
-  auto kernel = AttentionKernel<KEYS, Mask>;
+  auto kernel = AttentionKernel<kWarps, KEYS, Mask>;
   const size_t bytes = SharedBytes(p.sk, p.d);
   if (bytes > 48 * 1024) {
     // Above 48 KB a kernel must ask; a graph capture does not record this call, so it is made
@@ -203,14 +217,22 @@ cudaError_t Launch(const Params& p, const void* q, const void* k, const void* v,
   return cudaGetLastError();
 }
 
-template <typename Mask>
+template <int kWarps, typename Mask>
 cudaError_t LaunchForKeys(const Params& p, const void* q, const void* k, const void* v,
                           const void* mask, void* out, cudaStream_t stream) {
   const int per_lane = (p.sk + 31) / 32;
-  if (per_lane <= 1) return Launch<1, Mask>(p, q, k, v, mask, out, stream);
-  if (per_lane <= 2) return Launch<2, Mask>(p, q, k, v, mask, out, stream);
-  if (per_lane <= 4) return Launch<4, Mask>(p, q, k, v, mask, out, stream);
-  return Launch<kMaxKeysPerLane, Mask>(p, q, k, v, mask, out, stream);
+  if (per_lane <= 1) return Launch<kWarps, 1, Mask>(p, q, k, v, mask, out, stream);
+  if (per_lane <= 2) return Launch<kWarps, 2, Mask>(p, q, k, v, mask, out, stream);
+  if (per_lane <= 4) return Launch<kWarps, 4, Mask>(p, q, k, v, mask, out, stream);
+  return Launch<kWarps, kMaxKeysPerLane, Mask>(p, q, k, v, mask, out, stream);
+}
+
+template <typename Mask>
+cudaError_t LaunchVariant(int variant, const Params& p, const void* q, const void* k,
+                          const void* v, const void* mask, void* out, cudaStream_t stream) {
+  if (variant == 0) return LaunchForKeys<8, Mask>(p, q, k, v, mask, out, stream);
+  if (variant == 1) return LaunchForKeys<16, Mask>(p, q, k, v, mask, out, stream);
+  return cudaErrorInvalidValue;
 }
 
 }  // namespace
@@ -219,13 +241,16 @@ cudaError_t LaunchForKeys(const Params& p, const void* q, const void* k, const v
 // device allows.
 extern "C" size_t tunefarm_attention_shared_bytes(int sk, int d) { return SharedBytes(sk, d); }
 
+extern "C" int tunefarm_attention_variants() { return 2; }
+
 // shape: b, h, s, sk, d. strides: q, k, v, out (batch, head, row each), then the mask's (batch,
-// head, row, key). mask_bits: 0 (no mask), 16 or 32. Returns a cudaError_t; cudaErrorInvalidValue
-// for what the kernel does not take (the rewrite does not offer it such shapes).
+// head, row, key). mask_bits: 0 (no mask), 16 or 32. variant: 0 (8 warps of 2 rows) or 1 (16
+// warps of 1 row). Returns a cudaError_t; cudaErrorInvalidValue for what the kernel does not
+// take (the rewrite does not offer it such shapes).
 extern "C" int tunefarm_attention_launch(const void* q, const void* k, const void* v,
                                          const void* mask, void* out, const int* shape,
                                          const int64_t* strides, int mask_bits, float scale,
-                                         void* stream) {
+                                         int variant, void* stream) {
   Params p{};
   p.b = shape[0];
   p.h = shape[1];
@@ -246,8 +271,8 @@ extern "C" int tunefarm_attention_launch(const void* q, const void* k, const voi
     return cudaErrorInvalidValue;
   }
   auto on = static_cast<cudaStream_t>(stream);
-  if (mask_bits == 32) return LaunchForKeys<float>(p, q, k, v, mask, out, on);
-  if (mask_bits == 16) return LaunchForKeys<__half>(p, q, k, v, mask, out, on);
-  if (mask_bits == 0) return LaunchForKeys<float>(p, q, k, v, nullptr, out, on);
+  if (mask_bits == 32) return LaunchVariant<float>(variant, p, q, k, v, mask, out, on);
+  if (mask_bits == 16) return LaunchVariant<__half>(variant, p, q, k, v, mask, out, on);
+  if (mask_bits == 0) return LaunchVariant<float>(variant, p, q, k, v, nullptr, out, on);
   return cudaErrorInvalidValue;
 }

@@ -50,10 +50,11 @@ extern "C" int tunefarm_depthwise_launch(const void* x, const void* w, const voi
 
 // vendor_attention.cu, compiled by nvcc; the launch returns a cudaError_t.
 extern "C" size_t tunefarm_attention_shared_bytes(int sk, int d);
+extern "C" int tunefarm_attention_variants();
 extern "C" int tunefarm_attention_launch(const void* q, const void* k, const void* v,
                                          const void* mask, void* out, const int* shape,
                                          const int64_t* strides, int mask_bits, float scale,
-                                         void* stream);
+                                         int variant, void* stream);
 
 // vendor_layer_norm.cu, compiled by nvcc; the launch returns a cudaError_t.
 extern "C" int tunefarm_add_layer_norm_max_cols();
@@ -766,6 +767,10 @@ void Depthwise(TensorView x, TensorView w, TensorView bias, TensorView z, Shape 
 // q, k and v in their tensors (one tensor for the three where their projections were merged).
 constexpr int kAttentionConfigSize = 5 + 12 + 4 + 2 + 3;
 
+// The faster launch variant (vendor_attention.cu) per config and device, timed on the first call
+// of each as the depthwise widths are.
+std::map<std::vector<int64_t>, int> g_attention_variants;
+
 // The largest element offset a (batch, head, row[, key]) walk reaches, plus one.
 int64_t Extent(std::initializer_list<std::pair<int64_t, int64_t>> axes, int64_t last) {
   int64_t extent = last;
@@ -839,10 +844,47 @@ void Attention(TensorView q, TensorView k, TensorView v, TensorView mask, Shape 
   auto at = [](const TensorView& t, int64_t offset) {
     return static_cast<const void*>(static_cast<const char*>(Data(t)) + 2 * offset);
   };
-  TF_CHECK_CUDA(static_cast<cudaError_t>(tunefarm_attention_launch(
-      at(q, offsets[0]), at(k, offsets[1]), at(v, offsets[2]),
-      mask_bits != 0 ? Data(mask) : nullptr, Data(out), shape, st, int(mask_bits), scale,
-      CurrentStream(device))));
+  auto launch = [&](int variant, cudaStream_t on) {
+    return tunefarm_attention_launch(at(q, offsets[0]), at(k, offsets[1]), at(v, offsets[2]),
+                                     mask_bits != 0 ? Data(mask) : nullptr, Data(out), shape, st,
+                                     int(mask_bits), scale, variant, on);
+  };
+  cudaStream_t stream = CurrentStream(device);
+  // TUNEFARM_ATTENTION_VARIANT=0 or 1 runs that variant untimed (the GPU tests check each).
+  const char* forced_text = std::getenv("TUNEFARM_ATTENTION_VARIANT");
+  const int forced = forced_text != nullptr && forced_text[0] != '\0' ? std::atoi(forced_text) : -1;
+  std::lock_guard<std::mutex> lock(g_mutex);
+  std::vector<int64_t> key(config.begin(), config.end());
+  key.insert(key.end(), {device, forced});
+  auto it = g_attention_variants.find(key);
+  if (it == g_attention_variants.end() && forced >= 0) {
+    it = g_attention_variants.emplace(key, forced).first;
+  }
+  if (it == g_attention_variants.end()) {
+    if (Capturing(stream)) {
+      TVM_FFI_THROW(RuntimeError) << "tunefarm_attention: no plan for a call inside a CUDA graph "
+                                     "capture";
+    }
+    DeviceState& state = State(device, stream);
+    TF_CHECK_CUDA(cudaStreamSynchronize(stream));  // the inputs, ready for the timing stream
+    float best_ms = -1.0f;
+    int best = 0;
+    for (int variant = 0; variant < tunefarm_attention_variants(); ++variant) {
+      const float ms = TimeOnGpu(state.timing, [&](cudaStream_t on) {
+        return launch(variant, on) == cudaSuccess;
+      });
+      if (Logging()) {
+        std::fprintf(stderr, "tunefarm attention b %d h %d s %d sk %d d %d: variant %d: %.4f ms\n",
+                     shape[0], shape[1], shape[2], shape[3], shape[4], variant, ms);
+      }
+      if (ms >= 0 && (best_ms < 0 || ms < best_ms)) {
+        best_ms = ms;
+        best = variant;
+      }
+    }
+    it = g_attention_variants.emplace(key, best).first;
+  }
+  TF_CHECK_CUDA(static_cast<cudaError_t>(launch(it->second, stream)));
 }
 
 // ---------------------------------------------------------------------------------------------
