@@ -9,9 +9,10 @@ what the vendor libraries reach. This module:
 - rewrites each depthwise convolution, with its bias and the ReLU6 on either side of it, into
   one call to a kernel of ours (``vendor_depthwise.cu``): cuDNN's depthwise kernel was 4x
   torch's on MobileNetV2, and its fused call takes no ReLU6;
-- compiles that shim against the cuDNN and cuBLASLt headers of NVIDIA's pip wheels (and the
-  depthwise kernel with nvcc), so the exported library carries the calls (a Python callback
-  would keep only its name);
+- compiles that shim against the cuDNN and cuBLASLt headers of NVIDIA's pip wheels, and our
+  kernels (``CUDA_SOURCES``: depthwise, attention from ``fused_attention``, add + layer norm
+  from ``fused_layer_norm``) with nvcc, so the exported library carries the calls (a Python
+  callback would keep only its name);
 - loads the vendor libraries before such a library is loaded.
 
 Shapes the rewrite does not take (asymmetric padding, mixed dtypes) stay TVM kernels.
