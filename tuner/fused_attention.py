@@ -190,17 +190,32 @@ def _view(value: relax.Expr) -> View | None:
     return View(None, shape)
 
 
-def _views_back(graph: BindingGraph, expr: relax.Expr) -> tuple[relax.Expr, list[View]]:
-    """The tensor ``expr`` is a chain of views of, and the chain in order."""
+def _views_back(
+    graph: BindingGraph, expr: relax.Expr, *, scales: bool = False
+) -> tuple[relax.Expr, list[View], float]:
+    """The tensor ``expr`` is a chain of views of, the chain in order, and, with ``scales``, the
+    product of the scalar constants the chain also multiplies by (``scaled_dot_product_attention``
+    scales Q and Kᵀ by the square root of the scale each)."""
     views: list[View] = []
+    factor = 1.0
     while isinstance(expr, relax.Var) and expr in graph.values:
         value = graph.values[expr]
         view = _view(value)
-        if view is None:
-            break
-        views.insert(0, view)
-        expr = value.args[0]  # type: ignore[attr-defined]
-    return expr, views
+        if view is not None:
+            views.insert(0, view)
+            expr = value.args[0]  # type: ignore[attr-defined]
+            continue
+        if scales and op_name(value) == "relax.multiply":
+            left, right = value.args  # type: ignore[attr-defined]
+            constant = _constant(graph, right)
+            if constant is None:
+                constant, left = _constant(graph, left), right
+            if constant is not None:
+                factor *= constant
+                expr = left
+                continue
+        break
+    return expr, views, factor
 
 
 def _affine(index: np.ndarray) -> tuple[int, tuple[int, ...]] | None:
@@ -257,14 +272,20 @@ class Operand:
 
 
 def _operand(
-    graph: BindingGraph, operand: relax.Expr, logical: tuple[int, int, int, int], key_major: bool
-) -> Operand | None:
-    source, views = _views_back(graph, operand)
+    graph: BindingGraph,
+    operand: relax.Expr,
+    logical: tuple[int, int, int, int],
+    key_major: bool,
+    *,
+    scales: bool = False,
+) -> tuple[Operand, float] | None:
+    """The operand as views of a tensor, and the scale it carries (``_views_back``)."""
+    source, views, factor = _views_back(graph, operand, scales=scales)
     if static_shape(source) is None or static_shape(operand) is None:
         return None
     if dtype_of(source) != "float16":
         return None
-    return Operand(source, tuple(views), logical, key_major)
+    return Operand(source, tuple(views), logical, key_major), factor
 
 
 def _match(
@@ -277,12 +298,15 @@ def _match(
         return None
     *batch, s, sk = shape
     b, h = (1, batch[0]) if len(batch) == 1 else batch
-    scores = _scores(graph, value.args[0], b * h * s * sk)
+    # scaled_dot_product_attention's decomposition sets rows whose scores are all -inf to 0
+    # (softmax alone gives NaN there): a guard that reads the scores a second time.
+    guarded = _all_masked_guard(graph, softmax, value.args[0])
+    scores = _scores(graph, value.args[0], b * h * s * sk, extra_reads=int(guarded is not None))
     if scores is None:
         return None
     qk, scale, mask = scores
     # Forward: casts and views of the probabilities, then the matmul with V.
-    probs = softmax
+    probs = guarded if guarded is not None else softmax
     while True:
         reader = graph.sole_reader(probs)
         if reader is None:
@@ -307,11 +331,13 @@ def _match(
         return None
     if dtype_of(pv_value) != "float16":
         return None
-    q_op = _operand(graph, q3, (b, h, s, d), key_major=False)
-    k_op = _operand(graph, kt3, (b, h, sk, d), key_major=True)
-    v_op = _operand(graph, v3, (b, h, sk, d), key_major=False)
-    if q_op is None or k_op is None or v_op is None:
+    q_side = _operand(graph, q3, (b, h, s, d), key_major=False, scales=True)
+    k_side = _operand(graph, kt3, (b, h, sk, d), key_major=True, scales=True)
+    v_side = _operand(graph, v3, (b, h, sk, d), key_major=False)
+    if q_side is None or k_side is None or v_side is None:
         return None
+    (q_op, q_scale), (k_op, k_scale), (v_op, _) = q_side, k_side, v_side
+    scale *= q_scale * k_scale
     operands = (q_op, k_op, v_op)
     merged, layouts = _merge_projections(graph, operands)
     if layouts is None:
@@ -427,15 +453,18 @@ def _projection(
 
 
 def _scores(
-    graph: BindingGraph, expr: relax.Expr, size: int
+    graph: BindingGraph, expr: relax.Expr, size: int, *, extra_reads: int = 0
 ) -> tuple[relax.Call, float, relax.Expr | None] | None:
     """Back from the softmax's input to ``Q Kᵀ``: the matmul, the scale applied after it, the
-    mask added after the scale. None: the chain holds anything else, or is read elsewhere."""
+    mask added after the scale. None: the chain holds anything else, or is read elsewhere
+    (the softmax's input ``extra_reads`` more times: by the guard the call replaces too)."""
     scale = 1.0
     mask: relax.Expr | None = None
+    reads = 1 + extra_reads
     while True:
-        if not isinstance(expr, relax.Var) or graph.uses[expr] != 1 or expr not in graph.values:
+        if not isinstance(expr, relax.Var) or graph.uses[expr] != reads or expr not in graph.values:
             return None
+        reads = 1
         value = graph.values[expr]
         out_shape = static_shape(value)
         if out_shape is None or math.prod(out_shape) != size:
@@ -530,3 +559,42 @@ def _row_major_strides(shape: Sequence[int]) -> tuple[int, ...]:
         strides.insert(0, running)
         running *= size
     return tuple(strides)
+
+
+def _all_masked_guard(
+    graph: BindingGraph, softmax: relax.Var, scores: relax.Expr
+) -> relax.Var | None:
+    """The ``where(row_all_masked, 0, softmax)`` that ``scaled_dot_product_attention``'s
+    decomposition puts after the softmax, where its condition is
+    ``not(max(int8(not(scores == -inf)), axis=-1, keepdims) as bool)`` of the softmax's input:
+    the where's variable, or None."""
+    guard = graph.sole_reader(softmax)
+    value = graph.values.get(guard) if guard is not None else None
+    if op_name(value) != "relax.where":
+        return None
+    condition, zero, chosen = value.args  # type: ignore[union-attr]
+    if not chosen.same_as(softmax) or not isinstance(zero, Constant) or zero.value.numpy().any():
+        return None
+    steps = ("relax.logical_not", "relax.astype", "relax.max", "relax.astype", "relax.logical_not")
+    expr = condition
+    for step in steps:
+        if not isinstance(expr, relax.Var) or graph.uses[expr] != 1:
+            return None
+        step_value = graph.values.get(expr)
+        if op_name(step_value) != step:
+            return None
+        if step == "relax.max":
+            attrs = step_value.attrs  # type: ignore[union-attr]
+            axes = [int(a) for a in attrs.axis] if attrs.axis is not None else []
+            rank = len(static_shape(step_value) or ())
+            if axes not in ([-1], [rank - 1]) or not attrs.keepdims:
+                return None
+        expr = step_value.args[0]  # type: ignore[union-attr]
+    equal = graph.values.get(expr) if isinstance(expr, relax.Var) else None
+    if not isinstance(expr, relax.Var) or graph.uses[expr] != 1 or op_name(equal) != "relax.equal":
+        return None
+    left, right = equal.args  # type: ignore[union-attr]
+    bound = _constant(graph, right)
+    if not left.same_as(scores) or bound is None or bound != float("-inf"):
+        return None
+    return guard

@@ -152,15 +152,19 @@ __global__ void __launch_bounds__(kWarps * 32)
       }
     }
     best = WarpMax(best);
+    // Every key masked with -inf: weights 0, as scaled_dot_product_attention's decomposition
+    // gives (a bare softmax would give NaN).
+    const bool empty = best == -INFINITY;
     float total = 0.0f;
 #pragma unroll
     for (int t = 0; t < KEYS; ++t) {
       if (lane + 32 * t < p.sk) {
-        s[r][t] = __expf(s[r][t] - best);
+        s[r][t] = empty ? 0.0f : __expf(s[r][t] - best);
         total += s[r][t];
       }
     }
-    const float inverse = 1.0f / WarpSum(total);
+    total = WarpSum(total);
+    const float inverse = empty ? 0.0f : 1.0f / total;
     float* prow = ps + (warp * kRowsPerWarp + r) * p.sk;
 #pragma unroll
     for (int t = 0; t < KEYS; ++t) {

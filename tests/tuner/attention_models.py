@@ -13,7 +13,13 @@ class SelfAttention(torch.nn.Module):
     merge, the output projection and the residual: a BERT layer's attention half."""
 
     def __init__(
-        self, heads: int, head_size: int, *, masked: bool = True, scale_by_divide: bool = False
+        self,
+        heads: int,
+        head_size: int,
+        *,
+        masked: bool = True,
+        scale_by_divide: bool = False,
+        sdpa: bool = False,
     ) -> None:
         super().__init__()
         self.heads, self.head_size = heads, head_size
@@ -24,6 +30,7 @@ class SelfAttention(torch.nn.Module):
         self.out = torch.nn.Linear(hidden, hidden)
         self.masked = masked
         self.scale_by_divide = scale_by_divide
+        self.sdpa = sdpa  # transformers' default spelling: torch's scaled_dot_product_attention
 
     def split(self, x: torch.Tensor) -> torch.Tensor:
         return x.view(x.shape[0], -1, self.heads, self.head_size).transpose(1, 2)
@@ -32,6 +39,11 @@ class SelfAttention(torch.nn.Module):
         q = self.split(self.query(hidden))
         k = self.split(self.key(hidden))
         v = self.split(self.value(hidden))
+        if self.sdpa:
+            keep = mask[:, None, None, :].bool() if self.masked else None
+            attended = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=keep)
+            merged = attended.transpose(1, 2).reshape(hidden.shape[0], -1, hidden.shape[-1])
+            return self.out(merged) + hidden
         scores = torch.matmul(q, k.transpose(-1, -2))
         if self.scale_by_divide:
             scores = scores / math.sqrt(self.head_size)
@@ -60,10 +72,12 @@ class Encoder(torch.nn.Module):
     """BERT encoder layers: attention, residual and layer norm; feed-forward (GELU), residual
     and layer norm."""
 
-    def __init__(self, heads: int, head_size: int, layers: int = 2) -> None:
+    def __init__(self, heads: int, head_size: int, layers: int = 2, *, sdpa: bool = False) -> None:
         super().__init__()
         hidden = heads * head_size
-        self.attention = torch.nn.ModuleList(SelfAttention(heads, head_size) for _ in range(layers))
+        self.attention = torch.nn.ModuleList(
+            SelfAttention(heads, head_size, sdpa=sdpa) for _ in range(layers)
+        )
         self.norm1 = torch.nn.ModuleList(torch.nn.LayerNorm(hidden) for _ in range(layers))
         self.up = torch.nn.ModuleList(torch.nn.Linear(hidden, 4 * hidden) for _ in range(layers))
         self.down = torch.nn.ModuleList(torch.nn.Linear(4 * hidden, hidden) for _ in range(layers))

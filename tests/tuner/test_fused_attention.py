@@ -32,11 +32,17 @@ HIDDEN = HEADS * HEAD_SIZE
 
 
 def _attention_model(
-    tmp_path: Path, *, masked: bool = True, divide: bool = False, fp16: bool = True
+    tmp_path: Path,
+    *,
+    masked: bool = True,
+    divide: bool = False,
+    fp16: bool = True,
+    sdpa: bool = False,
 ) -> IRModule:
     """The model as the vendor phase sees it on CUDA (with --fp16 unless ``fp16=False``)."""
     torch.manual_seed(0)
-    module = SelfAttention(HEADS, HEAD_SIZE, masked=masked, scale_by_divide=divide).eval()
+    module = SelfAttention(HEADS, HEAD_SIZE, masked=masked, scale_by_divide=divide, sdpa=sdpa)
+    module = module.eval()
     inputs = example_inputs(TOKENS, HIDDEN)
     path = tmp_path / "attention.pt2"
     torch.export.save(torch.export.export(module, inputs), str(path))
@@ -68,8 +74,10 @@ def _reference_attention(q: Any, k: Any, v: Any, mask: Any, config: Any, out: An
         scores = scores + np.lib.stride_tricks.as_strided(
             flat, (b, h, s, sk), [4 * x for x in strides[12:16]]
         )
-    probs = np.exp(scores - scores.max(axis=-1, keepdims=True))
-    probs /= probs.sum(axis=-1, keepdims=True)
+    best = scores.max(axis=-1, keepdims=True)
+    empty = np.isneginf(best)  # every key masked with -inf: weights 0
+    probs = np.where(empty, 0.0, np.exp(scores - np.where(empty, 0.0, best)))
+    probs /= np.where(empty, 1.0, probs.sum(axis=-1, keepdims=True))
     result = probs @ view(v, sk, 6)
     placed = np.zeros(math.prod(out.shape), np.float32)
     np.lib.stride_tricks.as_strided(placed, (b, h, s, d), [4 * x for x in (*strides[9:12], 1)])[
@@ -102,12 +110,14 @@ def _run_on_cpu(mod: IRModule, hidden: np.ndarray, mask: np.ndarray) -> np.ndarr
 
 
 @pytest.mark.parametrize(
-    ("masked", "divide"), [(True, False), (False, True)], ids=["mask", "no-mask-divide"]
+    ("masked", "divide", "sdpa"),
+    [(True, False, False), (False, True, False), (True, False, True), (False, False, True)],
+    ids=["mask", "no-mask-divide", "sdpa-mask", "sdpa-no-mask"],
 )
 def test_attention_becomes_one_call_that_computes_what_the_graph_does(
-    tmp_path: Path, numpy_attention: None, masked: bool, divide: bool
+    tmp_path: Path, numpy_attention: None, masked: bool, divide: bool, sdpa: bool
 ) -> None:
-    original = _attention_model(tmp_path, masked=masked, divide=divide)
+    original = _attention_model(tmp_path, masked=masked, divide=divide, sdpa=sdpa)
     fused, count = fused_attention.fuse_attention(original)
     assert count == 1
     ops = _ops(fused)
@@ -132,6 +142,25 @@ def test_attention_becomes_one_call_that_computes_what_the_graph_does(
     if masked:  # the case proves the mask: without it the answer differs
         unmasked = _run_on_cpu(original, hidden, np.ones_like(mask))
         assert np.abs(unmasked - expected).max() > 1e-2
+
+
+def test_sdpa_rows_with_every_key_masked_get_no_weight(
+    tmp_path: Path, numpy_attention: None
+) -> None:
+    """scaled_dot_product_attention's decomposition zeroes a row whose keys are all masked
+    (-inf everywhere; softmax alone gives NaN): the call takes that guard too."""
+    original = _attention_model(tmp_path, sdpa=True)
+    fused, count = fused_attention.fuse_attention(original)
+    assert count == 1
+    ops = _ops(fused)
+    assert "relax.nn.softmax" not in ops
+    assert "relax.logical_not" not in ops  # the guard went with it
+    assert "relax.logical_not" in _ops(original)
+    hidden = np.random.default_rng(2).standard_normal((1, TOKENS, HIDDEN)).astype("float32")
+    nothing = np.zeros((1, TOKENS), "float32")
+    expected = _run_on_cpu(original, hidden, nothing)
+    assert np.isfinite(expected).all()
+    np.testing.assert_allclose(_run_on_cpu(fused, hidden, nothing), expected, rtol=2e-2, atol=2e-2)
 
 
 def _calls(mod: IRModule) -> list[relax.Call]:

@@ -102,12 +102,24 @@ def test_the_depthwise_call_gives_what_tvm_gives(
 
 
 @pytest.mark.parametrize(
-    ("heads", "head_size", "tokens", "padded"),
-    [(12, 64, 128, 28), (2, 8, 40, 0), (4, 32, 200, 7)],
-    ids=["bert-base", "small-uneven-rows", "keys-past-128"],
+    ("heads", "head_size", "tokens", "padded", "sdpa"),
+    [
+        (12, 64, 128, 28, False),
+        (2, 8, 40, 0, False),
+        (4, 32, 200, 7, False),
+        (12, 64, 128, 28, True),
+        (2, 8, 24, 24, True),
+    ],
+    ids=["bert-base", "small-uneven-rows", "keys-past-128", "bert-base-sdpa", "sdpa-all-masked"],
 )
 def test_the_attention_and_layer_norm_calls_give_what_tvm_gives(
-    heads: int, head_size: int, tokens: int, padded: int, tmp_path: Path, monkeypatch: Any
+    heads: int,
+    head_size: int,
+    tokens: int,
+    padded: int,
+    sdpa: bool,
+    tmp_path: Path,
+    monkeypatch: Any,
 ) -> None:
     """A BERT layer through tunefarm.compile, with and without our kernels."""
     import torch
@@ -116,7 +128,7 @@ def test_the_attention_and_layer_norm_calls_give_what_tvm_gives(
     from tests.tuner.attention_models import Encoder, example_inputs
 
     torch.manual_seed(heads)
-    module = Encoder(heads, head_size, layers=1).eval()
+    module = Encoder(heads, head_size, layers=1, sdpa=sdpa).eval()
     hidden = heads * head_size
     inputs = example_inputs(tokens, hidden, padded=padded)
     built = {
@@ -140,6 +152,7 @@ def test_the_attention_and_layer_norm_calls_give_what_tvm_gives(
     fresh = example_inputs(tokens, hidden, padded=padded, seed=1)
     fresh = tuple(tensor.cuda() for tensor in fresh)
     theirs = built[False](*fresh).float().cpu().numpy()
+    assert np.isfinite(theirs).all()
     scale = np.abs(theirs).max()
     # Each launch variant of the attention kernel (the shim keeps the faster of them). A loaded
     # library captures its CUDA graph once: each variant gets a library loaded anew.
