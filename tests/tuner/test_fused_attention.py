@@ -38,12 +38,13 @@ def _attention_model(
     divide: bool = False,
     fp16: bool = True,
     sdpa: bool = False,
+    tokens: int = TOKENS,
 ) -> IRModule:
     """The model as the vendor phase sees it on CUDA (with --fp16 unless ``fp16=False``)."""
     torch.manual_seed(0)
     module = SelfAttention(HEADS, HEAD_SIZE, masked=masked, scale_by_divide=divide, sdpa=sdpa)
     module = module.eval()
-    inputs = example_inputs(TOKENS, HIDDEN)
+    inputs = example_inputs(tokens, HIDDEN)
     path = tmp_path / "attention.pt2"
     torch.export.save(torch.export.export(module, inputs), str(path))
     mod = import_exported_program(validate_exported_program(path))
@@ -177,6 +178,11 @@ def _calls(mod: IRModule) -> list[relax.Call]:
 
     relax.analysis.post_order_visit(mod["main"].body, visit)
     return found
+
+
+def test_more_keys_than_the_kernel_takes_stay_tvms(tmp_path: Path) -> None:
+    """Over MAX_KEYS keys the kernel's registers run out: that attention is left to TVM."""
+    assert fused_attention.fuse_attention(_attention_model(tmp_path, tokens=264))[1] == 0
 
 
 def test_fp32_attention_stays_tvms(tmp_path: Path) -> None:
