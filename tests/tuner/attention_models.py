@@ -1,11 +1,21 @@
-"""Self-attention in plain torch, spelled as transformers' eager BERT spells it, for the tests of
-``tuner.fused_attention`` (on the CPU) and of its kernel (on a GPU)."""
+"""Self-attention in plain torch, spelled as transformers' BERT spells it, for the tests of
+``tuner.fused_attention`` and ``tuner.fused_layer_norm`` (on the CPU) and of their kernels (on a
+GPU); and how the CPU tests see such a model: as the vendor-kernels phase gets it, and run."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
+import numpy as np
 import torch
+import tvm
+from tvm import relax
+from tvm.ir import IRModule
+
+from tunefarm.tuner.pipelines import PipelineOptions, default_phases
+from tunefarm.tuner.targets import parse_target
+from tunefarm.tuner.torch_import import import_exported_program, validate_exported_program
 
 
 class SelfAttention(torch.nn.Module):
@@ -90,3 +100,38 @@ class Encoder(torch.nn.Module):
             hidden = norm1(attention(hidden, mask))
             hidden = norm2(down(torch.nn.functional.gelu(up(hidden))) + hidden)
         return hidden
+
+
+def before_vendor_phase(
+    module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], folder: Path, *, fp16: bool = True
+) -> IRModule:
+    """``module`` exported, imported and taken through the CUDA pipeline up to the
+    vendor-kernels phase (with ``--fp16`` unless ``fp16=False``)."""
+    path = folder / "model.pt2"
+    torch.export.save(torch.export.export(module, inputs), str(path))
+    mod = import_exported_program(validate_exported_program(path))
+    target = parse_target("cuda")
+    with target, tvm.transform.PassContext(opt_level=3):
+        for phase in default_phases(target, PipelineOptions(fp16=fp16, vendor_kernels=True)):
+            if phase.name == "vendor-kernels":
+                return mod
+            mod = tvm.transform.Sequential(phase.passes)(mod)
+    raise AssertionError("no vendor-kernels phase")
+
+
+def relax_ops(mod: IRModule) -> list[str]:
+    """The ops ``main`` calls, once per call."""
+    ops: list[str] = []
+
+    def visit(expr: relax.Expr) -> None:
+        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
+            ops.append(str(expr.op.name))
+
+    relax.analysis.post_order_visit(mod["main"].body, visit)
+    return ops
+
+
+def run_on_cpu(mod: IRModule, *arrays: np.ndarray) -> np.ndarray:
+    """``mod`` built for this CPU and run on ``arrays``."""
+    vm = relax.VirtualMachine(tvm.compile(mod, target=parse_target("llvm")), tvm.cpu())
+    return vm["main"](*(tvm.runtime.tensor(array) for array in arrays)).numpy()

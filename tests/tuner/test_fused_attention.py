@@ -21,11 +21,14 @@ import tvm_ffi
 from tvm import relax
 from tvm.ir import IRModule
 
-from tests.tuner.attention_models import SelfAttention, example_inputs
+from tests.tuner.attention_models import (
+    SelfAttention,
+    before_vendor_phase,
+    example_inputs,
+    relax_ops,
+    run_on_cpu,
+)
 from tunefarm.tuner import fused_attention
-from tunefarm.tuner.pipelines import PipelineOptions, default_phases
-from tunefarm.tuner.targets import parse_target
-from tunefarm.tuner.torch_import import import_exported_program, validate_exported_program
 
 HEADS, HEAD_SIZE, TOKENS = 2, 8, 12
 HIDDEN = HEADS * HEAD_SIZE
@@ -43,18 +46,7 @@ def _attention_model(
     """The model as the vendor phase sees it on CUDA (with --fp16 unless ``fp16=False``)."""
     torch.manual_seed(0)
     module = SelfAttention(HEADS, HEAD_SIZE, masked=masked, scale_by_divide=divide, sdpa=sdpa)
-    module = module.eval()
-    inputs = example_inputs(tokens, HIDDEN)
-    path = tmp_path / "attention.pt2"
-    torch.export.save(torch.export.export(module, inputs), str(path))
-    mod = import_exported_program(validate_exported_program(path))
-    target = parse_target("cuda")
-    with target, tvm.transform.PassContext(opt_level=3):
-        for phase in default_phases(target, PipelineOptions(fp16=fp16, vendor_kernels=True)):
-            if phase.name == "vendor-kernels":
-                return mod
-            mod = tvm.transform.Sequential(phase.passes)(mod)
-    raise AssertionError("no vendor-kernels phase")
+    return before_vendor_phase(module.eval(), example_inputs(tokens, HIDDEN), tmp_path, fp16=fp16)
 
 
 def _reference_attention(q: Any, k: Any, v: Any, mask: Any, config: Any, out: Any) -> None:
@@ -94,22 +86,6 @@ def numpy_attention() -> Iterator[None]:
     tvm_ffi.remove_global_func(fused_attention.ATTENTION_FUNC)
 
 
-def _ops(mod: IRModule) -> list[str]:
-    ops: list[str] = []
-
-    def visit(expr: relax.Expr) -> None:
-        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
-            ops.append(str(expr.op.name))
-
-    relax.analysis.post_order_visit(mod["main"].body, visit)
-    return ops
-
-
-def _run_on_cpu(mod: IRModule, hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    vm = relax.VirtualMachine(tvm.compile(mod, target=parse_target("llvm")), tvm.cpu())
-    return vm["main"](tvm.runtime.tensor(hidden), tvm.runtime.tensor(mask)).numpy()
-
-
 @pytest.mark.parametrize(
     ("masked", "divide", "sdpa"),
     [(True, False, False), (False, True, False), (True, False, True), (False, False, True)],
@@ -121,7 +97,7 @@ def test_attention_becomes_one_call_that_computes_what_the_graph_does(
     original = _attention_model(tmp_path, masked=masked, divide=divide, sdpa=sdpa)
     fused, count = fused_attention.fuse_attention(original)
     assert count == 1
-    ops = _ops(fused)
+    ops = relax_ops(fused)
     assert "relax.nn.softmax" not in ops
     # The head split and merge are strides of the call now: no transpose is left.
     assert "relax.permute_dims" not in ops
@@ -137,11 +113,11 @@ def test_attention_becomes_one_call_that_computes_what_the_graph_does(
     hidden = rng.standard_normal((1, TOKENS, HIDDEN)).astype("float32")
     mask = np.ones((1, TOKENS), "float32")
     mask[0, -3:] = 0  # padding: their keys must get no weight
-    expected = _run_on_cpu(original, hidden, mask)
-    got = _run_on_cpu(fused, hidden, mask)
+    expected = run_on_cpu(original, hidden, mask)
+    got = run_on_cpu(fused, hidden, mask)
     np.testing.assert_allclose(got, expected, rtol=2e-2, atol=2e-2)
     if masked:  # the case proves the mask: without it the answer differs
-        unmasked = _run_on_cpu(original, hidden, np.ones_like(mask))
+        unmasked = run_on_cpu(original, hidden, np.ones_like(mask))
         assert np.abs(unmasked - expected).max() > 1e-2
 
 
@@ -153,15 +129,15 @@ def test_sdpa_rows_with_every_key_masked_get_no_weight(
     original = _attention_model(tmp_path, sdpa=True)
     fused, count = fused_attention.fuse_attention(original)
     assert count == 1
-    ops = _ops(fused)
+    ops = relax_ops(fused)
     assert "relax.nn.softmax" not in ops
     assert "relax.logical_not" not in ops  # the guard went with it
-    assert "relax.logical_not" in _ops(original)
+    assert "relax.logical_not" in relax_ops(original)
     hidden = np.random.default_rng(2).standard_normal((1, TOKENS, HIDDEN)).astype("float32")
     nothing = np.zeros((1, TOKENS), "float32")
-    expected = _run_on_cpu(original, hidden, nothing)
+    expected = run_on_cpu(original, hidden, nothing)
     assert np.isfinite(expected).all()
-    np.testing.assert_allclose(_run_on_cpu(fused, hidden, nothing), expected, rtol=2e-2, atol=2e-2)
+    np.testing.assert_allclose(run_on_cpu(fused, hidden, nothing), expected, rtol=2e-2, atol=2e-2)
 
 
 def _calls(mod: IRModule) -> list[relax.Call]:

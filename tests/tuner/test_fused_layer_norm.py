@@ -12,14 +12,16 @@ import pytest
 import torch
 import tvm
 import tvm_ffi
-from tvm import relax
 from tvm.ir import IRModule
 
-from tests.tuner.attention_models import Encoder, example_inputs
+from tests.tuner.attention_models import (
+    Encoder,
+    before_vendor_phase,
+    example_inputs,
+    relax_ops,
+    run_on_cpu,
+)
 from tunefarm.tuner import fused_layer_norm
-from tunefarm.tuner.pipelines import PipelineOptions, default_phases
-from tunefarm.tuner.targets import parse_target
-from tunefarm.tuner.torch_import import import_exported_program, validate_exported_program
 
 HEADS, HEAD_SIZE, TOKENS = 2, 8, 12
 
@@ -27,17 +29,8 @@ HEADS, HEAD_SIZE, TOKENS = 2, 8, 12
 def _encoder_before_vendor_phase(tmp_path: Path, *, fp16: bool = True) -> IRModule:
     torch.manual_seed(0)
     module = Encoder(HEADS, HEAD_SIZE).eval()
-    path = tmp_path / "encoder.pt2"
     inputs = example_inputs(TOKENS, HEADS * HEAD_SIZE)
-    torch.export.save(torch.export.export(module, inputs), str(path))
-    mod = import_exported_program(validate_exported_program(path))
-    target = parse_target("cuda")
-    with target, tvm.transform.PassContext(opt_level=3):
-        for phase in default_phases(target, PipelineOptions(fp16=fp16, vendor_kernels=True)):
-            if phase.name == "vendor-kernels":
-                return mod
-            mod = tvm.transform.Sequential(phase.passes)(mod)
-    raise AssertionError("no vendor-kernels phase")
+    return before_vendor_phase(module, inputs, tmp_path, fp16=fp16)
 
 
 def _normalized(x: Any, residual: Any, gamma: Any, beta: Any, config: Any) -> np.ndarray:
@@ -77,33 +70,17 @@ def numpy_layer_norm() -> Iterator[list[str]]:
         tvm_ffi.remove_global_func(name)
 
 
-def _ops(mod: IRModule) -> list[str]:
-    ops: list[str] = []
-
-    def visit(expr: relax.Expr) -> None:
-        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
-            ops.append(str(expr.op.name))
-
-    relax.analysis.post_order_visit(mod["main"].body, visit)
-    return ops
-
-
-def _run_on_cpu(mod: IRModule, hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    vm = relax.VirtualMachine(tvm.compile(mod, target=parse_target("llvm")), tvm.cpu())
-    return vm["main"](tvm.runtime.tensor(hidden), tvm.runtime.tensor(mask)).numpy()
-
-
 def test_each_residual_layer_norm_becomes_one_call_that_computes_what_the_graph_does(
     tmp_path: Path, numpy_layer_norm: list[str]
 ) -> None:
     original = _encoder_before_vendor_phase(tmp_path)
-    assert _ops(original).count("relax.nn.layer_norm") == 4
+    assert relax_ops(original).count("relax.nn.layer_norm") == 4
     fused, count = fused_layer_norm.fuse_add_layer_norm(original)
     assert count == 4
-    assert "relax.nn.layer_norm" not in _ops(fused)
+    assert "relax.nn.layer_norm" not in relax_ops(fused)
     hidden, mask = (t.numpy() for t in example_inputs(TOKENS, HEADS * HEAD_SIZE, seed=1))
-    expected = _run_on_cpu(original, hidden, mask)
-    got = _run_on_cpu(fused, hidden, mask)
+    expected = run_on_cpu(original, hidden, mask)
+    got = run_on_cpu(fused, hidden, mask)
     # Three layer norms feed a projection (an fp16 copy); the last is the model's output.
     assert numpy_layer_norm == [fused_layer_norm.LAYER_NORM_HALF_FUNC] * 3 + [
         fused_layer_norm.LAYER_NORM_FUNC
