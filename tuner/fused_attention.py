@@ -312,9 +312,8 @@ def _match(
         if reader is None:
             return None
         step = graph.values[reader]
-        if op_name(step) == "relax.astype" or (
-            _view(step) is not None and _view(step).axes is None  # type: ignore[union-attr]
-        ):
+        view = _view(step)
+        if op_name(step) == "relax.astype" or (view is not None and view.axes is None):
             probs = reader
             continue
         break

@@ -245,8 +245,6 @@ cudaError_t LaunchVariant(int variant, const Params& p, const void* q, const voi
 // device allows.
 extern "C" size_t tunefarm_attention_shared_bytes(int sk, int d) { return SharedBytes(sk, d); }
 
-extern "C" int tunefarm_attention_variants() { return 2; }
-
 // shape: b, h, s, sk, d. strides: q, k, v, out (batch, head, row each), then the mask's (batch,
 // head, row, key). mask_bits: 0 (no mask), 16 or 32. variant: 0 (8 warps of 2 rows) or 1 (16
 // warps of 1 row). Returns a cudaError_t; cudaErrorInvalidValue for what the kernel does not

@@ -50,7 +50,6 @@ extern "C" int tunefarm_depthwise_launch(const void* x, const void* w, const voi
 
 // vendor_attention.cu, compiled by nvcc; the launch returns a cudaError_t.
 extern "C" size_t tunefarm_attention_shared_bytes(int sk, int d);
-extern "C" int tunefarm_attention_variants();
 extern "C" int tunefarm_attention_launch(const void* q, const void* k, const void* v,
                                          const void* mask, void* out, const int* shape,
                                          const int64_t* strides, int mask_bits, float scale,
@@ -190,6 +189,31 @@ void CheckDtype(const TensorView& t, DLDataType expected, const char* what) {
     TVM_FFI_THROW(TypeError) << "tunefarm vendor kernels: " << what
                              << " must have the input's dtype";
   }
+}
+
+// The fastest of `candidates` for a call with no plan yet (our kernels' widths or launch
+// variants), each timed on the GPU by TimeOnGpu on the device's timing stream; `log(candidate,
+// ms)` prints it under TUNEFARM_VENDOR_LOG=1. Called with g_mutex held; `what` names the call in
+// the error a call inside a CUDA graph capture gets.
+template <typename Run, typename Log>
+int FastestCandidate(const char* what, int device, cudaStream_t stream,
+                     std::initializer_list<int> candidates, Run run, Log log) {
+  if (Capturing(stream)) {
+    TVM_FFI_THROW(RuntimeError) << what << ": no plan for a call inside a CUDA graph capture";
+  }
+  DeviceState& state = State(device, stream);
+  TF_CHECK_CUDA(cudaStreamSynchronize(stream));  // the inputs, ready for the timing stream
+  float best_ms = -1.0f;
+  int best = *candidates.begin();
+  for (int candidate : candidates) {
+    const float ms = TimeOnGpu(state.timing, [&](cudaStream_t on) { return run(candidate, on); });
+    if (Logging()) log(candidate, ms);
+    if (ms >= 0 && (best_ms < 0 || ms < best_ms)) {
+      best_ms = ms;
+      best = candidate;
+    }
+  }
+  return best;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -731,27 +755,13 @@ void Depthwise(TensorView x, TensorView w, TensorView bias, TensorView z, Shape 
   key.insert(key.end(), {config[6], config[7], x.dtype().bits, device});
   auto it = g_depthwise_widths.find(key);
   if (it == g_depthwise_widths.end()) {
-    if (Capturing(stream)) {
-      TVM_FFI_THROW(RuntimeError) << "tunefarm_depthwise_conv2d: no plan for a call inside a "
-                                     "CUDA graph capture";
-    }
-    DeviceState& state = State(device, stream);
-    TF_CHECK_CUDA(cudaStreamSynchronize(stream));  // the inputs, ready for the timing stream
-    float best_ms = -1.0f;
-    int best = 0;
-    for (int bytes : {16, 8, 4, 0}) {
-      const float ms = TimeOnGpu(state.timing, [&](cudaStream_t on) {
-        return launch(bytes, on) == cudaSuccess;
-      });
-      if (Logging()) {
-        std::fprintf(stderr, "tunefarm depthwise x %dx%dx%dx%d k %dx%d s %d: %d bytes: %.4f ms\n",
-                     dims[0], dims[1], dims[2], dims[3], dims[6], dims[7], dims[8], bytes, ms);
-      }
-      if (ms >= 0 && (best_ms < 0 || ms < best_ms)) {
-        best_ms = ms;
-        best = bytes;
-      }
-    }
+    const int best = FastestCandidate(
+        "tunefarm_depthwise_conv2d", device, stream, {16, 8, 4, 0},
+        [&](int bytes, cudaStream_t on) { return launch(bytes, on) == cudaSuccess; },
+        [&](int bytes, float ms) {
+          std::fprintf(stderr, "tunefarm depthwise x %dx%dx%dx%d k %dx%d s %d: %d bytes: %.4f ms\n",
+                       dims[0], dims[1], dims[2], dims[3], dims[6], dims[7], dims[8], bytes, ms);
+        });
     it = g_depthwise_widths.emplace(key, best).first;
   }
   TF_CHECK_CUDA(static_cast<cudaError_t>(launch(it->second, stream)));
@@ -825,13 +835,6 @@ void Attention(TensorView q, TensorView k, TensorView v, TensorView mask, Shape 
   }
   const int device = q.device().device_id;
   TF_CHECK_CUDA(cudaSetDevice(device));
-  int shared_limit = 0;
-  TF_CHECK_CUDA(
-      cudaDeviceGetAttribute(&shared_limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  if (tunefarm_attention_shared_bytes(int(sk), int(d)) > size_t(shared_limit)) {
-    TVM_FFI_THROW(ValueError) << "tunefarm_attention: " << sk << " keys of size " << d
-                              << " do not fit this GPU's shared memory";
-  }
   const int shape[5] = {int(b), int(h), int(s), int(sk), int(d)};
   const auto scale_bits = static_cast<uint32_t>(config[22]);
   float scale = 0.0f;
@@ -857,31 +860,27 @@ void Attention(TensorView q, TensorView k, TensorView v, TensorView mask, Shape 
   std::vector<int64_t> key(config.begin(), config.end());
   key.insert(key.end(), {device, forced});
   auto it = g_attention_variants.find(key);
-  if (it == g_attention_variants.end() && forced >= 0) {
-    it = g_attention_variants.emplace(key, forced).first;
-  }
   if (it == g_attention_variants.end()) {
-    if (Capturing(stream)) {
-      TVM_FFI_THROW(RuntimeError) << "tunefarm_attention: no plan for a call inside a CUDA graph "
-                                     "capture";
+    // Once per config and device, with the plan: whether the blocks fit this GPU at all.
+    int shared_limit = 0;
+    TF_CHECK_CUDA(
+        cudaDeviceGetAttribute(&shared_limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+    if (tunefarm_attention_shared_bytes(int(sk), int(d)) > size_t(shared_limit)) {
+      TVM_FFI_THROW(ValueError) << "tunefarm_attention: " << sk << " keys of size " << d
+                                << " do not fit this GPU's shared memory";
     }
-    DeviceState& state = State(device, stream);
-    TF_CHECK_CUDA(cudaStreamSynchronize(stream));  // the inputs, ready for the timing stream
-    float best_ms = -1.0f;
-    int best = 0;
-    for (int variant = 0; variant < tunefarm_attention_variants(); ++variant) {
-      const float ms = TimeOnGpu(state.timing, [&](cudaStream_t on) {
-        return launch(variant, on) == cudaSuccess;
-      });
-      if (Logging()) {
-        std::fprintf(stderr, "tunefarm attention b %d h %d s %d sk %d d %d: variant %d: %.4f ms\n",
-                     shape[0], shape[1], shape[2], shape[3], shape[4], variant, ms);
-      }
-      if (ms >= 0 && (best_ms < 0 || ms < best_ms)) {
-        best_ms = ms;
-        best = variant;
-      }
-    }
+    const int best =
+        forced >= 0
+            ? forced
+            : FastestCandidate(
+                  "tunefarm_attention", device, stream, {0, 1},
+                  [&](int variant, cudaStream_t on) { return launch(variant, on) == cudaSuccess; },
+                  [&](int variant, float ms) {
+                    std::fprintf(stderr,
+                                 "tunefarm attention b %d h %d s %d sk %d d %d: variant %d: "
+                                 "%.4f ms\n",
+                                 shape[0], shape[1], shape[2], shape[3], shape[4], variant, ms);
+                  });
     it = g_attention_variants.emplace(key, best).first;
   }
   TF_CHECK_CUDA(static_cast<cudaError_t>(launch(it->second, stream)));
