@@ -123,8 +123,18 @@ def test_a_job_followed_live_in_chromium(
     grew = [p for p in seen if p > seen[0]]
     assert len(grew) >= 2 and seen == sorted(seen), f"the live curves did not grow: {seen}"
 
-    # The finished page: the curve from the trials on record, one small curve per task.
-    assert int(page.locator("#model-chart").get_attribute("data-points")) >= TRIALS // 2
+    # The finished page: the curve from the trials on record, one small curve per task. The loop
+    # above can end on the live page just before it reloads, or on the new page before its
+    # script has drawn the curve: wait for the drawn curve (CI saw 0 points read too early).
+    points = 0
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and points < TRIALS // 2:
+        try:
+            points = int(page.locator("#model-chart").get_attribute("data-points", timeout=2000))
+        except (playwright_api.Error, TypeError, ValueError):
+            points = 0  # reloading, or not drawn yet
+        time.sleep(0.1)
+    assert points >= TRIALS // 2
     assert page.locator(".spark canvas").count() == page.locator("tr[data-task]").count() >= 2
     _screenshot(page, "job")
 
