@@ -19,6 +19,7 @@
 
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+#include <mma.h>
 
 #include <cstdint>
 
@@ -221,21 +222,228 @@ cudaError_t Launch(const Params& p, const void* q, const void* k, const void* v,
   return cudaGetLastError();
 }
 
-template <int kWarps, typename Mask>
+
+// ---------------------------------------------------------------------------------------------
+// Tensor-core variants (2: 4 warps, 3: 8 warps): the same 16 query rows a block, with Q K^T and
+// P V as 16x16x16 wmma products (fp16 in, fp32 accumulate). The scores go through shared memory
+// for the softmax, and P is rounded to fp16 for the second product, as torch's fp16 attention
+// rounds its softmax. Head sizes that are multiples of 16 only; keys are padded to 16 with
+// zeros.
+
+// Offsets in bytes of each shared-memory region, each 128-byte aligned (wmma wants 32); leading
+// dimensions in elements, padded so that consecutive rows start 4 banks apart.
+struct TensorCoreLayout {
+  int keys_padded, q_ld, kv_ld, s_ld, o_ld, p_ld;
+  size_t q_at, k_at, v_at, s_at, p_at, bytes;
+};
+
+__host__ __device__ inline size_t Aligned128(size_t bytes) { return (bytes + 127) / 128 * 128; }
+
+__host__ __device__ inline TensorCoreLayout TensorCoreShared(int sk, int d) {
+  TensorCoreLayout l{};
+  l.keys_padded = (sk + 15) / 16 * 16;
+  l.q_ld = l.kv_ld = d + 8;         // halves
+  l.s_ld = l.keys_padded + 4;       // floats: the scores
+  l.o_ld = d + 4;                   // floats: the output, in the scores' place
+  l.p_ld = l.keys_padded + 8;       // halves
+  l.q_at = 0;
+  l.k_at = l.q_at + Aligned128(sizeof(__half) * kRowsPerBlock * l.q_ld);
+  l.v_at = l.k_at + Aligned128(sizeof(__half) * l.keys_padded * l.kv_ld);
+  l.s_at = l.v_at + Aligned128(sizeof(__half) * l.keys_padded * l.kv_ld);
+  const int floats = l.s_ld > l.o_ld ? l.s_ld : l.o_ld;
+  l.p_at = l.s_at + Aligned128(sizeof(float) * kRowsPerBlock * floats);
+  l.bytes = l.p_at + Aligned128(sizeof(__half) * kRowsPerBlock * l.p_ld);
+  return l;
+}
+
+template <int kWarps, int KEYS, typename Mask>
+__global__ void __launch_bounds__(kWarps * 32)
+    TensorCoreAttentionKernel(const __half* __restrict__ q, const __half* __restrict__ k,
+                              const __half* __restrict__ v, const Mask* __restrict__ mask,
+                              __half* __restrict__ out, Params p) {
+  namespace wmma = nvcuda::wmma;
+  constexpr int kRowsPerWarp = kRowsPerBlock / kWarps;
+  extern __shared__ __align__(128) unsigned char tc_shared[];
+  const TensorCoreLayout l = TensorCoreShared(p.sk, p.d);
+  __half* qs = reinterpret_cast<__half*>(tc_shared + l.q_at);
+  __half* ks = reinterpret_cast<__half*>(tc_shared + l.k_at);
+  __half* vs = reinterpret_cast<__half*>(tc_shared + l.v_at);
+  float* ss = reinterpret_cast<float*>(tc_shared + l.s_at);
+  __half* ps = reinterpret_cast<__half*>(tc_shared + l.p_at);
+
+  const int bi = blockIdx.z, hi = blockIdx.y, row0 = blockIdx.x * kRowsPerBlock;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const __half* kh = k + bi * p.k.batch + hi * p.k.head;
+  const __half* vh = v + bi * p.v.batch + hi * p.v.head;
+
+  float bias[kRowsPerWarp][KEYS];
+#pragma unroll
+  for (int r = 0; r < kRowsPerWarp; ++r) {
+    const int row = min(row0 + warp * kRowsPerWarp + r, p.s - 1);
+#pragma unroll
+    for (int t = 0; t < KEYS; ++t) {
+      const int j = min(lane + 32 * t, p.sk - 1);
+      bias[r][t] = mask == nullptr ? 0.0f
+                                   : Load(mask + bi * p.mask_batch + hi * p.mask_head +
+                                          row * p.mask_row + j * p.mask_key);
+    }
+  }
+
+  // K and V, 16 bytes a load; the padding keys are zeros, so their products are zeros.
+  const int chunks = p.d / 8;
+  for (int i = threadIdx.x; i < l.keys_padded * chunks; i += blockDim.x) {
+    const int j = i / chunks, c = i - j * chunks;
+    uint4 kc = make_uint4(0, 0, 0, 0), vc = make_uint4(0, 0, 0, 0);
+    if (j < p.sk) {
+      kc = *reinterpret_cast<const uint4*>(kh + j * p.k.row + c * 8);
+      vc = *reinterpret_cast<const uint4*>(vh + j * p.v.row + c * 8);
+    }
+    *reinterpret_cast<uint4*>(ks + j * l.kv_ld + c * 8) = kc;
+    *reinterpret_cast<uint4*>(vs + j * l.kv_ld + c * 8) = vc;
+  }
+  // Q, 4 bytes a load (its strides are only asked to be even).
+  const int pairs = p.d / 2;
+  for (int i = threadIdx.x; i < kRowsPerBlock * pairs; i += blockDim.x) {
+    const int r = i / pairs, c = i - r * pairs;
+    const int row = min(row0 + r, p.s - 1);  // rows past the end compute row s-1, store nothing
+    reinterpret_cast<__half2*>(qs + r * l.q_ld)[c] =
+        reinterpret_cast<const __half2*>(q + bi * p.q.batch + hi * p.q.head + row * p.q.row)[c];
+  }
+  __syncthreads();
+
+  // Scores: warp w takes key tiles w, w + kWarps, ...
+  const int key_tiles = l.keys_padded / 16, d_tiles = p.d / 16;
+  for (int n = warp; n < key_tiles; n += kWarps) {
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+    wmma::fill_fragment(acc, 0.0f);
+    for (int c = 0; c < d_tiles; ++c) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> a;
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::col_major> b;
+      wmma::load_matrix_sync(a, qs + c * 16, l.q_ld);
+      wmma::load_matrix_sync(b, ks + n * 16 * l.kv_ld + c * 16, l.kv_ld);
+      wmma::mma_sync(acc, a, b, acc);
+    }
+    wmma::store_matrix_sync(ss + n * 16, acc, l.s_ld, wmma::mem_row_major);
+  }
+  __syncthreads();
+
+  // Softmax of each of this warp's rows, keys over the lanes; P in fp16, zeros past sk.
+#pragma unroll
+  for (int r = 0; r < kRowsPerWarp; ++r) {
+    const int local = warp * kRowsPerWarp + r;
+    float x[KEYS];
+    float best = -INFINITY;
+#pragma unroll
+    for (int t = 0; t < KEYS; ++t) {
+      const int j = lane + 32 * t;
+      x[t] = -INFINITY;
+      if (j < p.sk) {
+        x[t] = ss[local * l.s_ld + j] * p.scale + bias[r][t];
+        best = fmaxf(best, x[t]);
+      }
+    }
+    best = WarpMax(best);
+    const bool empty = best == -INFINITY;  // every key masked: weights 0, as in variants 0 and 1
+    float total = 0.0f;
+#pragma unroll
+    for (int t = 0; t < KEYS; ++t) {
+      x[t] = (empty || lane + 32 * t >= p.sk) ? 0.0f : __expf(x[t] - best);
+      total += x[t];
+    }
+    total = WarpSum(total);
+    const float inverse = empty ? 0.0f : 1.0f / total;
+#pragma unroll
+    for (int t = 0; t < KEYS; ++t) {
+      const int j = lane + 32 * t;
+      if (j < l.keys_padded) ps[local * l.p_ld + j] = __float2half_rn(x[t] * inverse);
+    }
+  }
+  __syncthreads();
+
+  // out = P V: warp w takes output column tiles w, w + kWarps, ...; fp32 into the scores' place.
+  float* os = ss;
+  for (int t = warp; t < d_tiles; t += kWarps) {
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+    wmma::fill_fragment(acc, 0.0f);
+    for (int n = 0; n < key_tiles; ++n) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> a;
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::row_major> b;
+      wmma::load_matrix_sync(a, ps + n * 16, l.p_ld);
+      wmma::load_matrix_sync(b, vs + n * 16 * l.kv_ld + t * 16, l.kv_ld);
+      wmma::mma_sync(acc, a, b, acc);
+    }
+    wmma::store_matrix_sync(os + t * 16, acc, l.o_ld, wmma::mem_row_major);
+  }
+  __syncthreads();
+
+  for (int i = threadIdx.x; i < kRowsPerBlock * pairs; i += blockDim.x) {
+    const int r = i / pairs, c = i - r * pairs;
+    const int row = row0 + r;
+    if (row < p.s) {
+      __half2* o =
+          reinterpret_cast<__half2*>(out + bi * p.o.batch + hi * p.o.head + row * p.o.row);
+      o[c] = __floats2half2_rn(os[r * l.o_ld + 2 * c], os[r * l.o_ld + 2 * c + 1]);
+    }
+  }
+}
+
+template <int kWarps, int KEYS, typename Mask>
+cudaError_t LaunchTensorCore(const Params& p, const void* q, const void* k, const void* v,
+                             const void* mask, void* out, cudaStream_t stream) {
+  if (p.d % 16 != 0) return cudaErrorInvalidValue;
+  auto kernel = TensorCoreAttentionKernel<kWarps, KEYS, Mask>;
+  const size_t bytes = TensorCoreShared(p.sk, p.d).bytes;
+  if (bytes > 48 * 1024) {
+    const cudaError_t status =
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
+    if (status != cudaSuccess) {
+      cudaGetLastError();  // more than this GPU has: this variant's failure, not the next call's
+      return status;
+    }
+  }
+  const dim3 grid((p.s + kRowsPerBlock - 1) / kRowsPerBlock, p.h, p.b);
+  kernel<<<grid, kWarps * 32, bytes, stream>>>(
+      static_cast<const __half*>(q), static_cast<const __half*>(k),
+      static_cast<const __half*>(v), static_cast<const Mask*>(mask), static_cast<__half*>(out),
+      p);
+  return cudaGetLastError();
+}
+
+// Launches Kernel<kWarps, KEYS, Mask> (Launch or LaunchTensorCore) with the fewest keys a lane
+// that covers sk.
+template <template <int, int, typename> class Kernel, int kWarps, typename Mask>
 cudaError_t LaunchForKeys(const Params& p, const void* q, const void* k, const void* v,
                           const void* mask, void* out, cudaStream_t stream) {
   const int per_lane = (p.sk + 31) / 32;
-  if (per_lane <= 1) return Launch<kWarps, 1, Mask>(p, q, k, v, mask, out, stream);
-  if (per_lane <= 2) return Launch<kWarps, 2, Mask>(p, q, k, v, mask, out, stream);
-  if (per_lane <= 4) return Launch<kWarps, 4, Mask>(p, q, k, v, mask, out, stream);
-  return Launch<kWarps, kMaxKeysPerLane, Mask>(p, q, k, v, mask, out, stream);
+  if (per_lane <= 1) return Kernel<kWarps, 1, Mask>::Run(p, q, k, v, mask, out, stream);
+  if (per_lane <= 2) return Kernel<kWarps, 2, Mask>::Run(p, q, k, v, mask, out, stream);
+  if (per_lane <= 4) return Kernel<kWarps, 4, Mask>::Run(p, q, k, v, mask, out, stream);
+  return Kernel<kWarps, kMaxKeysPerLane, Mask>::Run(p, q, k, v, mask, out, stream);
 }
+
+template <int kWarps, int KEYS, typename Mask>
+struct Scalar {
+  static cudaError_t Run(const Params& p, const void* q, const void* k, const void* v,
+                         const void* mask, void* out, cudaStream_t stream) {
+    return Launch<kWarps, KEYS, Mask>(p, q, k, v, mask, out, stream);
+  }
+};
+
+template <int kWarps, int KEYS, typename Mask>
+struct TensorCore {
+  static cudaError_t Run(const Params& p, const void* q, const void* k, const void* v,
+                         const void* mask, void* out, cudaStream_t stream) {
+    return LaunchTensorCore<kWarps, KEYS, Mask>(p, q, k, v, mask, out, stream);
+  }
+};
 
 template <typename Mask>
 cudaError_t LaunchVariant(int variant, const Params& p, const void* q, const void* k,
                           const void* v, const void* mask, void* out, cudaStream_t stream) {
-  if (variant == 0) return LaunchForKeys<8, Mask>(p, q, k, v, mask, out, stream);
-  if (variant == 1) return LaunchForKeys<16, Mask>(p, q, k, v, mask, out, stream);
+  if (variant == 0) return LaunchForKeys<Scalar, 8, Mask>(p, q, k, v, mask, out, stream);
+  if (variant == 1) return LaunchForKeys<Scalar, 16, Mask>(p, q, k, v, mask, out, stream);
+  if (variant == 2) return LaunchForKeys<TensorCore, 4, Mask>(p, q, k, v, mask, out, stream);
+  if (variant == 3) return LaunchForKeys<TensorCore, 8, Mask>(p, q, k, v, mask, out, stream);
   return cudaErrorInvalidValue;
 }
 
@@ -246,8 +454,9 @@ cudaError_t LaunchVariant(int variant, const Params& p, const void* q, const voi
 extern "C" size_t tunefarm_attention_shared_bytes(int sk, int d) { return SharedBytes(sk, d); }
 
 // shape: b, h, s, sk, d. strides: q, k, v, out (batch, head, row each), then the mask's (batch,
-// head, row, key). mask_bits: 0 (no mask), 16 or 32. variant: 0 (8 warps of 2 rows) or 1 (16
-// warps of 1 row). Returns a cudaError_t; cudaErrorInvalidValue for what the kernel does not
+// head, row, key). mask_bits: 0 (no mask), 16 or 32. variant: 0 (8 warps of 2 rows), 1 (16
+// warps of 1 row), 2 or 3 (tensor cores, 4 or 8 warps; head sizes that are multiples of 16, and
+// cudaErrorInvalidValue otherwise). Returns a cudaError_t; cudaErrorInvalidValue for what the kernel does not
 // take (the rewrite does not offer it such shapes).
 extern "C" int tunefarm_attention_launch(const void* q, const void* k, const void* v,
                                          const void* mask, void* out, const int* shape,
