@@ -202,26 +202,30 @@ __global__ void __launch_bounds__(kWarps * 32)
   }
 }
 
-template <int kWarps, int KEYS, typename Mask>
-cudaError_t Launch(const Params& p, const void* q, const void* k, const void* v, const void* mask,
-                   void* out, cudaStream_t stream) {
-  auto kernel = AttentionKernel<kWarps, KEYS, Mask>;
-  const size_t bytes = SharedBytes(p.sk, p.d);
+// One launch of `kernel` (a block of `threads` per 16 query rows of a head) with `bytes` of
+// shared memory.
+template <typename Mask>
+cudaError_t LaunchKernel(void (*kernel)(const __half*, const __half*, const __half*, const Mask*,
+                                        __half*, Params),
+                         int threads, size_t bytes, const Params& p, const void* q, const void* k,
+                         const void* v, const void* mask, void* out, cudaStream_t stream) {
   if (bytes > 48 * 1024) {
     // Above 48 KB a kernel must ask; a graph capture does not record this call, so it is made
     // on every launch (it is a host-side attribute, no work on the stream).
     const cudaError_t status =
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
-    if (status != cudaSuccess) return status;
+    if (status != cudaSuccess) {
+      cudaGetLastError();  // more than this GPU has: this variant's failure, not the next call's
+      return status;
+    }
   }
   const dim3 grid((p.s + kRowsPerBlock - 1) / kRowsPerBlock, p.h, p.b);
-  kernel<<<grid, kWarps * 32, bytes, stream>>>(
+  kernel<<<grid, threads, bytes, stream>>>(
       static_cast<const __half*>(q), static_cast<const __half*>(k),
       static_cast<const __half*>(v), static_cast<const Mask*>(mask), static_cast<__half*>(out),
       p);
   return cudaGetLastError();
 }
-
 
 // ---------------------------------------------------------------------------------------------
 // Tensor-core variants (2: 4 warps, 3: 8 warps): the same 16 query rows a block, with Q K^T and
@@ -387,29 +391,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   }
 }
 
-template <int kWarps, int KEYS, typename Mask>
-cudaError_t LaunchTensorCore(const Params& p, const void* q, const void* k, const void* v,
-                             const void* mask, void* out, cudaStream_t stream) {
-  if (p.d % 16 != 0) return cudaErrorInvalidValue;
-  auto kernel = TensorCoreAttentionKernel<kWarps, KEYS, Mask>;
-  const size_t bytes = TensorCoreShared(p.sk, p.d).bytes;
-  if (bytes > 48 * 1024) {
-    const cudaError_t status =
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
-    if (status != cudaSuccess) {
-      cudaGetLastError();  // more than this GPU has: this variant's failure, not the next call's
-      return status;
-    }
-  }
-  const dim3 grid((p.s + kRowsPerBlock - 1) / kRowsPerBlock, p.h, p.b);
-  kernel<<<grid, kWarps * 32, bytes, stream>>>(
-      static_cast<const __half*>(q), static_cast<const __half*>(k),
-      static_cast<const __half*>(v), static_cast<const Mask*>(mask), static_cast<__half*>(out),
-      p);
-  return cudaGetLastError();
-}
-
-// Launches Kernel<kWarps, KEYS, Mask> (Launch or LaunchTensorCore) with the fewest keys a lane
+// Launches Kernel<kWarps, KEYS, Mask> (Scalar or TensorCore) with the fewest keys a lane
 // that covers sk.
 template <template <int, int, typename> class Kernel, int kWarps, typename Mask>
 cudaError_t LaunchForKeys(const Params& p, const void* q, const void* k, const void* v,
@@ -425,7 +407,8 @@ template <int kWarps, int KEYS, typename Mask>
 struct Scalar {
   static cudaError_t Run(const Params& p, const void* q, const void* k, const void* v,
                          const void* mask, void* out, cudaStream_t stream) {
-    return Launch<kWarps, KEYS, Mask>(p, q, k, v, mask, out, stream);
+    return LaunchKernel<Mask>(AttentionKernel<kWarps, KEYS, Mask>, kWarps * 32,
+                              SharedBytes(p.sk, p.d), p, q, k, v, mask, out, stream);
   }
 };
 
@@ -433,7 +416,9 @@ template <int kWarps, int KEYS, typename Mask>
 struct TensorCore {
   static cudaError_t Run(const Params& p, const void* q, const void* k, const void* v,
                          const void* mask, void* out, cudaStream_t stream) {
-    return LaunchTensorCore<kWarps, KEYS, Mask>(p, q, k, v, mask, out, stream);
+    if (p.d % 16 != 0) return cudaErrorInvalidValue;
+    return LaunchKernel<Mask>(TensorCoreAttentionKernel<kWarps, KEYS, Mask>, kWarps * 32,
+                              TensorCoreShared(p.sk, p.d).bytes, p, q, k, v, mask, out, stream);
   }
 };
 
