@@ -60,7 +60,7 @@ extern "C" int tunefarm_add_layer_norm_max_cols();
 extern "C" int tunefarm_add_layer_norm_launch(const void* x, int x_half, const void* residual,
                                               const void* gamma, const void* beta, void* y,
                                               void* y_half, int64_t rows, int cols,
-                                              float epsilon, void* stream);
+                                              float epsilon, int variant, void* stream);
 
 namespace tunefarm_vendor {
 
@@ -214,6 +214,31 @@ int FastestCandidate(const char* what, int device, cudaStream_t stream,
     }
   }
   return best;
+}
+
+// The launch variant for `key` on `device`: the one the environment variable `env` forces (e.g.
+// TUNEFARM_ATTENTION_VARIANT=1; null: none can be forced), or else the fastest of `candidates`,
+// timed once per key. `plan()` runs once per key before the first launch. Called with g_mutex
+// held.
+template <typename Plan, typename Run, typename Log>
+int ChosenVariant(std::map<std::vector<int64_t>, int>& chosen, std::vector<int64_t> key,
+                  const char* what, const char* env, int device, cudaStream_t stream,
+                  std::initializer_list<int> candidates, Plan plan, Run run, Log log) {
+  const char* forced_text = env != nullptr ? std::getenv(env) : nullptr;
+  const int forced = forced_text != nullptr && forced_text[0] != '\0' ? std::atoi(forced_text) : -1;
+  key.insert(key.end(), {device, forced});
+  auto it = chosen.find(key);
+  if (it == chosen.end()) {
+    plan();
+    const int best = forced >= 0 ? forced
+                                 : FastestCandidate(what, device, stream, candidates,
+                                                    [&](int variant, cudaStream_t on) {
+                                                      return run(variant, on) == cudaSuccess;
+                                                    },
+                                                    log);
+    it = chosen.emplace(std::move(key), best).first;
+  }
+  return it->second;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -752,19 +777,14 @@ void Depthwise(TensorView x, TensorView w, TensorView bias, TensorView z, Shape 
   };
   std::lock_guard<std::mutex> lock(g_mutex);
   std::vector<int64_t> key(dims, dims + 14);
-  key.insert(key.end(), {config[6], config[7], x.dtype().bits, device});
-  auto it = g_depthwise_widths.find(key);
-  if (it == g_depthwise_widths.end()) {
-    const int best = FastestCandidate(
-        "tunefarm_depthwise_conv2d", device, stream, {16, 8, 4, 0},
-        [&](int bytes, cudaStream_t on) { return launch(bytes, on) == cudaSuccess; },
-        [&](int bytes, float ms) {
-          std::fprintf(stderr, "tunefarm depthwise x %dx%dx%dx%d k %dx%d s %d: %d bytes: %.4f ms\n",
-                       dims[0], dims[1], dims[2], dims[3], dims[6], dims[7], dims[8], bytes, ms);
-        });
-    it = g_depthwise_widths.emplace(key, best).first;
-  }
-  TF_CHECK_CUDA(static_cast<cudaError_t>(launch(it->second, stream)));
+  key.insert(key.end(), {config[6], config[7], x.dtype().bits});
+  const int bytes = ChosenVariant(
+      g_depthwise_widths, std::move(key), "tunefarm_depthwise_conv2d", nullptr, device, stream,
+      {16, 8, 4, 0}, [] {}, launch, [&](int width, float ms) {
+        std::fprintf(stderr, "tunefarm depthwise x %dx%dx%dx%d k %dx%d s %d: %d bytes: %.4f ms\n",
+                     dims[0], dims[1], dims[2], dims[3], dims[6], dims[7], dims[8], width, ms);
+      });
+  TF_CHECK_CUDA(static_cast<cudaError_t>(launch(bytes, stream)));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -854,38 +874,29 @@ void Attention(TensorView q, TensorView k, TensorView v, TensorView mask, Shape 
   };
   cudaStream_t stream = CurrentStream(device);
   // TUNEFARM_ATTENTION_VARIANT=0 to 3 runs that variant untimed (the GPU tests check each). The
-  // tensor-core variants (2, 3) refuse head sizes that are not multiples of 16, and are not yet
-  // among the timed candidates: they have not run on a GPU.
-  const char* forced_text = std::getenv("TUNEFARM_ATTENTION_VARIANT");
-  const int forced = forced_text != nullptr && forced_text[0] != '\0' ? std::atoi(forced_text) : -1;
+  // tensor-core variants (2, 3) refuse head sizes that are not multiples of 16; timing skips
+  // what a variant refuses.
   std::lock_guard<std::mutex> lock(g_mutex);
-  std::vector<int64_t> key(config.begin(), config.end());
-  key.insert(key.end(), {device, forced});
-  auto it = g_attention_variants.find(key);
-  if (it == g_attention_variants.end()) {
-    // Once per config and device, with the plan: whether the blocks fit this GPU at all.
-    int shared_limit = 0;
-    TF_CHECK_CUDA(
-        cudaDeviceGetAttribute(&shared_limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-    if (tunefarm_attention_shared_bytes(int(sk), int(d)) > size_t(shared_limit)) {
-      TVM_FFI_THROW(ValueError) << "tunefarm_attention: " << sk << " keys of size " << d
-                                << " do not fit this GPU's shared memory";
-    }
-    const int best =
-        forced >= 0
-            ? forced
-            : FastestCandidate(
-                  "tunefarm_attention", device, stream, {0, 1},
-                  [&](int variant, cudaStream_t on) { return launch(variant, on) == cudaSuccess; },
-                  [&](int variant, float ms) {
-                    std::fprintf(stderr,
-                                 "tunefarm attention b %d h %d s %d sk %d d %d: variant %d: "
-                                 "%.4f ms\n",
-                                 shape[0], shape[1], shape[2], shape[3], shape[4], variant, ms);
-                  });
-    it = g_attention_variants.emplace(key, best).first;
-  }
-  TF_CHECK_CUDA(static_cast<cudaError_t>(launch(it->second, stream)));
+  const int variant = ChosenVariant(
+      g_attention_variants, std::vector<int64_t>(config.begin(), config.end()),
+      "tunefarm_attention", "TUNEFARM_ATTENTION_VARIANT", device, stream, {0, 1},
+      [&] {
+        // Whether the blocks fit this GPU at all: a device attribute query, once per config.
+        int shared_limit = 0;
+        TF_CHECK_CUDA(cudaDeviceGetAttribute(&shared_limit,
+                                             cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+        if (tunefarm_attention_shared_bytes(int(sk), int(d)) > size_t(shared_limit)) {
+          TVM_FFI_THROW(ValueError) << "tunefarm_attention: " << sk << " keys of size " << d
+                                    << " do not fit this GPU's shared memory";
+        }
+      },
+      launch,
+      [&](int candidate, float ms) {
+        std::fprintf(stderr,
+                     "tunefarm attention b %d h %d s %d sk %d d %d: variant %d: %.4f ms\n",
+                     shape[0], shape[1], shape[2], shape[3], shape[4], candidate, ms);
+      });
+  TF_CHECK_CUDA(static_cast<cudaError_t>(launch(variant, stream)));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -893,6 +904,10 @@ void Attention(TensorView q, TensorView k, TensorView v, TensorView mask, Shape 
 // copy; vendor_layer_norm.cu. x fp16 or fp32; residual, gamma, beta and y fp32.
 
 // config: the epsilon's float32 bits.
+
+// The faster variant (vendor_layer_norm.cu) per shape, dtypes and device.
+std::map<std::vector<int64_t>, int> g_layer_norm_variants;
+
 void AddLayerNormInto(const TensorView& x, const TensorView& residual, const TensorView& gamma,
                       const TensorView& beta, const Shape& config, const TensorView& y,
                       const TensorView* y_half) {
@@ -918,10 +933,24 @@ void AddLayerNormInto(const TensorView& x, const TensorView& residual, const Ten
   std::memcpy(&epsilon, &bits, sizeof epsilon);
   const int device = x.device().device_id;
   TF_CHECK_CUDA(cudaSetDevice(device));
-  TF_CHECK_CUDA(static_cast<cudaError_t>(tunefarm_add_layer_norm_launch(
-      Data(x), IsHalf(x.dtype()), Data(residual), Data(gamma), Data(beta), Data(y),
-      y_half != nullptr ? Data(*y_half) : nullptr, n / cols, int(cols), epsilon,
-      CurrentStream(device))));
+  cudaStream_t stream = CurrentStream(device);
+  const int64_t rows = n / cols;
+  auto launch = [&](int variant, cudaStream_t on) {
+    return tunefarm_add_layer_norm_launch(Data(x), IsHalf(x.dtype()), Data(residual), Data(gamma),
+                                          Data(beta), Data(y),
+                                          y_half != nullptr ? Data(*y_half) : nullptr, rows,
+                                          int(cols), epsilon, variant, on);
+  };
+  // TUNEFARM_LAYER_NORM_VARIANT=0 (a block a row) or 1 (a warp a row) forces one.
+  std::lock_guard<std::mutex> lock(g_mutex);
+  const int variant = ChosenVariant(
+      g_layer_norm_variants, {rows, cols, x.dtype().bits, y_half != nullptr},
+      "tunefarm_add_layer_norm", "TUNEFARM_LAYER_NORM_VARIANT", device, stream, {0}, [] {},
+      launch, [&](int candidate, float ms) {
+        std::fprintf(stderr, "tunefarm add_layer_norm %ldx%ld: variant %d: %.4f ms\n", long(rows),
+                     long(cols), candidate, ms);
+      });
+  TF_CHECK_CUDA(static_cast<cudaError_t>(launch(variant, stream)));
 }
 
 void AddLayerNorm(TensorView x, TensorView residual, TensorView gamma, TensorView beta,
