@@ -25,8 +25,9 @@
 
 namespace {
 
-// Every variant takes 16 query rows a block: 8 warps of 2 rows (K's shared-memory reads serve
-// both rows) or 16 warps of 1 (twice the warps to hide latency). The shim times both per shape.
+// Every variant takes 16 query rows a block. The scalar ones: 8 warps of 2 rows (K's
+// shared-memory reads serve both rows) or 16 warps of 1 (twice the warps to hide latency); the
+// tensor-core ones further down. The shim times them per shape.
 constexpr int kRowsPerBlock = 16;
 constexpr int kMaxKeysPerLane = 8;  // keys up to 256
 
