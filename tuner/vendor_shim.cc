@@ -874,8 +874,8 @@ void Attention(TensorView q, TensorView k, TensorView v, TensorView mask, Shape 
   };
   cudaStream_t stream = CurrentStream(device);
   // TUNEFARM_ATTENTION_VARIANT=0 to 3 runs that variant untimed (the GPU tests check each). The
-  // tensor-core variants (2, 3) refuse head sizes that are not multiples of 16; timing skips
-  // what a variant refuses.
+  // tensor-core variants (2, 3) refuse head sizes that are not multiples of 16. They join the
+  // timed candidates once they have passed the GPU test (bench/README.md, 2026-12-06 evening).
   std::lock_guard<std::mutex> lock(g_mutex);
   const int variant = ChosenVariant(
       g_attention_variants, std::vector<int64_t>(config.begin(), config.end()),
@@ -903,11 +903,10 @@ void Attention(TensorView q, TensorView k, TensorView v, TensorView mask, Shape 
 // Residual add and layer norm: y = layer_norm(x + residual) over the last axis, and its fp16
 // copy; vendor_layer_norm.cu. x fp16 or fp32; residual, gamma, beta and y fp32.
 
-// config: the epsilon's float32 bits.
-
 // The faster variant (vendor_layer_norm.cu) per shape, dtypes and device.
 std::map<std::vector<int64_t>, int> g_layer_norm_variants;
 
+// config: the epsilon's float32 bits.
 void AddLayerNormInto(const TensorView& x, const TensorView& residual, const TensorView& gamma,
                       const TensorView& beta, const Shape& config, const TensorView& y,
                       const TensorView* y_half) {
@@ -941,7 +940,8 @@ void AddLayerNormInto(const TensorView& x, const TensorView& residual, const Ten
                                           y_half != nullptr ? Data(*y_half) : nullptr, rows,
                                           int(cols), epsilon, variant, on);
   };
-  // TUNEFARM_LAYER_NORM_VARIANT=0 (a block a row) or 1 (a warp a row) forces one.
+  // TUNEFARM_LAYER_NORM_VARIANT=0 (a block a row) or 1 (a warp a row) forces one; 1 joins the
+  // timed candidates once it has passed the GPU test.
   std::lock_guard<std::mutex> lock(g_mutex);
   const int variant = ChosenVariant(
       g_layer_norm_variants, {rows, cols, x.dtype().bits, y_half != nullptr},
