@@ -8,7 +8,6 @@ closes. A candidate that hangs or crashes its worker costs a restart of the pool
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import multiprocessing
 import os
 import signal
@@ -21,26 +20,15 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+from tunefarm.tuner.parent_death import end_with_parent
 from tunefarm.tuner.trial import TrialRequest, TrialResult, run_trial, set_measure_lock, warm_up
 from tunefarm.tuner.trial_executor import TrialHandle
 
 
-def _initialize_worker(lock: Any) -> None:
-    _die_with_parent()
+def _initialize_worker(lock: Any, parent_pid: int) -> None:
+    end_with_parent(parent_pid)
     set_measure_lock(lock)
     warm_up()
-
-
-def _die_with_parent() -> None:
-    """On Linux, ask the kernel to end this worker when its parent dies (even by kill -9)."""
-    if sys.platform != "linux":
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
-    except OSError:
-        pass
 
 
 @contextlib.contextmanager
@@ -126,7 +114,7 @@ class WarmPool:
                 max_workers=self.workers,
                 mp_context=self._context,
                 initializer=_initialize_worker,
-                initargs=(lock,),
+                initargs=(lock, os.getpid()),
             )
             # Start every worker now, so the first batch does not pay for the imports. The
             # workers start with Ctrl-C blocked (a signal mask survives fork and exec): the

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -22,6 +23,7 @@ from sqlalchemy import Engine
 
 from tunefarm.tuner.errors import ModelValidationError, UserInputError
 from tunefarm.tuner.import_guard import confine, is_out_of_memory
+from tunefarm.tuner.parent_death import end_with_parent
 from tunefarm.tuner.settings import Settings
 from tunefarm.tuner.targets import parse_target
 from tunefarm.tuning_db.sql_database import best_verified_times
@@ -150,7 +152,7 @@ class ModelAnalyses:
                 max_workers=self._workers,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_start_child,
-                initargs=(self._memory_bytes,),
+                initargs=(self._memory_bytes, os.getpid()),
             )
         return self._pool
 
@@ -189,8 +191,9 @@ def close_model_analyses() -> None:
             _analyses = None
 
 
-def _start_child(memory_bytes: int) -> None:
+def _start_child(memory_bytes: int, parent_pid: int) -> None:
     """In a pool process: load TVM, then limit what the analyses may add, and silence them."""
+    end_with_parent(parent_pid)  # an API server killed by -9 must not leave its analysts behind
     import tunefarm.tuner.model_analysis  # noqa: F401  (TVM, loaded before the limit)
 
     confine(memory_bytes)
