@@ -66,6 +66,50 @@ __device__ __forceinline__ float WarpSum(float v) {
 __device__ __forceinline__ float Load(const float* p) { return *p; }
 __device__ __forceinline__ float Load(const __half* p) { return __half2float(*p); }
 
+// This warp's rows' mask values, rows first_row... (clamped to the last row), lane l taking keys
+// l, l + 32, ...; 0 where there is no mask.
+template <int kRows, int KEYS, typename Mask>
+__device__ __forceinline__ void LoadMask(float (&bias)[kRows][KEYS], const Mask* mask,
+                                         const Params& p, int bi, int hi, int first_row,
+                                         int lane) {
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    const int row = min(first_row + r, p.s - 1);
+#pragma unroll
+    for (int t = 0; t < KEYS; ++t) {
+      const int j = min(lane + 32 * t, p.sk - 1);
+      bias[r][t] = mask == nullptr ? 0.0f
+                                   : Load(mask + bi * p.mask_batch + hi * p.mask_head +
+                                          row * p.mask_row + j * p.mask_key);
+    }
+  }
+}
+
+// Softmax of one row whose keys are spread over the warp (lane l: keys l, l + 32, ...). `x`
+// holds the scaled, masked scores of the keys below sk; on return, their weights, and 0 past
+// sk. Every key masked with -inf: weights 0, as scaled_dot_product_attention's decomposition
+// gives (a bare softmax would give NaN).
+template <int KEYS>
+__device__ __forceinline__ void WarpSoftmax(float (&x)[KEYS], int lane, int sk) {
+  float best = -INFINITY;
+#pragma unroll
+  for (int t = 0; t < KEYS; ++t) {
+    if (lane + 32 * t < sk) best = fmaxf(best, x[t]);
+  }
+  best = WarpMax(best);
+  const bool empty = best == -INFINITY;
+  float total = 0.0f;
+#pragma unroll
+  for (int t = 0; t < KEYS; ++t) {
+    x[t] = (empty || lane + 32 * t >= sk) ? 0.0f : __expf(x[t] - best);
+    total += x[t];
+  }
+  total = WarpSum(total);  // every lane, masked row or not: the shuffle needs the whole warp
+  const float inverse = empty ? 0.0f : 1.0f / total;
+#pragma unroll
+  for (int t = 0; t < KEYS; ++t) x[t] *= inverse;
+}
+
 template <int kWarps, int KEYS, typename Mask>
 __global__ void __launch_bounds__(kWarps * 32)
     AttentionKernel(const __half* __restrict__ q, const __half* __restrict__ k,
@@ -88,17 +132,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 
   // This warp's mask values, loaded first: their latency hides behind the K and V loads.
   float bias[kRowsPerWarp][KEYS];
-#pragma unroll
-  for (int r = 0; r < kRowsPerWarp; ++r) {
-    const int row = min(row0 + warp * kRowsPerWarp + r, p.s - 1);
-#pragma unroll
-    for (int t = 0; t < KEYS; ++t) {
-      const int j = min(lane + 32 * t, p.sk - 1);
-      bias[r][t] = mask == nullptr ? 0.0f
-                                   : Load(mask + bi * p.mask_batch + hi * p.mask_head +
-                                          row * p.mask_row + j * p.mask_key);
-    }
-  }
+  LoadMask(bias, mask, p, bi, hi, row0 + warp * kRowsPerWarp, lane);
 
   // K and V of this head, 16 bytes a load (the rewrite asks d and the strides for multiples of 8).
   const int chunks = p.d / 8;
@@ -145,32 +179,13 @@ __global__ void __launch_bounds__(kWarps * 32)
   // Softmax of each row over its keys, into shared memory for the weighted sum.
 #pragma unroll
   for (int r = 0; r < kRowsPerWarp; ++r) {
-    float best = -INFINITY;
 #pragma unroll
-    for (int t = 0; t < KEYS; ++t) {
-      if (lane + 32 * t < p.sk) {
-        s[r][t] = s[r][t] * p.scale + bias[r][t];
-        best = fmaxf(best, s[r][t]);
-      }
-    }
-    best = WarpMax(best);
-    // Every key masked with -inf: weights 0, as scaled_dot_product_attention's decomposition
-    // gives (a bare softmax would give NaN).
-    const bool empty = best == -INFINITY;
-    float total = 0.0f;
-#pragma unroll
-    for (int t = 0; t < KEYS; ++t) {
-      if (lane + 32 * t < p.sk) {
-        s[r][t] = empty ? 0.0f : __expf(s[r][t] - best);
-        total += s[r][t];
-      }
-    }
-    total = WarpSum(total);
-    const float inverse = empty ? 0.0f : 1.0f / total;
+    for (int t = 0; t < KEYS; ++t) s[r][t] = s[r][t] * p.scale + bias[r][t];
+    WarpSoftmax(s[r], lane, p.sk);
     float* prow = ps + (warp * kRowsPerWarp + r) * p.sk;
 #pragma unroll
     for (int t = 0; t < KEYS; ++t) {
-      if (lane + 32 * t < p.sk) prow[lane + 32 * t] = s[r][t] * inverse;
+      if (lane + 32 * t < p.sk) prow[lane + 32 * t] = s[r][t];
     }
   }
   __syncwarp();
@@ -282,17 +297,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   const __half* vh = v + bi * p.v.batch + hi * p.v.head;
 
   float bias[kRowsPerWarp][KEYS];
-#pragma unroll
-  for (int r = 0; r < kRowsPerWarp; ++r) {
-    const int row = min(row0 + warp * kRowsPerWarp + r, p.s - 1);
-#pragma unroll
-    for (int t = 0; t < KEYS; ++t) {
-      const int j = min(lane + 32 * t, p.sk - 1);
-      bias[r][t] = mask == nullptr ? 0.0f
-                                   : Load(mask + bi * p.mask_batch + hi * p.mask_head +
-                                          row * p.mask_row + j * p.mask_key);
-    }
-  }
+  LoadMask(bias, mask, p, bi, hi, row0 + warp * kRowsPerWarp, lane);
 
   // K and V, 16 bytes a load; the padding keys are zeros, so their products are zeros.
   const int chunks = p.d / 8;
@@ -337,30 +342,16 @@ __global__ void __launch_bounds__(kWarps * 32)
   for (int r = 0; r < kRowsPerWarp; ++r) {
     const int local = warp * kRowsPerWarp + r;
     float x[KEYS];
-    float best = -INFINITY;
 #pragma unroll
     for (int t = 0; t < KEYS; ++t) {
       const int j = lane + 32 * t;
-      x[t] = -INFINITY;
-      if (j < p.sk) {
-        x[t] = ss[local * l.s_ld + j] * p.scale + bias[r][t];
-        best = fmaxf(best, x[t]);
-      }
+      x[t] = j < p.sk ? ss[local * l.s_ld + j] * p.scale + bias[r][t] : 0.0f;
     }
-    best = WarpMax(best);
-    const bool empty = best == -INFINITY;  // every key masked: weights 0, as in variants 0 and 1
-    float total = 0.0f;
-#pragma unroll
-    for (int t = 0; t < KEYS; ++t) {
-      x[t] = (empty || lane + 32 * t >= p.sk) ? 0.0f : __expf(x[t] - best);
-      total += x[t];
-    }
-    total = WarpSum(total);
-    const float inverse = empty ? 0.0f : 1.0f / total;
+    WarpSoftmax(x, lane, p.sk);
 #pragma unroll
     for (int t = 0; t < KEYS; ++t) {
       const int j = lane + 32 * t;
-      if (j < l.keys_padded) ps[local * l.p_ld + j] = __float2half_rn(x[t] * inverse);
+      if (j < l.keys_padded) ps[local * l.p_ld + j] = __float2half_rn(x[t]);
     }
   }
   __syncthreads();
