@@ -19,7 +19,7 @@ fault to then is the round's heal time. At the end every job must reach a final 
 Reported: jobs submitted, succeeded, failed (with their reasons), lost (goal 0); duplicate
 records (goal 0); the API's answers during each fault by status code (goal: no 500); heal times.
 
-    .venv/bin/python bench/chaos.py --rounds 1              # one round of each fault (~5 min)
+    .venv/bin/python bench/chaos.py --rounds 1              # one round of each fault (~6 min)
     TUNEFARM_CHAOS_ROUNDS=20 .venv/bin/python bench/chaos.py  # the long run
 """
 
