@@ -32,6 +32,7 @@
 #include <mutex>
 #include <optional>
 #include <sstream>
+#include <string>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -197,7 +198,7 @@ void CheckDtype(const TensorView& t, DLDataType expected, const char* what) {
 // the error a call inside a CUDA graph capture gets.
 template <typename Run, typename Log>
 int FastestCandidate(const char* what, int device, cudaStream_t stream,
-                     std::initializer_list<int> candidates, Run run, Log log) {
+                     const std::vector<int>& candidates, Run run, Log log) {
   if (Capturing(stream)) {
     TVM_FFI_THROW(RuntimeError) << what << ": no plan for a call inside a CUDA graph capture";
   }
@@ -216,26 +217,48 @@ int FastestCandidate(const char* what, int device, cudaStream_t stream,
   return best;
 }
 
-// The launch variant for `key` on `device`: the one the environment variable `env` forces (e.g.
-// TUNEFARM_ATTENTION_VARIANT=1; null: none can be forced), or else the fastest of `candidates`,
-// timed once per key. `plan()` runs once per key before the first launch. Called with g_mutex
-// held.
+// The variants the environment variable `env` names, comma-separated ("2", "0,1,2,3"); none
+// where it is unset or empty, or `env` is null.
+std::vector<int> VariantsNamedBy(const char* env) {
+  std::vector<int> variants;
+  const char* text = env != nullptr ? std::getenv(env) : nullptr;
+  std::istringstream items(text != nullptr ? text : "");
+  std::string item;
+  while (std::getline(items, item, ',')) {
+    char* end = nullptr;
+    const long variant = std::strtol(item.c_str(), &end, 10);
+    if (item.empty() || *end != '\0' || variant < 0) {
+      TVM_FFI_THROW(ValueError) << env << "=" << text
+                                << ": expected launch variants such as 1 or 0,1,2,3";
+    }
+    variants.push_back(int(variant));
+  }
+  return variants;
+}
+
+// The launch variant for `key` on `device`: the fastest of `candidates`, or of the variants the
+// environment variable `env` names instead (TUNEFARM_ATTENTION_VARIANT=0,1,2,3), timed once per
+// key; a single variant, named or not, is taken untimed (TUNEFARM_ATTENTION_VARIANT=1 forces
+// it). `plan()` runs once per key before the first launch. Called with g_mutex held.
 template <typename Plan, typename Run, typename Log>
 int ChosenVariant(std::map<std::vector<int64_t>, int>& chosen, std::vector<int64_t> key,
                   const char* what, const char* env, int device, cudaStream_t stream,
-                  std::initializer_list<int> candidates, Plan plan, Run run, Log log) {
-  const char* forced_text = env != nullptr ? std::getenv(env) : nullptr;
-  const int forced = forced_text != nullptr && forced_text[0] != '\0' ? std::atoi(forced_text) : -1;
-  key.insert(key.end(), {device, forced});
+                  const std::vector<int>& candidates, Plan plan, Run run, Log log) {
+  const std::vector<int> named = VariantsNamedBy(env);
+  const std::vector<int>& pool = named.empty() ? candidates : named;
+  // The named variants are part of the key: each choice among other variants is made anew.
+  key.push_back(device);
+  key.insert(key.end(), named.begin(), named.end());
+  key.push_back(int64_t(named.size()));
   auto it = chosen.find(key);
   if (it == chosen.end()) {
     plan();
-    const int best = forced >= 0 ? forced
-                                 : FastestCandidate(what, device, stream, candidates,
-                                                    [&](int variant, cudaStream_t on) {
-                                                      return run(variant, on) == cudaSuccess;
-                                                    },
-                                                    log);
+    const int best = pool.size() == 1 ? pool.front()
+                                      : FastestCandidate(what, device, stream, pool,
+                                                         [&](int variant, cudaStream_t on) {
+                                                           return run(variant, on) == cudaSuccess;
+                                                         },
+                                                         log);
     it = chosen.emplace(std::move(key), best).first;
   }
   return it->second;
@@ -873,9 +896,10 @@ void Attention(TensorView q, TensorView k, TensorView v, TensorView mask, Shape 
                                      int(mask_bits), scale, variant, on);
   };
   cudaStream_t stream = CurrentStream(device);
-  // TUNEFARM_ATTENTION_VARIANT=0 to 3 runs that variant untimed (the GPU tests check each). The
-  // tensor-core variants (2, 3) refuse head sizes that are not multiples of 16. They join the
-  // timed candidates once they have passed the GPU test (bench/README.md, 2026-12-06 evening).
+  // TUNEFARM_ATTENTION_VARIANT=0 to 3 runs that variant untimed (the GPU tests check each), and
+  // a list (0,1,2,3) is timed instead of {0, 1}. The tensor-core variants (2, 3) refuse head
+  // sizes that are not multiples of 16 (timing skips them there). They join the default
+  // candidates once they have passed the GPU test (bench/README.md, 2026-12-06 evening).
   std::lock_guard<std::mutex> lock(g_mutex);
   const int variant = ChosenVariant(
       g_attention_variants, std::vector<int64_t>(config.begin(), config.end()),
@@ -940,8 +964,8 @@ void AddLayerNormInto(const TensorView& x, const TensorView& residual, const Ten
                                           y_half != nullptr ? Data(*y_half) : nullptr, rows,
                                           int(cols), epsilon, variant, on);
   };
-  // TUNEFARM_LAYER_NORM_VARIANT=0 (a block a row) or 1 (a warp a row) forces one; 1 joins the
-  // timed candidates once it has passed the GPU test.
+  // TUNEFARM_LAYER_NORM_VARIANT=0 (a block a row) or 1 (a warp a row) forces one, and 0,1 times
+  // both; 1 joins the default candidates once it has passed the GPU test.
   std::lock_guard<std::mutex> lock(g_mutex);
   const int variant = ChosenVariant(
       g_layer_norm_variants, {rows, cols, x.dtype().bits, y_half != nullptr},

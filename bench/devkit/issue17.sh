@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Issue 17's device runs, one step a call (each fits the call's 600 s), after the kit is in:
+#   bash .devkit/setup.sh >/dev/null && source .devkit/env.sh && bash bench/devkit/issue17.sh STEP
+# Steps, in the order they are worth the device time:
+#   test-attention  our BERT-layer kernels against TVM's on the GPU: every attention and layer
+#             norm variant forced in turn, then timed (TUNEFARM_VENDOR_LOG: each one's time)
+#   test-depthwise  the same for the depthwise convolution (MobileNetV2)
+#   bert      BERT-base fp16 beside every torch.compile mode (the goal's "best mode")
+#   bert-tc   the same, the shim timing every attention variant (0-3) and layer norm variant
+#             (0, 1): what adding the new ones to its candidates gives (only after `test` passes)
+#   cnn-fp16  MobileNetV2 and ResNet-50 fp16 (with the committed sm_90 pack) beside torch
+#   rn50-fp32 ResNet-50 fp32, vendor rows with and without TF32
+# Files land in $OUT named by the GPU (h100, h200), not the device's hostname (`vm`).
+set -uo pipefail
+step=${1:?"usage: issue17.sh test-attention|test-depthwise|bert|bert-tc|cnn-fp16|rn50-fp32"}
+OUT=${OUT:?"OUT: the folder whose files come back"}
+gpu=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1)
+tag=$(echo "$gpu" | grep -o -i -E 'h100|h200|a100|l40s' | head -1 | tr 'A-Z' 'a-z')
+tag=${tag:-gpu}
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+echo "issue17.sh $step on $gpu ($tag), $stamp"
+limit=${STEP_TIMEOUT:-560}
+
+case "$step" in
+  test-attention | test-depthwise)
+    log="$OUT/vendor_kernels_gpu_$step-$tag-$stamp.txt"
+    TUNEFARM_VENDOR_LOG=1 timeout "$limit" python3 -m pytest -s -q -k "${step#test-}" \
+      tests/tuner/test_vendor_kernels_gpu.py > "$log" 2>&1
+    rc=$?
+    grep -E "variant|bytes" "$log" | sort | uniq -c | head -40
+    tail -5 "$log"
+    ;;
+  bert | bert-tc)
+    if [ "$step" = bert-tc ]; then
+      export TUNEFARM_ATTENTION_VARIANT=0,1,2,3 TUNEFARM_LAYER_NORM_VARIANT=0,1 TUNEFARM_VENDOR_LOG=1
+    fi
+    timeout "$limit" python3 bench/torch_path.py --target cuda --fp16 --source torchvision \
+      --models bert_base_masked --vendor-kernels --torch-compile ${MAX_AUTOTUNE:+--max-autotune} \
+      --runs 50 --tag "$tag-$step" --out "$OUT" 2> "$OUT/torch_path_stderr-$tag-$step-$stamp.txt"
+    rc=$?
+    grep -E "attention|layer_norm" "$OUT/torch_path_stderr-$tag-$step-$stamp.txt" | head -20
+    tail -5 "$OUT/torch_path_stderr-$tag-$step-$stamp.txt"
+    ;;
+  cnn-fp16)
+    timeout "$limit" python3 bench/gpu_peers.py --models mobilenet_v2,resnet50 --precisions fp16 \
+      --records packs/resnet50-fp16-sm_90 --vendor-kernels --out "$OUT"
+    rc=$?
+    ;;
+  rn50-fp32)
+    timeout "$limit" python3 bench/gpu_peers.py --models resnet50 --precisions fp32 --vendor-kernels \
+      --tf32 --out "$OUT"
+    rc=$?
+    ;;
+  *)
+    echo "issue17.sh: no step '$step'" >&2
+    exit 2
+    ;;
+esac
+# gpu_peers names its file by the hostname.
+for file in "$OUT"/*-"$(hostname)"-*; do
+  [ -e "$file" ] && mv "$file" "${file/-$(hostname)-/-$tag-}"
+done
+ls "$OUT"
+exit "$rc"
