@@ -426,15 +426,18 @@ cudaError_t LaunchVariant(int variant, const Params& p, const void* q, const voi
 
 }  // namespace
 
-// The largest shared memory a launch of (keys, head size) takes; the shim refuses more than the
-// device allows.
-extern "C" size_t tunefarm_attention_shared_bytes(int sk, int d) { return SharedBytes(sk, d); }
+// The shared memory a launch of (keys, head size) takes with `variant`: the tensor-core ones
+// (2, 3) pad their rows and keep the scores apart, so they take more. The shim refuses a variant
+// that needs more than the device allows.
+extern "C" size_t tunefarm_attention_shared_bytes(int sk, int d, int variant) {
+  return variant >= 2 ? TensorCoreShared(sk, d).bytes : SharedBytes(sk, d);
+}
 
 // shape: b, h, s, sk, d. strides: q, k, v, out (batch, head, row each), then the mask's (batch,
 // head, row, key). mask_bits: 0 (no mask), 16 or 32. variant: 0 (8 warps of 2 rows), 1 (16
 // warps of 1 row), 2 or 3 (tensor cores, 4 or 8 warps; head sizes that are multiples of 16, and
-// cudaErrorInvalidValue otherwise). Returns a cudaError_t; cudaErrorInvalidValue for what the kernel does not
-// take (the rewrite does not offer it such shapes).
+// cudaErrorInvalidValue otherwise). Returns a cudaError_t; cudaErrorInvalidValue for what the
+// kernel does not take (the rewrite does not offer it such shapes).
 extern "C" int tunefarm_attention_launch(const void* q, const void* k, const void* v,
                                          const void* mask, void* out, const int* shape,
                                          const int64_t* strides, int mask_bits, float scale,

@@ -50,7 +50,7 @@ extern "C" int tunefarm_depthwise_launch(const void* x, const void* w, const voi
                                          int vector_bytes, void* stream);
 
 // vendor_attention.cu, compiled by nvcc; the launch returns a cudaError_t.
-extern "C" size_t tunefarm_attention_shared_bytes(int sk, int d);
+extern "C" size_t tunefarm_attention_shared_bytes(int sk, int d, int variant);
 extern "C" int tunefarm_attention_launch(const void* q, const void* k, const void* v,
                                          const void* mask, void* out, const int* shape,
                                          const int64_t* strides, int mask_bits, float scale,
@@ -217,34 +217,44 @@ int FastestCandidate(const char* what, int device, cudaStream_t stream,
   return best;
 }
 
-// The variants the environment variable `env` names, comma-separated ("2", "0,1,2,3"); none
-// where it is unset or empty, or `env` is null.
-std::vector<int> VariantsNamedBy(const char* env) {
+// The variants the environment variable `env` names, comma-separated ("2", "0,1,2,3"), each
+// below `count`; none where it is unset or empty, or `env` is null.
+std::vector<int> VariantsNamedBy(const char* env, int count) {
   std::vector<int> variants;
   const char* text = env != nullptr ? std::getenv(env) : nullptr;
-  std::istringstream items(text != nullptr ? text : "");
-  std::string item;
-  while (std::getline(items, item, ',')) {
-    char* end = nullptr;
-    const long variant = std::strtol(item.c_str(), &end, 10);
-    if (item.empty() || *end != '\0' || variant < 0) {
-      TVM_FFI_THROW(ValueError) << env << "=" << text
-                                << ": expected launch variants such as 1 or 0,1,2,3";
+  if (text == nullptr || text[0] == '\0') return variants;
+  const std::string all(text);
+  size_t start = 0;
+  while (start <= all.size()) {
+    const size_t comma = std::min(all.find(',', start), all.size());
+    std::string item = all.substr(start, comma - start);
+    const size_t first = item.find_first_not_of(' ');
+    const size_t last = item.find_last_not_of(' ');
+    item = first == std::string::npos ? "" : item.substr(first, last - first + 1);
+    const bool number = !item.empty() && item.size() <= 3 &&
+                        item.find_first_not_of("0123456789") == std::string::npos;
+    const int variant = number ? std::atoi(item.c_str()) : -1;
+    if (variant < 0 || variant >= count) {
+      TVM_FFI_THROW(ValueError) << env << "=" << text << ": expected launch variants from 0 to "
+                                << count - 1 << ", such as 1 or 0,1";
     }
     variants.push_back(int(variant));
+    start = comma + 1;
   }
   return variants;
 }
 
 // The launch variant for `key` on `device`: the fastest of `candidates`, or of the variants the
-// environment variable `env` names instead (TUNEFARM_ATTENTION_VARIANT=0,1,2,3), timed once per
-// key; a single variant, named or not, is taken untimed (TUNEFARM_ATTENTION_VARIANT=1 forces
-// it). `plan()` runs once per key before the first launch. Called with g_mutex held.
+// environment variable `env` names instead (TUNEFARM_ATTENTION_VARIANT=0,1,2,3; it may name 0 to
+// `variants` - 1), timed once per key; a single variant, named or not, is taken untimed
+// (TUNEFARM_ATTENTION_VARIANT=1 forces it). `plan(pool)` runs once per key before the first
+// launch, with the variants to choose from. Called with g_mutex held.
 template <typename Plan, typename Run, typename Log>
 int ChosenVariant(std::map<std::vector<int64_t>, int>& chosen, std::vector<int64_t> key,
-                  const char* what, const char* env, int device, cudaStream_t stream,
-                  const std::vector<int>& candidates, Plan plan, Run run, Log log) {
-  const std::vector<int> named = VariantsNamedBy(env);
+                  const char* what, const char* env, int variants, int device,
+                  cudaStream_t stream, const std::vector<int>& candidates, Plan plan, Run run,
+                  Log log) {
+  const std::vector<int> named = VariantsNamedBy(env, variants);
   const std::vector<int>& pool = named.empty() ? candidates : named;
   // The named variants are part of the key: each choice among other variants is made anew.
   key.push_back(device);
@@ -252,7 +262,7 @@ int ChosenVariant(std::map<std::vector<int64_t>, int>& chosen, std::vector<int64
   key.push_back(int64_t(named.size()));
   auto it = chosen.find(key);
   if (it == chosen.end()) {
-    plan();
+    plan(pool);
     const int best = pool.size() == 1 ? pool.front()
                                       : FastestCandidate(what, device, stream, pool,
                                                          [&](int variant, cudaStream_t on) {
@@ -802,8 +812,8 @@ void Depthwise(TensorView x, TensorView w, TensorView bias, TensorView z, Shape 
   std::vector<int64_t> key(dims, dims + 14);
   key.insert(key.end(), {config[6], config[7], x.dtype().bits});
   const int bytes = ChosenVariant(
-      g_depthwise_widths, std::move(key), "tunefarm_depthwise_conv2d", nullptr, device, stream,
-      {16, 8, 4, 0}, [] {}, launch, [&](int width, float ms) {
+      g_depthwise_widths, std::move(key), "tunefarm_depthwise_conv2d", nullptr, 0, device,
+      stream, {16, 8, 4, 0}, [](const std::vector<int>&) {}, launch, [&](int width, float ms) {
         std::fprintf(stderr, "tunefarm depthwise x %dx%dx%dx%d k %dx%d s %d: %d bytes: %.4f ms\n",
                      dims[0], dims[1], dims[2], dims[3], dims[6], dims[7], dims[8], width, ms);
       });
@@ -883,6 +893,7 @@ void Attention(TensorView q, TensorView k, TensorView v, TensorView mask, Shape 
   float scale = 0.0f;
   std::memcpy(&scale, &scale_bits, sizeof scale);
   for (const TensorView* t : {&q, &k, &v, &out, &mask}) {
+    if (t == &mask && mask_bits == 0) continue;  // a placeholder, never read
     if (reinterpret_cast<uintptr_t>(Data(*t)) % 16 != 0) {
       TVM_FFI_THROW(ValueError) << "tunefarm_attention: a tensor is not 16-byte aligned";
     }
@@ -903,15 +914,22 @@ void Attention(TensorView q, TensorView k, TensorView v, TensorView mask, Shape 
   std::lock_guard<std::mutex> lock(g_mutex);
   const int variant = ChosenVariant(
       g_attention_variants, std::vector<int64_t>(config.begin(), config.end()),
-      "tunefarm_attention", "TUNEFARM_ATTENTION_VARIANT", device, stream, {0, 1},
-      [&] {
-        // Whether the blocks fit this GPU at all: a device attribute query, once per config.
+      "tunefarm_attention", "TUNEFARM_ATTENTION_VARIANT", 4, device, stream, {0, 1},
+      [&](const std::vector<int>& pool) {
+        // Whether one of the variants takes this shape on this GPU at all (a device attribute
+        // query, once per config); timing skips those that do not.
         int shared_limit = 0;
         TF_CHECK_CUDA(cudaDeviceGetAttribute(&shared_limit,
                                              cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-        if (tunefarm_attention_shared_bytes(int(sk), int(d)) > size_t(shared_limit)) {
-          TVM_FFI_THROW(ValueError) << "tunefarm_attention: " << sk << " keys of size " << d
-                                    << " do not fit this GPU's shared memory";
+        const bool any = std::any_of(pool.begin(), pool.end(), [&](int variant) {
+          return (variant < 2 || d % 16 == 0) &&
+                 tunefarm_attention_shared_bytes(int(sk), int(d), variant) <= size_t(shared_limit);
+        });
+        if (!any) {
+          TVM_FFI_THROW(ValueError)
+              << "tunefarm_attention: " << sk << " keys of size " << d
+              << " fit no launch variant asked for on this GPU (its shared memory; the "
+                 "tensor-core ones take head sizes that are multiples of 16)";
         }
       },
       launch,
@@ -969,8 +987,8 @@ void AddLayerNormInto(const TensorView& x, const TensorView& residual, const Ten
   std::lock_guard<std::mutex> lock(g_mutex);
   const int variant = ChosenVariant(
       g_layer_norm_variants, {rows, cols, x.dtype().bits, y_half != nullptr},
-      "tunefarm_add_layer_norm", "TUNEFARM_LAYER_NORM_VARIANT", device, stream, {0}, [] {},
-      launch, [&](int candidate, float ms) {
+      "tunefarm_add_layer_norm", "TUNEFARM_LAYER_NORM_VARIANT", 2, device, stream, {0},
+      [](const std::vector<int>&) {}, launch, [&](int candidate, float ms) {
         std::fprintf(stderr, "tunefarm add_layer_norm %ldx%ld: variant %d: %.4f ms\n", long(rows),
                      long(cols), candidate, ms);
       });
