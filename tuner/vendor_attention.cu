@@ -404,11 +404,14 @@ struct Scalar {
   }
 };
 
+// The tensor-core variants take head sizes made of whole 16-wide wmma tiles.
+inline bool TensorCoreTakes(int d) { return d % 16 == 0; }
+
 template <int kWarps, int KEYS, typename Mask>
 struct TensorCore {
   static cudaError_t Run(const Params& p, const void* q, const void* k, const void* v,
                          const void* mask, void* out, cudaStream_t stream) {
-    if (p.d % 16 != 0) return cudaErrorInvalidValue;
+    if (!TensorCoreTakes(p.d)) return cudaErrorInvalidValue;
     return LaunchKernel<Mask>(TensorCoreAttentionKernel<kWarps, KEYS, Mask>, kWarps * 32,
                               TensorCoreShared(p.sk, p.d).bytes, p, q, k, v, mask, out, stream);
   }
@@ -426,11 +429,13 @@ cudaError_t LaunchVariant(int variant, const Params& p, const void* q, const voi
 
 }  // namespace
 
-// The shared memory a launch of (keys, head size) takes with `variant`: the tensor-core ones
-// (2, 3) pad their rows and keep the scores apart, so they take more. The shim refuses a variant
-// that needs more than the device allows.
+// The shared memory a launch of (keys, head size) takes with `variant`, or 0 where the variant
+// does not take that shape: the tensor-core ones (2, 3) pad their rows and keep the scores
+// apart, so they take more. The shim refuses a variant that needs more than the device allows.
 extern "C" size_t tunefarm_attention_shared_bytes(int sk, int d, int variant) {
-  return variant >= 2 ? TensorCoreShared(sk, d).bytes : SharedBytes(sk, d);
+  if (variant == 0 || variant == 1) return SharedBytes(sk, d);
+  if (variant == 2 || variant == 3) return TensorCoreTakes(d) ? TensorCoreShared(sk, d).bytes : 0;
+  return 0;
 }
 
 // shape: b, h, s, sk, d. strides: q, k, v, out (batch, head, row each), then the mask's (batch,

@@ -922,8 +922,8 @@ void Attention(TensorView q, TensorView k, TensorView v, TensorView mask, Shape 
         TF_CHECK_CUDA(cudaDeviceGetAttribute(&shared_limit,
                                              cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
         const bool any = std::any_of(pool.begin(), pool.end(), [&](int variant) {
-          return (variant < 2 || d % 16 == 0) &&
-                 tunefarm_attention_shared_bytes(int(sk), int(d), variant) <= size_t(shared_limit);
+          const size_t bytes = tunefarm_attention_shared_bytes(int(sk), int(d), variant);
+          return bytes != 0 && bytes <= size_t(shared_limit);
         });
         if (!any) {
           TVM_FFI_THROW(ValueError)
