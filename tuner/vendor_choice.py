@@ -15,13 +15,21 @@ So a chain goes to the vendor only where that is faster:
 
 A chain with no record goes to the vendor when the vendor call runs at all; with a record, only
 when the vendor call is faster.
+
+Each side's time is kept in the tuning database (``tuning_db.vendor_timings``) under the target
+fingerprint, the chain, and what was built (the shim's sources; the task's best record), so the
+next build for the fingerprint reads it instead of building and timing the chain again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -31,7 +39,18 @@ from tvm.ir import IRModule
 from tvm.target import Target
 
 from tunefarm.tuner.tasks import extract_tuning_tasks, look_up_tasks
-from tunefarm.tuner.vendor_kernels import VendorCall, VendorSelect, vendor_call_expr
+from tunefarm.tuner.vendor_kernels import (
+    VendorCall,
+    VendorSelect,
+    shim_sources_key,
+    vendor_call_expr,
+)
+from tunefarm.tuning_db.vendor_timings import (
+    VendorTimingKey,
+    find_vendor_timing,
+    store_vendor_timing,
+)
+from tunefarm.tuning_db.workload_key import workload_key
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +71,8 @@ class ChainChoice:
     vendor: bool
     record_us: float | None = None
     """The record's own time, where ``tuned_us`` was measured beside the vendor call."""
+    from_database: tuple[str, ...] = ()
+    """The sides (``vendor``, ``tuned``) whose time an earlier build measured and stored."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -60,6 +81,7 @@ class ChainChoice:
             "tuned_us": self.tuned_us,
             "vendor_us": self.vendor_us,
             "chosen": "vendor" if self.vendor else "tuned",
+            "from_database": list(self.from_database),
         }
 
 
@@ -76,17 +98,24 @@ def choose(
     Without ``time_tuned``, a chain's tuned side is its record's time."""
     chosen: set[relax.Var] = set()
     choices: list[ChainChoice] = []
+    stored = _StoredTimings.of(database)
+    shim = shim_sources_key()
     # ResNet repeats its blocks: one timing per distinct call.
-    times: dict[tuple[Any, ...], tuple[float | None, float | None]] = {}
+    times: dict[str, tuple[float | None, float | None, tuple[str, ...]]] = {}
     for end, call in calls.items():
-        task_name, record_sec = _tuned_time(call, target=target, database=database)
-        key = _call_key(call)
-        if key not in times:
+        task_name, workload, record_sec = _tuned_time(call, target=target, database=database)
+        chain = _chain_json(call)
+        if chain not in times:
+            read: list[str] = []
             tuned_at = record_sec
             if record_sec is not None and time_tuned is not None:
-                tuned_at = time_tuned(call, database)
-            times[key] = (tuned_at, time_vendor(call))
-        tuned_sec, vendor_sec = times[key]
+                tuned_source = _digest(f"{workload}:{record_sec!r}")
+                tuned_at = stored.time(
+                    chain, "tuned", tuned_source, partial(time_tuned, call, database), read
+                )
+            vendor_at = stored.time(chain, "vendor", shim, partial(time_vendor, call), read)
+            times[chain] = (tuned_at, vendor_at, tuple(read))
+        tuned_sec, vendor_sec, read_sides = times[chain]
         if record_sec is not None and tuned_sec is None:
             tuned_sec = record_sec  # the tuned chain failed to build alone; its record stands
         vendor = vendor_sec is not None and (tuned_sec is None or vendor_sec < tuned_sec)
@@ -99,9 +128,57 @@ def choose(
                 vendor_us=round(vendor_sec * 1e6, 3) if vendor_sec is not None else None,
                 vendor=vendor,
                 record_us=round(record_sec * 1e6, 3) if record_sec is not None else None,
+                from_database=read_sides,
             )
         )
     return chosen, choices
+
+
+class _StoredTimings:
+    """Each side's time in the tuning database: read where an earlier build stored it, else
+    measured and stored (a side that does not run here is not stored: another machine's GPU
+    may run it)."""
+
+    def __init__(self, engine: Any, target_key: str) -> None:
+        self._engine = engine
+        self._target_key = target_key
+
+    @classmethod
+    def of(cls, database: Any) -> _StoredTimings:
+        # Only our SQL database keeps timings; another MetaSchedule database times every build.
+        engine = getattr(database, "engine", None)
+        fingerprint = getattr(database, "target_fingerprint", None)
+        return cls(engine, fingerprint.key if engine is not None and fingerprint else "")
+
+    def time(
+        self,
+        chain: str,
+        side: str,
+        source: str,
+        measure: Callable[[], float | None],
+        read: list[str],
+    ) -> float | None:
+        if self._engine is None:
+            return measure()
+        key = VendorTimingKey(self._target_key, chain, side, source)
+        seconds = find_vendor_timing(self._engine, key)
+        if seconds is not None:
+            read.append(side)
+            return seconds
+        seconds = measure()
+        if seconds is not None:
+            store_vendor_timing(self._engine, key, seconds, measured_on=_this_machine())
+        return seconds
+
+
+def _this_machine() -> str:
+    """The host, and the GPU where there is one: what a stored timing was measured on."""
+    host, device = socket.gethostname(), tvm.cuda(0)
+    return f"{host} ({device.device_name})" if device.exist else host
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def selector(
@@ -197,21 +274,30 @@ def _lowered(call: VendorCall, target: Target, *, timed: bool = False) -> IRModu
     return mod
 
 
-def _tuned_time(call: VendorCall, *, target: Target, database: Any) -> tuple[str, float | None]:
+def _tuned_time(
+    call: VendorCall, *, target: Target, database: Any
+) -> tuple[str, str, float | None]:
+    """The chain's task: its name, its workload key, and its best record's time."""
     tasks = extract_tuning_tasks(_lowered(call, target), target=target)
     if not tasks:
-        return "", None
+        return "", "", None
     heaviest = tasks[0]  # the convolution or matmul, with its epilogue fused in
     look_up_tasks([heaviest], database=database, target=target)
-    return heaviest.name, heaviest.best_sec_before
+    workload = workload_key(heaviest.mod)
+    return heaviest.name, workload, heaviest.best_sec_before
 
 
-def _call_key(call: VendorCall) -> tuple[Any, ...]:
-    return (
-        call.func,
-        str(call.x.ty),
-        str(call.weight.ty),
-        call.config,
+def _chain_json(call: VendorCall) -> str:
+    """What the vendor call computes and on what: equal for ResNet's repeated blocks."""
+    return json.dumps(
+        {
+            "func": call.func,
+            "x": str(call.x.ty),
+            "weight": str(call.weight.ty),
+            "out": str(call.out_ty),
+            "config": list(call.config),
+        },
+        sort_keys=True,
     )
 
 

@@ -586,10 +586,20 @@ def register_in_process(
         tvm_ffi.register_global_func(name, module[name], override=True)
 
 
+def _shim_sources() -> bytes:
+    return b"".join(path.read_bytes() for path in (SHIM_SOURCE, *CUDA_SOURCES))
+
+
+def shim_sources_key() -> str:
+    """sha256 of the shim's and our kernels' sources: a vendor call timed with other sources
+    (another variant list, a faster kernel) is timed again."""
+    return hashlib.sha256(_shim_sources()).hexdigest()
+
+
 def compile_shim(toolchain: VendorToolchain, cache_dir: Path) -> tuple[Path, ...]:
     """The shim's object file and our kernels' (``CUDA_SOURCES``), compiled once per source and
     header set into ``cache_dir``."""
-    sources = b"".join(path.read_bytes() for path in (SHIM_SOURCE, *CUDA_SOURCES))
+    sources = _shim_sources()
     # The headers' version files too: an upgraded cuDNN, cuBLAS or frontend recompiles.
     versions = b"".join(
         (folder / name).read_bytes()

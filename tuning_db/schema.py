@@ -2,9 +2,10 @@
 
 One row per workload (a TIR function to tune) with its operator signature (the similarity
 index), one row per target fingerprint, and one row per measured schedule of a workload on a
-target. The untuned baseline latency of each model compiled. Jobs, and for the HTTP API the
-teams, their tokens and their uploaded models. The migrations in ``tuning_db/migrations``
-create exactly these tables; a test compares the two.
+target. The untuned baseline latency of each model compiled, and the timings of vendor calls
+against tuned kernels. Jobs, and for the HTTP API the teams, their tokens and their uploaded
+models. The migrations in ``tuning_db/migrations`` create exactly these tables; a test
+compares the two.
 """
 
 from __future__ import annotations
@@ -164,6 +165,35 @@ class UntunedBaselineRow(Base):
     """The time box ended the timing (a slow model: few samples)."""
     measured_on: Mapped[str] = mapped_column(String(255))
     """The host that measured it (another host of the same fingerprint may read it)."""
+    measured_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+
+
+class VendorTimingRow(Base):
+    """One side of a chain's vendor choice (issue 17), timed on a GPU of the target fingerprint.
+
+    A chain (a convolution or matmul with its epilogue) runs either as a vendor call or as its
+    tuned TVM kernel, whichever was faster when both were timed in one CUDA graph. That timing
+    builds and runs both sides; a later build for the same fingerprint reads it here instead.
+    """
+
+    __tablename__ = "vendor_timings"
+
+    target_key: Mapped[str] = mapped_column(
+        ForeignKey("targets.key", ondelete="CASCADE"), primary_key=True
+    )
+    chain_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    """sha256 of ``chain_json``."""
+    side: Mapped[str] = mapped_column(String(16), primary_key=True)
+    """``vendor`` (the call into our shim) or ``tuned`` (the chain's task with its record)."""
+    source_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    """What was built: for the vendor side, a hash of the shim's sources; for the tuned side, of
+    the task's workload key and its best record's time. Either changes, the side is timed anew."""
+    chain_json: Mapped[str] = mapped_column(Text)
+    """The call's function, input, weight and output types and its configuration."""
+    seconds: Mapped[float] = mapped_column(Float)
+    """Median seconds per call, in a one-call CUDA graph."""
+    measured_on: Mapped[str] = mapped_column(String(255))
+    """The host and GPU that measured it."""
     measured_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
 
 

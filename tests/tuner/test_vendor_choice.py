@@ -8,6 +8,7 @@ the vendor whatever the times say.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -34,16 +35,22 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> tvm.ir.IRModule:
     return import_onnx(validate_onnx_model(path))
 
 
-def _file_every_task(model: tvm.ir.IRModule, url: str, run_sec: float) -> int:
-    """A record of ``run_sec`` for every task of the model built without vendor kernels."""
+def _file_every_task(
+    model: tvm.ir.IRModule, url: str, run_sec: float, *, another_schedule: bool = False
+) -> int:
+    """A record of ``run_sec`` for every task of the model built without vendor kernels
+    (``another_schedule``: of a trace the first records do not have)."""
     database = SqlDatabase(url, target=CUDA)
     tasks = extract_tuning_tasks(
         run_pipeline(model, target=CUDA, options=PipelineOptions(fp16=True)).mod, target=CUDA
     )
     for task in tasks:
+        schedule = Schedule(task.mod)
+        if another_schedule:
+            schedule.enter_postproc()  # one more instruction: another trace, the same program
         database.commit_tuning_record(
             TuningRecord(
-                Schedule(task.mod).trace,
+                schedule.trace,
                 database.commit_workload(task.mod),
                 [run_sec],
                 CUDA,
@@ -119,6 +126,50 @@ def test_the_manifest_choices_come_from_the_selector(
     )
     assert len(into) == 7 and all(choice.vendor for choice in into)
     assert sum(vendor_kernels.vendor_calls(result.mod).values()) == 7
+
+
+def test_each_side_is_timed_once_per_chain_and_then_read_from_the_database(
+    model: tvm.ir.IRModule, tmp_path: Path
+) -> None:
+    """A second build of the model times nothing; a better record re-times the tuned side
+    only. The timers are stand-ins for the GPU (they count their calls)."""
+    url = f"sqlite:///{tmp_path / 'tuning.db'}"
+    _file_every_task(model, url, 5e-6)
+    timed: list[str] = []
+
+    def timer(side: str, seconds: float) -> Callable[..., float]:
+        def time(*_: object) -> float:
+            timed.append(side)
+            return seconds
+
+        return time
+
+    def build() -> list[vendor_choice.ChainChoice]:
+        _, choices = vendor_choice.choose(
+            _chains(model),
+            target=CUDA,
+            database=SqlDatabase(url, target=CUDA),
+            time_vendor=timer("vendor", 3e-6),
+            time_tuned=timer("tuned", 4e-6),
+        )
+        return choices
+
+    first = build()
+    distinct = len(timed) // 2
+    assert distinct > 0 and timed.count("vendor") == timed.count("tuned") == distinct
+    assert all(not choice.from_database for choice in first)
+
+    timed.clear()
+    second = build()
+    assert timed == []
+    assert [c.as_dict() | {"from_database": []} for c in second] == [c.as_dict() for c in first]
+    assert all(choice.from_database == ("tuned", "vendor") for choice in second)
+
+    # Tuning went on: every task has a better record.
+    _file_every_task(model, url, 2e-6, another_schedule=True)
+    third = build()
+    assert timed == ["tuned"] * distinct
+    assert all(choice.from_database == ("vendor",) for choice in third)
 
 
 def _captured_calls(mod: tvm.ir.IRModule) -> str:
