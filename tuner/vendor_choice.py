@@ -38,7 +38,7 @@ from tvm import relax
 from tvm.ir import IRModule
 from tvm.target import Target
 
-from tunefarm.tuner.tasks import extract_tuning_tasks, look_up_tasks
+from tunefarm.tuner.tasks import TuningTask, extract_tuning_tasks, look_up_tasks
 from tunefarm.tuner.vendor_kernels import (
     VendorCall,
     VendorSelect,
@@ -50,7 +50,6 @@ from tunefarm.tuning_db.vendor_timings import (
     find_vendor_timing,
     store_vendor_timing,
 )
-from tunefarm.tuning_db.workload_key import workload_key
 
 logger = logging.getLogger(__name__)
 
@@ -98,20 +97,24 @@ def choose(
     Without ``time_tuned``, a chain's tuned side is its record's time."""
     chosen: set[relax.Var] = set()
     choices: list[ChainChoice] = []
-    stored = _StoredTimings.of(database)
+    stored = _StoredTimings(database)
     shim = shim_sources_key()
     # ResNet repeats its blocks: one timing per distinct call.
     times: dict[str, tuple[float | None, float | None, tuple[str, ...]]] = {}
     for end, call in calls.items():
-        task_name, workload, record_sec = _tuned_time(call, target=target, database=database)
+        task = _chain_task(call, target=target, database=database)
+        record_sec = task.best_sec_before if task is not None else None
         chain = _chain_json(call)
         if chain not in times:
             read: list[str] = []
             tuned_at = record_sec
-            if record_sec is not None and time_tuned is not None:
-                tuned_source = _digest(f"{workload}:{record_sec!r}")
+            if task is not None and record_sec is not None and time_tuned is not None:
                 tuned_at = stored.time(
-                    chain, "tuned", tuned_source, partial(time_tuned, call, database), read
+                    chain,
+                    "tuned",
+                    stored.tuned_source(task.mod, record_sec),
+                    partial(time_tuned, call, database),
+                    read,
                 )
             vendor_at = stored.time(chain, "vendor", shim, partial(time_vendor, call), read)
             times[chain] = (tuned_at, vendor_at, tuple(read))
@@ -123,7 +126,7 @@ def choose(
             chosen.add(end)
         choices.append(
             ChainChoice(
-                task=task_name,
+                task=task.name if task is not None else "",
                 tuned_us=round(tuned_sec * 1e6, 3) if tuned_sec is not None else None,
                 vendor_us=round(vendor_sec * 1e6, 3) if vendor_sec is not None else None,
                 vendor=vendor,
@@ -139,16 +142,16 @@ class _StoredTimings:
     measured and stored (a side that does not run here is not stored: another machine's GPU
     may run it)."""
 
-    def __init__(self, engine: Any, target_key: str) -> None:
-        self._engine = engine
-        self._target_key = target_key
-
-    @classmethod
-    def of(cls, database: Any) -> _StoredTimings:
+    def __init__(self, database: Any) -> None:
         # Only our SQL database keeps timings; another MetaSchedule database times every build.
-        engine = getattr(database, "engine", None)
-        fingerprint = getattr(database, "target_fingerprint", None)
-        return cls(engine, fingerprint.key if engine is not None and fingerprint else "")
+        self._database = database if hasattr(database, "target_fingerprint") else None
+
+    def tuned_source(self, task: IRModule, record_sec: float) -> str:
+        """The tuned side's ``source_key``: the task's workload and its best record's time."""
+        if self._database is None:
+            return ""
+        workload = self._database.workload_key(task)  # cached: the lookup computed it
+        return hashlib.sha256(f"{workload}:{record_sec!r}".encode()).hexdigest()
 
     def time(
         self,
@@ -158,16 +161,16 @@ class _StoredTimings:
         measure: Callable[[], float | None],
         read: list[str],
     ) -> float | None:
-        if self._engine is None:
+        if self._database is None:
             return measure()
-        key = VendorTimingKey(self._target_key, chain, side, source)
-        seconds = find_vendor_timing(self._engine, key)
+        key = VendorTimingKey(self._database.target_fingerprint.key, chain, side, source)
+        seconds = find_vendor_timing(self._database.engine, key)
         if seconds is not None:
             read.append(side)
             return seconds
         seconds = measure()
         if seconds is not None:
-            store_vendor_timing(self._engine, key, seconds, measured_on=_this_machine())
+            store_vendor_timing(self._database.engine, key, seconds, measured_on=_this_machine())
         return seconds
 
 
@@ -175,10 +178,6 @@ def _this_machine() -> str:
     """The host, and the GPU where there is one: what a stored timing was measured on."""
     host, device = socket.gethostname(), tvm.cuda(0)
     return f"{host} ({device.device_name})" if device.exist else host
-
-
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def selector(
@@ -274,17 +273,14 @@ def _lowered(call: VendorCall, target: Target, *, timed: bool = False) -> IRModu
     return mod
 
 
-def _tuned_time(
-    call: VendorCall, *, target: Target, database: Any
-) -> tuple[str, str, float | None]:
-    """The chain's task: its name, its workload key, and its best record's time."""
+def _chain_task(call: VendorCall, *, target: Target, database: Any) -> TuningTask | None:
+    """The chain's task, with its best record's time (``best_sec_before``) looked up."""
     tasks = extract_tuning_tasks(_lowered(call, target), target=target)
     if not tasks:
-        return "", "", None
+        return None
     heaviest = tasks[0]  # the convolution or matmul, with its epilogue fused in
     look_up_tasks([heaviest], database=database, target=target)
-    workload = workload_key(heaviest.mod)
-    return heaviest.name, workload, heaviest.best_sec_before
+    return heaviest
 
 
 def _chain_json(call: VendorCall) -> str:
