@@ -16,7 +16,14 @@ fresh database with workers of its own (issue 16's trials/s ideas):
 
 Keys: ``concurrency`` (build processes of the measure worker), ``batch`` and ``in_flight``
 (``TUNEFARM_SEARCH_BATCH`` and ``TUNEFARM_SEARCH_IN_FLIGHT``), ``coordinator_cores`` (the
-coordinator pinned to the last N cores, the measure worker to the others).
+coordinator pinned to the last N cores, the measure worker to the others), ``split_k`` (1:
+``TUNEFARM_SEARCH_SPLIT_K``, the split-K sketches of ``tuner/split_k.py``).
+
+With several variants, each variant after the first writes its records beside
+``--records-out`` (``<records-out>-<variant>``), and ``task_compare`` in the result file gives
+each task's best time under every variant against the first. Issue 17's split-K measurement:
+
+    --variants "base:concurrency=15;splitk:concurrency=15,split_k=1"
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ class Variant:
     batch: int | None = None
     in_flight: int | None = None
     coordinator_cores: int | None = None
+    split_k: int | None = None
 
     def cores(self) -> tuple[set[int] | None, set[int] | None]:
         """CPUs of the measure worker and of the coordinator (None: not pinned)."""
@@ -164,6 +172,28 @@ def tune_one(
         },
         "manifest": job.manifest,
     }
+
+
+def task_compare(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each task's best time under every variant, and its ratio to the first variant's."""
+    rows: dict[tuple[str, str, str], dict[str, Any]] = {}
+    first: dict[tuple[str, str], str] = {}
+    for run in runs:
+        variant = run["variant"]["name"]
+        first.setdefault((run["model"], run["precision"]), variant)
+        for task, figures in run["tasks"].items():
+            key = (run["model"], run["precision"], task)
+            row = rows.setdefault(
+                key,
+                {"model": key[0], "precision": key[1], "task": task, "best_us": {}, "ratio": {}},
+            )
+            row["best_us"][variant] = figures["best_us"]
+    for (model, precision, _), row in rows.items():
+        base = row["best_us"].get(first[(model, precision)])
+        for variant, best in row["best_us"].items():
+            if base and best:
+                row["ratio"][variant] = round(best / base, 3)
+    return list(rows.values())
 
 
 def busy_shares(run: dict[str, Any], concurrency: int) -> dict[str, Any]:
@@ -320,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
                 coordinator_env["TUNEFARM_SEARCH_BATCH"] = str(variant.batch)
             if variant.in_flight is not None:
                 coordinator_env["TUNEFARM_SEARCH_IN_FLIGHT"] = str(variant.in_flight)
+            if variant.split_k is not None:
+                coordinator_env["TUNEFARM_SEARCH_SPLIT_K"] = str(variant.split_k)
             print(f"variant {variant}", flush=True)
             workers = [
                 start_worker(
@@ -357,9 +389,18 @@ def main(argv: list[str] | None = None) -> int:
                         )
             finally:
                 _stop(workers)
-            if variant is variants[0]:
-                counts = export_json_logs(engine, args.records_out)
-                print(f"exported {counts.records} records of {counts.workloads} workloads")
+            records_out = args.records_out
+            if variant is not variants[0]:
+                records_out = records_out.with_name(f"{records_out.name}-{variant.name}")
+            counts = export_json_logs(engine, records_out)
+            print(f"exported {counts.records} records of {counts.workloads} workloads")
+        if len(variants) > 1:
+            log["task_compare"] = task_compare(log["runs"])
+            for row in log["task_compare"]:
+                print(
+                    f"  {row['model']} {row['precision']} {row['task']}: "
+                    + ", ".join(f"{k} {v}" for k, v in row["best_us"].items())
+                )
         if args.stock_trials > 0:
             name, precision = args.models.split(",")[0], args.precisions.split(",")[0]
             print(f"stock tune_relax on {name} {precision}, {args.stock_trials} trials", flush=True)

@@ -25,6 +25,7 @@ from tunefarm.tuner.cpu_threads import search_threads
 from tunefarm.tuner.metaschedule_logging import METASCHEDULE_LOGGER, unnamed_handlers_set_aside
 from tunefarm.tuner.schedule_rules import register_pooling_rules
 from tunefarm.tuner.settings import Settings
+from tunefarm.tuner.split_k import space_generator
 from tunefarm.tuner.tasks import TuningTask
 from tunefarm.tuner.tensor_intrinsics import load_tensor_intrinsics
 from tunefarm.tuner.trial_budget import TaskOutlook, allocate_trials
@@ -47,6 +48,9 @@ class SearchSettings:
     num_trials_per_iter: int = 64
     batches_in_flight: int = 2
     """Batches out to the measure workers at once (our loop; 1: search only while idle)."""
+    split_k: bool = False
+    """CUDA tensor-core targets: add split-K sketches for small-output blocks
+    (``tuner.split_k``)."""
 
     def strategy(self) -> ms.search_strategy.EvolutionarySearch:
         return ms.search_strategy.EvolutionarySearch(
@@ -74,6 +78,8 @@ def configured_search() -> SearchSettings:
         search = replace(search, num_trials_per_iter=settings.search_batch)
     if settings.search_in_flight is not None:
         search = replace(search, batches_in_flight=settings.search_in_flight)
+    if settings.search_split_k:
+        search = replace(search, split_k=True)
     return search
 
 
@@ -333,6 +339,7 @@ def _tune_contexts(
         return ms.relax_integration.extracted_tasks_to_tune_contexts(
             extracted_tasks=extracted,
             work_dir=work_dir,
+            space=space_generator(active[0].extracted.target, split_k=settings.split_k),
             strategy=settings.strategy(),
             seed=seed,
         )
@@ -348,7 +355,7 @@ def _tune_contexts(
             TuneContext(
                 mod=task.extracted.dispatched[0],
                 target=task.extracted.target,
-                space_generator="post-order-apply",
+                space_generator=space_generator(task.extracted.target, split_k=settings.split_k),
                 search_strategy=strategies.get(task.name) or settings.strategy(),
                 task_name=task.extracted.task_name,
                 logger=logger,

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     """Candidates per search batch; default: ``FAST_SEARCH``'s 32."""
     search_in_flight: int | None = Field(default=None, ge=1, le=16)
     """Batches out to the measure workers at once; default 2."""
+    search_split_k: bool = False
+    """CUDA tensor-core targets: the search also tries split-K schedules for convolutions and
+    matmuls with few output values (``tuner/split_k.py``). Off until it is measured to win."""
 
     # -- the HTTP API (``tunefarm serve``) --
     api_host: str = "127.0.0.1"

@@ -1,0 +1,146 @@
+"""Split-K for CUDA tensor-core tasks: a schedule rule of ours, beside MetaSchedule's.
+
+A convolution or matmul with few output values (ResNet's 7x7 and 14x14 stages, BERT's GEMMs at
+sequence 128) tiles into fewer thread blocks than the GPU has SMs: a 7x7x512 output in 64x64
+tiles is 8 blocks for the H100's 132 SMs, each walking the whole reduction alone. cuDNN and
+cuBLAS split the reduction there; MetaSchedule's CUDA rules cannot express it.
+
+``SplitKTensorCore`` gives such a block, besides its usual sketches, one sketch per split factor
+S: the largest reduction loop (the input channels, or K) is split S ways and ``rfactor``-ed, so
+a new block computes S partial outputs side by side (S more thread blocks, each with a 1/S of
+the reduction) and is tiled by the tensor-core rules themselves; the original block becomes the
+sum over S, and the elementwise epilogue (bias, ReLU, the fp16 cast) is inlined into that sum by
+the generic rules after it. The partial outputs have the block's own accumulation type (fp16
+where our ``--fp16`` pipeline accumulates in fp16, fp32 where a block sums in fp32), so a split
+changes only the order of the sums: each chain is S times shorter.
+
+A record's trace holds the split and the ``rfactor`` as plain schedule instructions: a build
+replays it without this rule. The rule only widens the search; ``SearchSettings.split_k``
+(``TUNEFARM_SEARCH_SPLIT_K``) turns it on.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from tvm.ir.utils import derived_object
+from tvm.s_tir import meta_schedule as ms
+from tvm.s_tir.meta_schedule.schedule_rule import PyScheduleRule
+from tvm.s_tir.schedule import SBlockRV, Schedule
+from tvm.target import Target
+from tvm.tirx import IterVar
+
+SPLIT_FACTORS = (2, 4, 8)
+MAX_OUTPUT_VALUES = 1 << 19
+"""Blocks with more output values already fill the GPU: 2^19 values are 128 tiles of 64x64."""
+MIN_REDUCTION = 1024
+"""A shorter reduction leaves each split too little work to pay for the second pass."""
+MIN_SPLIT_EXTENT = 16
+"""The split loop keeps at least one tensor-core step (k = 16) per split."""
+
+
+def tensor_core_arch(target: Target) -> bool:
+    """True where MetaSchedule picks its tensor-core rules (``cuda``, ``arch`` sm_75 and up)."""
+    if target.kind.name != "cuda":
+        return False
+    arch = str(target.attrs.get("arch", ""))
+    return arch.startswith("sm_") and arch[3:].isdigit() and int(arch[3:]) >= 75
+
+
+def space_generator(target: Target, *, split_k: bool) -> ms.SpaceGenerator | str:
+    """The design space generator of a task on ``target``: MetaSchedule's own, or, with
+    ``split_k`` on a tensor-core target, its rules with ``SplitKTensorCore`` before the
+    tensor-core tiling."""
+    if not (split_k and tensor_core_arch(target)):
+        return "post-order-apply"
+    rules = list(ms.ScheduleRule.create("cuda-tensorcore"))
+    # ApplyCustomRule first, as MetaSchedule has it; the split sketches come before the
+    # generic rules see the blocks.
+    rules.insert(1, SplitKTensorCore())
+    return ms.space_generator.PostOrderApply(
+        sch_rules=rules, postprocs="cuda-tensorcore", mutator_probs="cuda-tensorcore"
+    )
+
+
+def _tensor_core_tiling() -> list[ms.ScheduleRule]:
+    return [
+        rule
+        for rule in ms.ScheduleRule.create("cuda-tensorcore")
+        if isinstance(rule, ms.schedule_rule.MultiLevelTilingTensorCore)
+    ]
+
+
+@derived_object
+class SplitKTensorCore(PyScheduleRule):
+    """Split-K sketches of a small-output tensor-core block (module docstring)."""
+
+    def __init__(self, factors: tuple[int, ...] = SPLIT_FACTORS) -> None:
+        super().__init__()
+        self.factors = tuple(factors)
+        self._tiling = _tensor_core_tiling()
+
+    def _initialize_with_tune_context(self, context: ms.TuneContext) -> None:
+        for rule in self._tiling:
+            rule._initialize_with_tune_context(context)
+
+    def apply(self, sch: Schedule, block: SBlockRV) -> list[Schedule]:
+        split = _reduction_to_split(sch, block)
+        if split is None:
+            return [sch]
+        index, extent = split
+        spaces = [sch]
+        for factor in self.factors:
+            if extent % factor == 0 and extent // factor >= MIN_SPLIT_EXTENT:
+                spaces.extend(self._split_sketches(sch, block, index, factor))
+        return spaces
+
+    def clone(self) -> SplitKTensorCore:
+        return SplitKTensorCore(self.factors)
+
+    def _split_sketches(
+        self, sch: Schedule, block: SBlockRV, index: int, factor: int
+    ) -> list[Schedule]:
+        split = sch.copy()
+        split.seed(sch.fork_seed())
+        try:
+            loops = split.get_loops(block)
+            outer, _ = split.split(loops[index], [factor, None])
+            if index > 0:
+                # The split loop outermost: the new block's iterators then follow its loops
+                # (a trivial binding, which the tensor-core tiling requires).
+                split.reorder(outer, *loops[:index])
+            partial = split.rfactor(outer, factor_axis=0)
+        except Exception:  # a schedule error: the block is not a plain sum of products
+            return []
+        steps = len(split.trace.insts)
+        sketches: list[Schedule] = []
+        for rule in self._tiling:
+            tiled = split.copy()
+            tiled.seed(split.fork_seed())
+            # A rule that does not map the block to its intrinsics returns it untouched.
+            sketches.extend(s for s in rule.apply(tiled, partial) if len(s.trace.insts) > steps)
+        return sketches
+
+
+def _reduction_to_split(sch: Schedule, block: SBlockRV) -> tuple[int, int] | None:
+    """(loop index, extent) of the reduction loop to split, where the block is worth it."""
+    stmt: Any = sch.get(block)
+    if stmt.init is None or len(stmt.writes) != 1:
+        return None
+    loops = sch.get_loops(block)
+    if len(loops) != len(stmt.iter_vars) or len(sch.get_child_blocks(loops[0])) != 1:
+        return None
+    extents = [int(sch.get(loop).extent) for loop in loops]
+    if extents != [int(var.dom.extent) for var in stmt.iter_vars]:
+        return None  # not one loop per iterator, in order
+    reduce = [i for i, var in enumerate(stmt.iter_vars) if var.iter_type == IterVar.CommReduce]
+    spatial = [i for i, var in enumerate(stmt.iter_vars) if var.iter_type == IterVar.DataPar]
+    if not reduce or len(reduce) + len(spatial) != len(loops):
+        return None
+    if math.prod(extents[i] for i in spatial) > MAX_OUTPUT_VALUES:
+        return None
+    if math.prod(extents[i] for i in reduce) < MIN_REDUCTION:
+        return None
+    index = max(reduce, key=lambda i: (extents[i], i))
+    return index, extents[index]
