@@ -31,6 +31,8 @@ from tvm.s_tir.schedule import SBlockRV, Schedule
 from tvm.target import Target
 from tvm.tirx import IterVar
 
+from tunefarm.tuner.tensor_intrinsics import load_tensor_intrinsics
+
 SPLIT_FACTORS = (2, 4, 8)
 MAX_OUTPUT_VALUES = 1 << 19
 """Blocks with more output values already fill the GPU: 2^19 values are 128 tiles of 64x64."""
@@ -54,6 +56,7 @@ def space_generator(target: Target, *, split_k: bool) -> ms.SpaceGenerator | str
     tensor-core tiling."""
     if not (split_k and tensor_core_arch(target)):
         return "post-order-apply"
+    load_tensor_intrinsics(target)  # the tensor-core rules name them
     rules = list(ms.ScheduleRule.create("cuda-tensorcore"))
     # ApplyCustomRule first, as MetaSchedule has it; the split sketches come before the
     # generic rules see the blocks.
@@ -119,8 +122,48 @@ class SplitKTensorCore(PyScheduleRule):
             tiled = split.copy()
             tiled.seed(split.fork_seed())
             # A rule that does not map the block to its intrinsics returns it untouched.
-            sketches.extend(s for s in rule.apply(tiled, partial) if len(s.trace.insts) > steps)
+            for sketch in rule.apply(tiled, partial):
+                if len(sketch.trace.insts) == steps:
+                    continue
+                try:
+                    _sum_with_epilogue(sketch, block)
+                except Exception:  # a schedule error: the sum stays to the generic rules
+                    continue
+                sketches.append(sketch)
         return sketches
+
+
+SUM_THREADS = (64, 128, 256)
+
+
+def _sum_with_epilogue(sch: Schedule, block: SBlockRV) -> None:
+    """One kernel sums the S partial outputs and applies the elementwise epilogue after it.
+
+    After ``rfactor`` the sum's loop over S is outermost, which leaves no spatial loop for the
+    generic rules to bind to threads (they give it one thread), and the epilogue cannot be
+    inlined into a reduction: it would be a third kernel. So the output loops go outside and are
+    bound here, and each elementwise consumer is computed under the same thread.
+    """
+    loops = sch.get_loops(block)
+    sch.reorder(*loops[1:], loops[0])
+    output = sch.fuse(*loops[1:])
+    threads = sch.sample_categorical(list(SUM_THREADS), [1 / len(SUM_THREADS)] * len(SUM_THREADS))
+    blocks, thread = sch.split(output, [None, threads])
+    sch.bind(blocks, "blockIdx.x")
+    sch.bind(thread, "threadIdx.x")
+    consumer = block
+    while True:
+        consumers = sch.get_consumers(consumer)
+        if len(consumers) != 1:
+            break
+        try:
+            sch.reverse_compute_at(consumers[0], thread, preserve_unit_loops=False)
+        except Exception:  # not elementwise on the sum's output: it stays a kernel of its own
+            break
+        if consumer == block:
+            # Its one reader is under the same thread: the sum stays in a register.
+            sch.set_scope(block, 0, "local")
+        consumer = consumers[0]
 
 
 def _reduction_to_split(sch: Schedule, block: SBlockRV) -> tuple[int, int] | None:

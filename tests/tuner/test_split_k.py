@@ -7,6 +7,7 @@ GPU); whether a split sketch is faster is a measurement (``bench/gpu_tune.py`` w
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -158,7 +159,17 @@ def _built_split_sketch(mod: tvm.IRModule) -> tuple[Schedule, tvm.runtime.Module
                 return sch, tvm.compile(sch.mod, target=H100)
             except (tvm.error.InternalError, RuntimeError, ValueError):
                 continue  # a sketch TVM cannot lower; the search counts it as a failed build
-    raise AssertionError("no split-K sketch of the matmul compiled in 24 seeds")
+    raise AssertionError("no split-K sketch compiled in 24 seeds")
+
+
+@pytest.mark.skipif(NVCC is None, reason="needs nvcc to compile CUDA")
+def test_the_sum_of_the_splits_and_the_epilogue_are_one_kernel(tmp_path: Path) -> None:
+    # conv + bias + ReLU: the partial convolutions are one kernel; the sum over the splits,
+    # the bias and the ReLU the other (not a third for the epilogue).
+    _, library = _built_split_sketch(_anchor_task(tmp_path, channels=256, size=7))
+    source = library.mod.imports[0].inspect_source()
+    kernels = set(re.findall(r"__global__ void __launch_bounds__\(\d+\) (\w+)\(", source))
+    assert len(kernels) == 2, sorted(kernels)
 
 
 @pytest.mark.skipif(NVCC is None, reason="needs nvcc to compile CUDA")
@@ -188,3 +199,24 @@ def test_a_split_sketch_computes_the_product_on_the_gpu() -> None:
     library["main"](tvm.runtime.tensor(x, device), tvm.runtime.tensor(w, device), out)
     expected = x.astype(np.float32) @ w.astype(np.float32).T
     np.testing.assert_allclose(out.numpy(), expected, rtol=2e-3, atol=2e-2)
+
+
+@pytest.mark.skipif(not tvm.cuda(0).exist, reason="needs a CUDA GPU")
+def test_a_split_convolution_with_its_epilogue_computes_on_the_gpu(tmp_path: Path) -> None:
+    task = _anchor_task(tmp_path, channels=256, size=7)
+    _, library = _built_split_sketch(task)
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal((1, 7, 7, 256)) * 0.5).astype("float16")
+    w = (rng.standard_normal((256, 3, 3, 256)) * 0.05).astype("float16")
+    b = rng.standard_normal((1, 1, 1, 256)).astype("float16")
+    padded = np.pad(x.astype(np.float32), ((0, 0), (1, 1), (1, 1), (0, 0)))
+    windows = np.stack(
+        [padded[:, i : i + 7, j : j + 7, :] for i in range(3) for j in range(3)], axis=3
+    )  # (1, 7, 7, 9, 256): the 3x3 window of each output, row-major as w's (kh, kw)
+    conv = np.einsum("nhwkc,fkc->nhwf", windows, w.astype(np.float32).reshape(256, 9, 256))
+    expected = np.maximum(conv + b.astype(np.float32), 0)
+    device = tvm.cuda(0)
+    out = tvm.runtime.empty((1, 7, 7, 256), "float16", device)
+    args = [tvm.runtime.tensor(a, device) for a in (x, w, b)]
+    library["main"](*args, out)
+    np.testing.assert_allclose(out.numpy().astype(np.float32), expected, rtol=2e-2, atol=0.1)
