@@ -120,6 +120,59 @@ def small_resnet(
     return model
 
 
+def conv_relu(*, channels: int, size: int, seed: int = 0) -> onnx.ModelProto:
+    """One 3x3 convolution (``channels`` to ``channels``, padding 1) with bias and ReLU on a
+    ``size``x``size`` image: a ResNet stage's convolution as one task."""
+    rng = np.random.default_rng(seed)
+    scale = np.sqrt(2.0 / (channels * 9))
+    weights = [
+        numpy_helper.from_array(
+            (rng.standard_normal((channels, channels, 3, 3)) * scale).astype(np.float32), "w"
+        ),
+        numpy_helper.from_array((rng.standard_normal(channels) * 0.1).astype(np.float32), "b"),
+    ]
+    shape = [1, channels, size, size]
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["x", "w", "b"], ["conv"], pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", ["conv"], ["y"]),
+        ],
+        "conv_relu",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+        weights,
+    )
+    return _checked(graph)
+
+
+def dense(*, rows: int, inputs: int, outputs: int, seed: int = 0) -> onnx.ModelProto:
+    """``x @ W + b`` with ``x`` of ``rows`` x ``inputs``: a transformer's projection at one
+    sequence length as one task."""
+    rng = np.random.default_rng(seed)
+    weight = (rng.standard_normal((inputs, outputs)) / np.sqrt(inputs)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w"], ["product"]),
+            helper.make_node("Add", ["product", "b"], ["y"]),
+        ],
+        "dense",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [rows, inputs])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, outputs])],
+        [
+            numpy_helper.from_array(weight, "w"),
+            numpy_helper.from_array(np.zeros(outputs, np.float32), "b"),
+        ],
+    )
+    return _checked(graph)
+
+
+def _checked(graph: onnx.GraphProto) -> onnx.ModelProto:
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # readable by every onnxruntime we support
+    onnx.checker.check_model(model)
+    return model
+
+
 SAMPLES = {"tiny-cnn": tiny_cnn, "small-resnet": small_resnet}
 
 

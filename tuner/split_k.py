@@ -36,7 +36,7 @@ from tunefarm.tuner.tensor_intrinsics import load_tensor_intrinsics
 SPLIT_FACTORS = (2, 4, 8)
 MAX_OUTPUT_VALUES = 1 << 19
 """Blocks with more output values already fill the GPU: 2^19 values are 128 tiles of 64x64."""
-MIN_REDUCTION = 1024
+MIN_REDUCTION = 512
 """A shorter reduction leaves each split too little work to pay for the second pass."""
 MIN_SPLIT_EXTENT = 16
 """The split loop keeps at least one tensor-core step (k = 16) per split."""

@@ -12,9 +12,12 @@
 #             (0, 1): what adding the new ones to its candidates gives (only after `test` passes)
 #   cnn-fp16  MobileNetV2 and ResNet-50 fp16 (with the committed sm_90 pack) beside torch
 #   rn50-fp32 ResNet-50 fp32, vendor rows with and without TF32
+#   test-split-k    the split-K sketches' results on the GPU (tests/tuner/test_split_k.py)
+#   split-k   split-K against MetaSchedule's space on small-output tasks (bench/split_k.py,
+#             SPLIT_K_TRIALS trials a run, default 96), torch's time of each beside
 # Files land in $OUT named by the GPU (h100, h200), not the device's hostname (`vm`).
 set -uo pipefail
-[ $# -gt 0 ] || { echo "usage: issue17.sh test-attention|test-depthwise|bert|bert-tc|cnn-fp16|rn50-fp32 ..." >&2; exit 2; }
+[ $# -gt 0 ] || { echo "usage: issue17.sh test-attention|test-depthwise|bert|bert-tc|cnn-fp16|rn50-fp32|test-split-k|split-k ..." >&2; exit 2; }
 OUT=${OUT:?"OUT: the folder whose files come back"}
 gpu=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1)
 tag=$(echo "$gpu" | grep -o -i -E 'h100|h200|a100|l40s' | head -1 | tr 'A-Z' 'a-z')
@@ -51,6 +54,18 @@ case "$step" in
     timeout "$limit" python3 bench/gpu_peers.py --models mobilenet_v2,resnet50 --precisions fp16 \
       --records packs/resnet50-fp16-sm_90 --vendor-kernels --out "$OUT"
     rc=$?
+    ;;
+  test-split-k)
+    timeout "$limit" python3 -m pytest -q tests/tuner/test_split_k.py \
+      > "$OUT/split_k_gpu_tests-$tag-$stamp.txt" 2>&1
+    rc=$?
+    tail -5 "$OUT/split_k_gpu_tests-$tag-$stamp.txt"
+    ;;
+  split-k)
+    timeout "$limit" python3 bench/split_k.py --trials "${SPLIT_K_TRIALS:-96}" --tag "$tag" \
+      --out "$OUT" 2> "$OUT/split_k_stderr-$tag-$stamp.txt"
+    rc=$?
+    tail -5 "$OUT/split_k_stderr-$tag-$stamp.txt"
     ;;
   rn50-fp32)
     timeout "$limit" python3 bench/gpu_peers.py --models resnet50 --precisions fp32 --vendor-kernels \

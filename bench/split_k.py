@@ -1,0 +1,192 @@
+"""Split-K against MetaSchedule's own CUDA space, task by task, on one GPU in one process.
+
+Each case is one small-output task as ``--fp16`` builds it (ResNet-50's 3x3 convolutions at
+7x7 and 14x14, BERT-base's projections at sequence 128). Each is tuned twice with the same
+budget and seed, each time on a fresh database: MetaSchedule's CUDA tensor-core space, then
+the same with the split-K sketches of ``tuner/split_k.py``. The best time of each, its TFLOP/s,
+and whether the split run's best record is a split, go to the JSON; where torch has CUDA, the
+same operation in torch (cuDNN, cuBLAS) is timed beside them with CUDA events.
+
+    python3 bench/split_k.py --trials 128 --out $OUT
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import onnx
+from local_tuning import machine_info
+
+CASES: dict[str, dict[str, int]] = {
+    "conv3x3_7x7x512": {"channels": 512, "size": 7},
+    "conv3x3_14x14x256": {"channels": 256, "size": 14},
+    "dense_128x3072x768": {"rows": 128, "inputs": 3072, "outputs": 768},
+    "dense_128x768x768": {"rows": 128, "inputs": 768, "outputs": 768},
+}
+
+
+def case_task(name: str, work: Path, target: Any) -> Any:
+    """The heaviest task of the case's one-operator model, after the ``--fp16`` pipeline."""
+    from tunefarm.tuner.model_validation import validate_onnx_model
+    from tunefarm.tuner.onnx_import import import_onnx
+    from tunefarm.tuner.pipelines import PipelineOptions, run_pipeline
+    from tunefarm.tuner.sample_models import conv_relu, dense
+    from tunefarm.tuner.tasks import extract_tuning_tasks
+
+    shape = CASES[name]
+    model = conv_relu(**shape) if name.startswith("conv") else dense(**shape)
+    path = work / f"{name}.onnx"
+    onnx.save(model, str(path))
+    mod = run_pipeline(
+        import_onnx(validate_onnx_model(path)), target=target, options=PipelineOptions(fp16=True)
+    ).mod
+    return max(extract_tuning_tasks(mod, target=target), key=lambda task: task.flops)
+
+
+def tune_case(
+    task: Any, *, split_k: bool, trials: int, seed: int, pool: Any, target: Any, work: Path
+) -> dict[str, Any]:
+    from tunefarm.tuner.pool_measure import CandidateWriter, TrialRunner
+    from tunefarm.tuner.search import FAST_SEARCH, tune
+    from tunefarm.tuner.trial import measure_settings_for
+    from tunefarm.tuning_db import SqlDatabase
+
+    variant = "split_k" if split_k else "metaschedule"
+    database = SqlDatabase(f"sqlite:///{work / f'{task.name}-{variant}.db'}", target=target)
+    started = time.perf_counter()
+    report = tune(
+        [task],
+        target=target,
+        database=database,
+        builder=CandidateWriter(str(work / f"candidates-{variant}")),
+        runner=TrialRunner(pool, settings=measure_settings_for(target)),
+        total_trials=trials,
+        max_trials_per_task=trials,
+        settings=replace(FAST_SEARCH, split_k=split_k),
+        seed=seed,
+        work_dir=str(work / f"logs-{variant}"),
+    )
+    wall = time.perf_counter() - started
+    progress = report.tasks[task.name]
+    best = database.query_tuning_record(task.mod, target, task.name)
+    split_best = best is not None and any(i.kind.name == "RFactor" for i in best.trace.insts)
+    best_sec = progress.best_sec
+    return {
+        "trials": progress.trials,
+        "failures": progress.failures,
+        "wall_sec": round(wall, 1),
+        "best_us": round(best_sec * 1e6, 2) if best_sec else None,
+        "tflops": round(task.flops / best_sec / 1e12, 2) if best_sec else None,
+        "best_is_split": split_best,
+    }
+
+
+def torch_time_us(name: str, runs: int = 200) -> float | None:
+    """The case's operation in torch fp16 (cuDNN or cuBLAS), mean of ``runs`` calls."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    shape = CASES[name]
+    device = torch.device("cuda")
+    with torch.no_grad():
+        if name.startswith("conv"):
+            c, s = shape["channels"], shape["size"]
+            conv = torch.nn.Conv2d(c, c, 3, padding=1).to(device).half()
+            conv = conv.to(memory_format=torch.channels_last)
+            x = torch.randn(1, c, s, s, device=device).half().to(memory_format=torch.channels_last)
+
+            def call() -> Any:
+                return torch.relu(conv(x))
+        else:
+            linear = torch.nn.Linear(shape["inputs"], shape["outputs"]).to(device).half()
+            x = torch.randn(shape["rows"], shape["inputs"], device=device).half()
+
+            def call() -> Any:
+                return linear(x)
+
+        for _ in range(20):
+            call()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(runs):
+            call()
+        end.record()
+        torch.cuda.synchronize()
+        return round(start.elapsed_time(end) * 1000 / runs, 2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--cases", default=",".join(CASES), help="comma list of " + ", ".join(CASES)
+    )
+    parser.add_argument("--trials", type=int, default=128, help="budget of each tuning run")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=None, help="build processes")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--tag", default="gpu", help="the machine's short name in the file name")
+    args = parser.parse_args(argv)
+
+    from tunefarm.tuner.targets import parse_target
+    from tunefarm.tuner.warm_pool import WarmPool, default_worker_count
+
+    target = parse_target("cuda")
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    result: dict[str, Any] = {
+        "benchmark": "split_k",
+        "measured_at": stamp,
+        "machine": machine_info(),
+        "target": str(target),
+        "trials_per_run": args.trials,
+        "seed": args.seed,
+        "cases": {},
+    }
+    workers = args.workers or default_worker_count("cuda")
+    with tempfile.TemporaryDirectory(prefix="split-k-") as scratch, WarmPool(workers) as pool:
+        work = Path(scratch)
+        for name in args.cases.split(","):
+            task = case_task(name, work, target)
+            row: dict[str, Any] = {"task": task.name, "gflop": round(task.flops / 1e9, 3)}
+            for split_k in (False, True):
+                key = "split_k" if split_k else "metaschedule"
+                row[key] = tune_case(
+                    task,
+                    split_k=split_k,
+                    trials=args.trials,
+                    seed=args.seed,
+                    pool=pool,
+                    target=target,
+                    work=work,
+                )
+            row["torch_us"] = torch_time_us(name)
+            plain, split = row["metaschedule"]["best_us"], row["split_k"]["best_us"]
+            row["split_over_plain"] = round(split / plain, 3) if plain and split else None
+            result["cases"][name] = row
+            print(
+                f"{name}: MetaSchedule {plain} us, split-K {split} us "
+                f"(best is a split: {row['split_k']['best_is_split']}), torch {row['torch_us']} us",
+                flush=True,
+            )
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"split_k-{args.tag}-{stamp}.json"
+    path.write_text(json.dumps(result, indent=1))
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
