@@ -36,6 +36,9 @@ from tunefarm.tuner.tensor_intrinsics import load_tensor_intrinsics
 SPLIT_FACTORS = (2, 4, 8)
 MAX_OUTPUT_VALUES = 1 << 19
 """Blocks with more output values already fill the GPU: 2^19 values are 128 tiles of 64x64."""
+MAX_SPLIT_TILES = 256
+"""A factor is tried while the 64x64 output tiles times S stay within about two waves of an
+H100's or H200's 132 SMs: more splits only add partial outputs to sum."""
 MIN_REDUCTION = 512
 """A shorter reduction leaves each split too little work to pay for the second pass."""
 MIN_SPLIT_EXTENT = 16
@@ -80,7 +83,7 @@ class SplitKTensorCore(PyScheduleRule):
 
     def __init__(self, factors: tuple[int, ...] = SPLIT_FACTORS) -> None:
         super().__init__()
-        self.factors = tuple(factors)
+        self.factors = tuple(sorted(factors))
         self._tiling = _tensor_core_tiling()
 
     def _initialize_with_tune_context(self, context: ms.TuneContext) -> None:
@@ -91,9 +94,12 @@ class SplitKTensorCore(PyScheduleRule):
         split = _reduction_to_split(sch, block)
         if split is None:
             return [sch]
-        index, extent = split
+        index, extent, outputs = split
+        tiles = -(-outputs // (64 * 64))
         spaces = [sch]
         for factor in self.factors:
+            if tiles * factor > MAX_SPLIT_TILES:
+                break
             if extent % factor == 0 and extent // factor >= MIN_SPLIT_EXTENT:
                 spaces.extend(self._split_sketches(sch, block, index, factor))
         return spaces
@@ -166,8 +172,9 @@ def _sum_with_epilogue(sch: Schedule, block: SBlockRV) -> None:
         consumer = consumers[0]
 
 
-def _reduction_to_split(sch: Schedule, block: SBlockRV) -> tuple[int, int] | None:
-    """(loop index, extent) of the reduction loop to split, where the block is worth it."""
+def _reduction_to_split(sch: Schedule, block: SBlockRV) -> tuple[int, int, int] | None:
+    """(loop index, extent) of the reduction loop to split and the block's output values,
+    where the block is worth it."""
     stmt: Any = sch.get(block)
     if stmt.init is None or len(stmt.writes) != 1:
         return None
@@ -181,9 +188,10 @@ def _reduction_to_split(sch: Schedule, block: SBlockRV) -> tuple[int, int] | Non
     spatial = [i for i, var in enumerate(stmt.iter_vars) if var.iter_type == IterVar.DataPar]
     if not reduce or len(reduce) + len(spatial) != len(loops):
         return None
-    if math.prod(extents[i] for i in spatial) > MAX_OUTPUT_VALUES:
+    outputs = math.prod(extents[i] for i in spatial)
+    if outputs > MAX_OUTPUT_VALUES:
         return None
     if math.prod(extents[i] for i in reduce) < MIN_REDUCTION:
         return None
     index = max(reduce, key=lambda i: (extents[i], i))
-    return index, extents[index]
+    return index, extents[index], outputs

@@ -65,6 +65,15 @@ def _split(space: Schedule) -> bool:
     return any(inst.kind.name == "RFactor" for inst in space.trace.insts)
 
 
+def _factors(spaces: list[Schedule]) -> set[int]:
+    """The split factors of the split sketches: the partial output's first extent."""
+    found = (
+        re.search(r"_rf = T.sblock_alloc_buffer\(\(T?\.?\w*\(?(\d+)", str(space.mod))
+        for space in spaces
+    )
+    return {int(match.group(1)) for match in found if match}
+
+
 def _tensor_core(space: Schedule) -> bool:
     return "wmma_sync" in str(space.trace)
 
@@ -100,6 +109,9 @@ def test_large_outputs_short_reductions_and_cpu_targets_get_no_split() -> None:
     # BERT's FFN down-projection at sequence 128, summed in fp32 or (our --fp16) in fp16.
     assert any(_split(s) for s in _spaces(_matmul(128, 3072, 768), split_k=True))
     assert any(_split(s) for s in _spaces(_matmul(128, 3072, 768, "float16"), split_k=True))
+    assert _factors(_spaces(_matmul(128, 3072, 768), split_k=True)) == {2, 4, 8}
+    # 120 output tiles of 64x64: two splits are two waves of the SMs, more only add partials.
+    assert _factors(_spaces(_matmul(128, 1024, 3840), split_k=True)) == {2}
     # 3136x2048 outputs fill the GPU without a split.
     assert not any(_split(s) for s in _spaces(_matmul(3136, 1152, 2048), split_k=True))
     # A short reduction leaves a split nothing to share.
