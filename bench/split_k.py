@@ -61,6 +61,7 @@ def tune_case(
     from tunefarm.tuner.search import FAST_SEARCH, tune
     from tunefarm.tuner.trial import measure_settings_for
     from tunefarm.tuning_db import SqlDatabase
+    from tunefarm.tuning_db.sql_database import FAILED_RUN_SEC
 
     variant = "split_k" if split_k else "metaschedule"
     database = SqlDatabase(f"sqlite:///{work / f'{task.name}-{variant}.db'}", target=target)
@@ -80,7 +81,9 @@ def tune_case(
     wall = time.perf_counter() - started
     progress = report.tasks[task.name]
     best = database.query_tuning_record(task.mod, target, task.name)
-    split_best = best is not None and any(i.kind.name == "RFactor" for i in best.trace.insts)
+    records = database.get_all_tuning_records()
+    split_records = [record for record in records if _is_split(record.trace)]
+    split_times = [t for t in map(_mean, split_records) if t < FAILED_RUN_SEC]
     best_sec = progress.best_sec
     return {
         "trials": progress.trials,
@@ -88,8 +91,20 @@ def tune_case(
         "wall_sec": round(wall, 1),
         "best_us": round(best_sec * 1e6, 2) if best_sec else None,
         "tflops": round(task.flops / best_sec / 1e12, 2) if best_sec else None,
-        "best_is_split": split_best,
+        "best_is_split": best is not None and _is_split(best.trace),
+        # Every trial is filed (a failed one with a sentinel time): how many were splits.
+        "split_trials": len(split_records),
+        "best_split_us": round(min(split_times) * 1e6, 2) if split_times else None,
     }
+
+
+def _is_split(trace: Any) -> bool:
+    return any(inst.kind.name == "RFactor" for inst in trace.insts)
+
+
+def _mean(record: Any) -> float:
+    times = [float(t) for t in record.run_secs or []]
+    return sum(times) / len(times) if times else float("inf")
 
 
 def torch_time_us(name: str, runs: int = 200) -> float | None:
