@@ -9,8 +9,8 @@ cuBLAS split the reduction there; MetaSchedule's CUDA rules cannot express it.
 S: the largest reduction loop (the input channels, or K) is split S ways and ``rfactor``-ed, so
 a new block computes S partial outputs side by side (S more thread blocks, each with a 1/S of
 the reduction) and is tiled by the tensor-core rules themselves; the original block becomes the
-sum over S, and the elementwise epilogue (bias, ReLU, the fp16 cast) is inlined into that sum by
-the generic rules after it. The partial outputs have the block's own accumulation type (fp16
+sum over S, one thread an output value, with the elementwise epilogue (bias, ReLU, the fp16
+cast) computed by the same thread: two kernels where there was one. The partial outputs have the block's own accumulation type (fp16
 where our ``--fp16`` pipeline accumulates in fp16, fp32 where a block sums in fp32), so a split
 changes only the order of the sums: each chain is S times shorter.
 
@@ -43,6 +43,8 @@ MIN_REDUCTION = 512
 """A shorter reduction leaves each split too little work to pay for the second pass."""
 MIN_SPLIT_EXTENT = 16
 """The split loop keeps at least one tensor-core step (k = 16) per split."""
+SUM_THREADS = (64, 128, 256)
+"""Threads a block of the sum's kernel, sampled: the search picks."""
 
 
 def tensor_core_arch(target: Target) -> bool:
@@ -139,9 +141,6 @@ class SplitKTensorCore(PyScheduleRule):
         return sketches
 
 
-SUM_THREADS = (64, 128, 256)
-
-
 def _sum_with_epilogue(sch: Schedule, block: SBlockRV) -> None:
     """One kernel sums the S partial outputs and applies the elementwise epilogue after it.
 
@@ -166,7 +165,7 @@ def _sum_with_epilogue(sch: Schedule, block: SBlockRV) -> None:
             sch.reverse_compute_at(consumers[0], thread, preserve_unit_loops=False)
         except Exception:  # not elementwise on the sum's output: it stays a kernel of its own
             break
-        if consumer == block:
+        if consumer is block:
             # Its one reader is under the same thread: the sum stays in a register.
             sch.set_scope(block, 0, "local")
         consumer = consumers[0]
