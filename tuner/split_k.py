@@ -10,9 +10,10 @@ S: the largest reduction loop (the input channels, or K) is split S ways and ``r
 a new block computes S partial outputs side by side (S more thread blocks, each with a 1/S of
 the reduction) and is tiled by the tensor-core rules themselves; the original block becomes the
 sum over S, one thread an output value, with the elementwise epilogue (bias, ReLU, the fp16
-cast) computed by the same thread: two kernels where there was one. The partial outputs have the block's own accumulation type (fp16
-where our ``--fp16`` pipeline accumulates in fp16, fp32 where a block sums in fp32), so a split
-changes only the order of the sums: each chain is S times shorter.
+cast) computed by the same thread: two kernels where there was one. The partial outputs have
+the block's own accumulation type (fp16 where our ``--fp16`` pipeline accumulates in fp16, fp32
+where a block sums in fp32), so a split changes only the order of the sums: each chain is S
+times shorter.
 
 A record's trace holds the split and the ``rfactor`` as plain schedule instructions: a build
 replays it without this rule. The rule only widens the search; ``SearchSettings.split_k``
