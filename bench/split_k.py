@@ -1,11 +1,19 @@
-"""Split-K against MetaSchedule's own CUDA space, task by task, on one GPU in one process.
+"""Issue 17's search-space ideas against MetaSchedule's own CUDA space, task by task, on one GPU
+in one process.
 
 Each case is one small-output task as ``--fp16`` builds it (ResNet-50's 3x3 convolutions at
-7x7 and 14x14, BERT-base's projections at sequence 128). Each is tuned twice with the same
-budget and seed, each time on a fresh database: MetaSchedule's CUDA tensor-core space, then
-the same with the split-K sketches of ``tuner/split_k.py``. The best time of each, its TFLOP/s,
-and whether the split run's best record is a split, go to the JSON; where torch has CUDA, the
-same operation in torch (cuDNN, cuBLAS) is timed beside them with CUDA events.
+7x7 and 14x14, BERT-base's projections at sequence 128). Each is tuned once per variant with
+the same budget and seed, each time on a fresh database:
+
+- ``metaschedule``: MetaSchedule's CUDA tensor-core space on our default target (48 KB of
+  shared memory a block, as TVM's H100 tag has it);
+- ``split_k``: the same with the split-K sketches of ``tuner/split_k.py``;
+- ``shared_227k``: MetaSchedule's space on a target that allows sm_90's 227 KB of dynamic
+  shared memory a block (TVM's CUDA runtime opts a kernel in above 48 KB).
+
+The best time of each, its TFLOP/s, and for ``split_k`` whether the best record is a split, go
+to the JSON; where torch has CUDA, the same operation in torch (cuDNN, cuBLAS) is timed beside
+them with CUDA events.
 
     python3 bench/split_k.py --trials 128 --out $OUT
 """
@@ -54,8 +62,33 @@ def case_task(name: str, work: Path, target: Any) -> Any:
     return max(extract_tuning_tasks(mod, target=target), key=lambda task: task.flops)
 
 
+VARIANTS: dict[str, dict[str, Any]] = {
+    "metaschedule": {"split_k": False, "shared_bytes": None},
+    "split_k": {"split_k": True, "shared_bytes": None},
+    "shared_227k": {"split_k": False, "shared_bytes": 227 * 1024},
+}
+
+
+def variant_target(name: str) -> Any:
+    from tunefarm.tuner.targets import parse_target
+
+    shared = VARIANTS[name]["shared_bytes"]
+    config: dict[str, Any] = {"kind": "cuda"}
+    if shared is not None:
+        config["max_shared_memory_per_block"] = shared
+    return parse_target(json.dumps(config))
+
+
 def tune_case(
-    task: Any, *, split_k: bool, trials: int, seed: int, pool: Any, target: Any, work: Path
+    task: Any,
+    *,
+    case: str,
+    variant: str,
+    trials: int,
+    seed: int,
+    pool: Any,
+    target: Any,
+    work: Path,
 ) -> dict[str, Any]:
     from tunefarm.tuner.pool_measure import CandidateWriter, TrialRunner
     from tunefarm.tuner.search import FAST_SEARCH, tune
@@ -63,20 +96,20 @@ def tune_case(
     from tunefarm.tuning_db import SqlDatabase
     from tunefarm.tuning_db.sql_database import FAILED_RUN_SEC
 
-    variant = "split_k" if split_k else "metaschedule"
-    database = SqlDatabase(f"sqlite:///{work / f'{task.name}-{variant}.db'}", target=target)
+    split_k = VARIANTS[variant]["split_k"]
+    database = SqlDatabase(f"sqlite:///{work / f'{case}-{variant}.db'}", target=target)
     started = time.perf_counter()
     report = tune(
         [task],
         target=target,
         database=database,
-        builder=CandidateWriter(str(work / f"candidates-{variant}")),
+        builder=CandidateWriter(str(work / f"candidates-{case}-{variant}")),
         runner=TrialRunner(pool, settings=measure_settings_for(target)),
         total_trials=trials,
         max_trials_per_task=trials,
         settings=replace(FAST_SEARCH, split_k=split_k),
         seed=seed,
-        work_dir=str(work / f"logs-{variant}"),
+        work_dir=str(work / f"logs-{case}-{variant}"),
     )
     wall = time.perf_counter() - started
     progress = report.tasks[task.name]
@@ -149,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--cases", default=",".join(CASES), help="comma list of " + ", ".join(CASES)
     )
+    parser.add_argument(
+        "--variants", default=",".join(VARIANTS), help="comma list of " + ", ".join(VARIANTS)
+    )
     parser.add_argument("--trials", type=int, default=128, help="budget of each tuning run")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workers", type=int, default=None, help="build processes")
@@ -156,16 +192,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tag", default="gpu", help="the machine's short name in the file name")
     args = parser.parse_args(argv)
 
-    from tunefarm.tuner.targets import parse_target
     from tunefarm.tuner.warm_pool import WarmPool, default_worker_count
 
-    target = parse_target("cuda")
+    variants = args.variants.split(",")
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown or variants[0] != "metaschedule":
+        parser.error(f"--variants: metaschedule first, then any of {', '.join(VARIANTS)}")
+    targets = {variant: variant_target(variant) for variant in variants}
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     result: dict[str, Any] = {
         "benchmark": "split_k",
         "measured_at": stamp,
         "machine": machine_info(),
-        "target": str(target),
+        "targets": {variant: str(target) for variant, target in targets.items()},
         "trials_per_run": args.trials,
         "seed": args.seed,
         "cases": {},
@@ -174,13 +213,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="split-k-") as scratch, WarmPool(workers) as pool:
         work = Path(scratch)
         for name in args.cases.split(","):
-            task = case_task(name, work, target)
-            row: dict[str, Any] = {"task": task.name, "gflop": round(task.flops / 1e9, 3)}
-            for split_k in (False, True):
-                key = "split_k" if split_k else "metaschedule"
-                row[key] = tune_case(
+            row: dict[str, Any] = {}
+            for variant, target in targets.items():
+                task = case_task(name, work, target)
+                row.update(task=task.name, gflop=round(task.flops / 1e9, 3))
+                row[variant] = tune_case(
                     task,
-                    split_k=split_k,
+                    case=name,
+                    variant=variant,
                     trials=args.trials,
                     seed=args.seed,
                     pool=pool,
@@ -188,14 +228,15 @@ def main(argv: list[str] | None = None) -> int:
                     work=work,
                 )
             row["torch_us"] = torch_time_us(name)
-            plain, split = row["metaschedule"]["best_us"], row["split_k"]["best_us"]
-            row["split_over_plain"] = round(split / plain, 3) if plain and split else None
+            plain = row["metaschedule"]["best_us"]
+            row["over_metaschedule"] = {
+                variant: round(row[variant]["best_us"] / plain, 3)
+                for variant in variants[1:]
+                if plain and row[variant]["best_us"]
+            }
             result["cases"][name] = row
-            print(
-                f"{name}: MetaSchedule {plain} us, split-K {split} us "
-                f"(best is a split: {row['split_k']['best_is_split']}), torch {row['torch_us']} us",
-                flush=True,
-            )
+            times = ", ".join(f"{variant} {row[variant]['best_us']} us" for variant in variants)
+            print(f"{name}: {times}, torch {row['torch_us']} us", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"split_k-{args.tag}-{stamp}.json"
     path.write_text(json.dumps(result, indent=1))

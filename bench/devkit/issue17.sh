@@ -13,8 +13,8 @@
 #   cnn-fp16  MobileNetV2 and ResNet-50 fp16 (with the committed sm_90 pack) beside torch
 #   rn50-fp32 ResNet-50 fp32, vendor rows with and without TF32
 #   test-split-k    the split-K sketches' results on the GPU (tests/tuner/test_split_k.py)
-#   split-k   split-K against MetaSchedule's space on small-output tasks (bench/split_k.py,
-#             SPLIT_K_TRIALS trials a run, default 96), torch's time of each beside
+#   split-k   split-K and 227 KB of shared memory against MetaSchedule's space on small-output
+#             tasks (bench/split_k.py, SPLIT_K_TRIALS trials a run, default 96), torch beside
 # Files land in $OUT named by the GPU (h100, h200), not the device's hostname (`vm`).
 set -uo pipefail
 [ $# -gt 0 ] || { echo "usage: issue17.sh test-attention|test-depthwise|bert|bert-tc|cnn-fp16|rn50-fp32|test-split-k|split-k ..." >&2; exit 2; }
