@@ -237,9 +237,10 @@ def main(argv: list[str] | None = None) -> int:
             result["cases"][name] = row
             times = ", ".join(f"{variant} {row[variant]['best_us']} us" for variant in variants)
             print(f"{name}: {times}, torch {row['torch_us']} us", flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"split_k-{args.tag}-{stamp}.json"
-    path.write_text(json.dumps(result, indent=1))
+            # After every case: a run cut short by its time limit keeps what it measured.
+            args.out.mkdir(parents=True, exist_ok=True)
+            path = args.out / f"split_k-{args.tag}-{stamp}.json"
+            path.write_text(json.dumps(result, indent=1))
     print(f"wrote {path}")
     return 0
 
