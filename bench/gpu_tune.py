@@ -16,14 +16,14 @@ fresh database with workers of its own (issue 16's trials/s ideas):
 
 Keys: ``concurrency`` (build processes of the measure worker), ``batch`` and ``in_flight``
 (``TUNEFARM_SEARCH_BATCH`` and ``TUNEFARM_SEARCH_IN_FLIGHT``), ``coordinator_cores`` (the
-coordinator pinned to the last N cores, the measure worker to the others), ``split_k`` (1:
-``TUNEFARM_SEARCH_SPLIT_K``, the split-K sketches of ``tuner/split_k.py``).
+coordinator pinned to the last N cores, the measure worker to the others), ``split_k`` (0 or
+1: ``TUNEFARM_SEARCH_SPLIT_K``, the split-K sketches of ``tuner/split_k.py``, on by default).
 
 With several variants, each variant after the first writes its records beside
 ``--records-out`` (``<records-out>-<variant>``), and ``task_compare`` in the result file gives
-each task's best time under every variant against the first. Issue 17's split-K measurement:
+each task's best time under every variant against the first; split-K on whole models:
 
-    --variants "base:concurrency=15;splitk:concurrency=15,split_k=1"
+    --variants "nosplit:concurrency=15,split_k=0;splitk:concurrency=15"
 """
 
 from __future__ import annotations

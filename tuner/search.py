@@ -50,7 +50,7 @@ class SearchSettings:
     """Batches out to the measure workers at once (our loop; 1: search only while idle)."""
     split_k: bool = False
     """CUDA tensor-core targets: add split-K sketches for small-output blocks
-    (``tuner.split_k``)."""
+    (``tuner.split_k``). Off here, as MetaSchedule has it; ``configured_search`` turns it on."""
 
     def strategy(self) -> ms.search_strategy.EvolutionarySearch:
         return ms.search_strategy.EvolutionarySearch(
@@ -71,16 +71,15 @@ FAST_SEARCH = SearchSettings(
 
 
 def configured_search() -> SearchSettings:
-    """``FAST_SEARCH`` with the batch size and batches in flight of ``Settings``, where set."""
+    """``FAST_SEARCH`` with the batch size and batches in flight of ``Settings``, where set,
+    and its split-K switch."""
     settings = Settings()
     search = FAST_SEARCH
     if settings.search_batch is not None:
         search = replace(search, num_trials_per_iter=settings.search_batch)
     if settings.search_in_flight is not None:
         search = replace(search, batches_in_flight=settings.search_in_flight)
-    if settings.search_split_k:
-        search = replace(search, split_k=True)
-    return search
+    return replace(search, split_k=settings.search_split_k)
 
 
 @dataclass

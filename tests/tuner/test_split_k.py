@@ -1,8 +1,8 @@
 """Split-K sketches (``tuner.split_k``): which blocks get them, and that they build and replay.
 
 The design spaces are generated and built for an sm_90 target here (nvcc compiles without a
-GPU); whether a split sketch is faster is a measurement (``bench/gpu_tune.py`` with a
-``split_k=1`` variant), and its result on a GPU is checked by the last test, skipped here.
+GPU); whether a split sketch is faster is a measurement (``bench/split_k.py``), and its results
+on a GPU are checked by the last two tests, skipped here.
 """
 
 from __future__ import annotations
@@ -120,13 +120,17 @@ def test_large_outputs_short_reductions_and_cpu_targets_get_no_split() -> None:
     assert space_generator(H100, split_k=False) == "post-order-apply"
 
 
-def test_the_setting_turns_split_k_on(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert configured_search().split_k is False
-    monkeypatch.setenv("TUNEFARM_SEARCH_SPLIT_K", "1")
+def test_split_k_is_on_by_default_and_the_setting_turns_it_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("TUNEFARM_SEARCH_SPLIT_K", raising=False)
     assert configured_search().split_k is True
     assert any(
         _split(s) for s in _spaces(_matmul(128, 3072, 768), split_k=configured_search().split_k)
     )
+    monkeypatch.setenv("TUNEFARM_SEARCH_SPLIT_K", "0")
+    assert configured_search().split_k is False
+    assert space_generator(H100, split_k=configured_search().split_k) == "post-order-apply"
 
 
 def _built_split_sketch(mod: tvm.IRModule) -> tuple[Schedule, tvm.runtime.Module]:
