@@ -210,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         "cases": {},
     }
     workers = args.workers or default_worker_count("cuda")
+    path = args.out / f"split_k-{args.tag}-{stamp}.json"
     with tempfile.TemporaryDirectory(prefix="split-k-") as scratch, WarmPool(workers) as pool:
         work = Path(scratch)
         for name in args.cases.split(","):
@@ -239,7 +240,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: {times}, torch {row['torch_us']} us", flush=True)
             # After every case: a run cut short by its time limit keeps what it measured.
             args.out.mkdir(parents=True, exist_ok=True)
-            path = args.out / f"split_k-{args.tag}-{stamp}.json"
             path.write_text(json.dumps(result, indent=1))
     print(f"wrote {path}")
     return 0

@@ -22,26 +22,33 @@ replays it without this rule. The rule only widens the search; ``SearchSettings.
 
 from __future__ import annotations
 
+import itertools
+import logging
 import math
 from typing import Any
 
+import tvm_ffi
 from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.meta_schedule.schedule_rule import PyScheduleRule
-from tvm.s_tir.schedule import SBlockRV, Schedule
+from tvm.s_tir.schedule import SBlockRV, Schedule, ScheduleError
 from tvm.target import Target
 from tvm.tirx import IterVar
 
 from tunefarm.tuner.tensor_intrinsics import load_tensor_intrinsics
+
+_log = logging.getLogger(__name__)
+_get_sblock_realize = tvm_ffi.get_global_func("s_tir.schedule.GetSBlockRealize")
 
 SPLIT_FACTORS = (2, 4, 8)
 MAX_OUTPUT_VALUES = 1 << 19
 """Blocks with more output values already fill the GPU: 2^19 values are 128 tiles of 64x64."""
 MAX_SPLIT_TILES = 256
 """A factor is tried while the 64x64 output tiles times S stay within about two waves of an
-H100's or H200's 132 SMs: more splits only add partial outputs to sum."""
+H100's or H200's 132 SMs (the GPUs it was measured on; fewer SMs would want fewer splits): more
+splits only add partial outputs to sum."""
 MIN_REDUCTION = 512
-"""A shorter reduction leaves each split too little work to pay for the second pass."""
+"""A block whose whole reduction is shorter is left alone: its one pass is short already."""
 MIN_SPLIT_EXTENT = 16
 """The split loop keeps at least one tensor-core step (k = 16) per split."""
 SUM_THREADS = (64, 128, 256)
@@ -53,7 +60,8 @@ def tensor_core_arch(target: Target) -> bool:
     if target.kind.name != "cuda":
         return False
     arch = str(target.attrs.get("arch", ""))
-    return arch.startswith("sm_") and arch[3:].isdigit() and int(arch[3:]) >= 75
+    digits = "".join(itertools.takewhile(str.isdigit, arch.removeprefix("sm_")))
+    return arch.startswith("sm_") and bool(digits) and int(digits) >= 75  # sm_90a too
 
 
 def space_generator(target: Target, *, split_k: bool) -> ms.SpaceGenerator | str:
@@ -123,7 +131,10 @@ class SplitKTensorCore(PyScheduleRule):
                 # (a trivial binding, which the tensor-core tiling requires).
                 split.reorder(outer, *loops[:index])
             partial = split.rfactor(outer, factor_axis=0)
-        except Exception:  # a schedule error: the block is not a plain sum of products
+        except ScheduleError:  # the block is not a plain sum of products
+            return []
+        except Exception:  # TVM's own checks: the task keeps MetaSchedule's sketches
+            _log.warning("no split-K sketch for this block", exc_info=True)
             return []
         steps = len(split.trace.insts)
         sketches: list[Schedule] = []
@@ -136,7 +147,10 @@ class SplitKTensorCore(PyScheduleRule):
                     continue
                 try:
                     _sum_with_epilogue(sketch, block)
-                except Exception:  # a schedule error: the sum stays to the generic rules
+                except ScheduleError:  # this sketch's sum cannot be laid out so: drop it
+                    continue
+                except Exception:
+                    _log.warning("a split-K sketch was dropped", exc_info=True)
                     continue
                 sketches.append(sketch)
         return sketches
@@ -164,11 +178,15 @@ def _sum_with_epilogue(sch: Schedule, block: SBlockRV) -> None:
             break
         try:
             sch.reverse_compute_at(consumers[0], thread, preserve_unit_loops=False)
-        except Exception:  # not elementwise on the sum's output: it stays a kernel of its own
+        except ScheduleError:  # not elementwise on the sum's output: a kernel of its own
             break
         if consumer is block:
-            # Its one reader is under the same thread: the sum stays in a register.
-            sch.set_scope(block, 0, "local")
+            # Its one reader is under the same thread (compute-at refuses one that reads other
+            # threads' values): the sum stays in a register.
+            try:
+                sch.set_scope(block, 0, "local")
+            except ScheduleError:
+                pass  # a buffer the function returns stays in global memory
         consumer = consumers[0]
 
 
@@ -181,9 +199,12 @@ def _reduction_to_split(sch: Schedule, block: SBlockRV) -> tuple[int, int, int] 
     loops = sch.get_loops(block)
     if len(loops) != len(stmt.iter_vars) or len(sch.get_child_blocks(loops[0])) != 1:
         return None
+    bindings = _get_sblock_realize(sch, block).iter_values
+    if not all(
+        value.same_as(sch.get(loop).loop_var) for value, loop in zip(bindings, loops, strict=True)
+    ):
+        return None  # not one loop per iterator, in order (a trivial binding)
     extents = [int(sch.get(loop).extent) for loop in loops]
-    if extents != [int(var.dom.extent) for var in stmt.iter_vars]:
-        return None  # not one loop per iterator, in order
     reduce = [i for i, var in enumerate(stmt.iter_vars) if var.iter_type == IterVar.CommReduce]
     spatial = [i for i, var in enumerate(stmt.iter_vars) if var.iter_type == IterVar.DataPar]
     if not reduce or len(reduce) + len(spatial) != len(loops):

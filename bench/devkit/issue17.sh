@@ -14,7 +14,7 @@
 #   rn50-fp32 ResNet-50 fp32, vendor rows with and without TF32
 #   test-split-k    the split-K sketches' results on the GPU (tests/tuner/test_split_k.py)
 #   split-k   split-K and 227 KB of shared memory against MetaSchedule's space on small-output
-#             tasks (bench/split_k.py, SPLIT_K_TRIALS trials a run, default 96), torch beside
+#             tasks (bench/split_k.py, SPLIT_K_TRIALS trials a run, default 64), torch beside
 # Files land in $OUT named by the GPU (h100, h200), not the device's hostname (`vm`).
 set -uo pipefail
 [ $# -gt 0 ] || { echo "usage: issue17.sh test-attention|test-depthwise|bert|bert-tc|cnn-fp16|rn50-fp32|test-split-k|split-k ..." >&2; exit 2; }
@@ -62,7 +62,7 @@ case "$step" in
     tail -5 "$OUT/split_k_gpu_tests-$tag-$stamp.txt"
     ;;
   split-k)
-    timeout "$limit" python3 bench/split_k.py --trials "${SPLIT_K_TRIALS:-96}" --tag "$tag" \
+    timeout "$limit" python3 bench/split_k.py --trials "${SPLIT_K_TRIALS:-64}" --tag "$tag" \
       --out "$OUT" 2> "$OUT/split_k_stderr-$tag-$stamp.txt"
     rc=$?
     tail -5 "$OUT/split_k_stderr-$tag-$stamp.txt"

@@ -97,7 +97,6 @@ def test_a_small_fp16_convolution_of_our_pipeline_gets_tensor_core_split_sketche
     plain = _spaces(task, split_k=False)
     spaces = _spaces(task, split_k=True)
     split = [space for space in spaces if _split(space)]
-    assert not any(_split(space) for space in plain)
     assert split, "no split-K sketch for a 7x7x256 fp16 convolution"
     assert all(_tensor_core(space) for space in split)
     # The usual sketches stay, one set more per split factor.
@@ -116,7 +115,14 @@ def test_large_outputs_short_reductions_and_cpu_targets_get_no_split() -> None:
     assert not any(_split(s) for s in _spaces(_matmul(3136, 1152, 2048), split_k=True))
     # A short reduction leaves a split nothing to share.
     assert not any(_split(s) for s in _spaces(_matmul(128, 256, 768), split_k=True))
+    # A split loop must divide by S and keep 16 a split: K = 516 takes 2 and 4, not 8.
+    assert _factors(_spaces(_matmul(128, 516, 768), split_k=True)) == {2, 4}
     assert space_generator(parse_target("llvm"), split_k=True) == "post-order-apply"
+    volta = parse_target('{"kind": "cuda", "arch": "sm_70"}')  # no tensor-core rules there
+    assert space_generator(volta, split_k=True) == "post-order-apply"
+    assert space_generator(parse_target('{"kind": "cuda", "arch": "sm_90a"}'), split_k=True) != (
+        "post-order-apply"
+    )
     assert space_generator(H100, split_k=False) == "post-order-apply"
 
 
@@ -156,6 +162,18 @@ def _built_split_sketch(mod: tvm.IRModule) -> tuple[Schedule, tvm.runtime.Module
     raise AssertionError("no split-K sketch compiled in 24 seeds")
 
 
+def test_the_epilogue_is_computed_by_the_thread_that_sums_the_splits(tmp_path: Path) -> None:
+    task = _anchor_task(tmp_path, channels=256, size=7)
+    split = [space for space in _spaces(task, split_k=True) if _split(space)]
+    assert split
+    for space in split:
+        script = str(space.mod)
+        # The sum's output lives in a register, and the epilogue (bias add, ReLU) reads it.
+        assert "conv2d_nhwc_intermediate_local = T.sblock_alloc_buffer" in script
+        epilogue = script[script.index('T.sblock("T_add")') :]
+        assert "conv2d_nhwc_intermediate_local[" in epilogue
+
+
 @pytest.mark.skipif(NVCC is None, reason="needs nvcc to compile CUDA")
 def test_the_sum_of_the_splits_and_the_epilogue_are_one_kernel(tmp_path: Path) -> None:
     # conv + bias + ReLU: the partial convolutions are one kernel; the sum over the splits,
@@ -173,7 +191,7 @@ def test_a_split_sketch_compiles_and_replays_from_the_database(tmp_path: Path) -
     database = SqlDatabase(f"sqlite:///{tmp_path / 'tuning.db'}", target=H100)
     workload = database.commit_workload(mod)
     database.commit_tuning_record(ms.database.TuningRecord(sch.trace, workload, [1e-5], H100, None))
-    # A build replays the record with MetaSchedule's rules alone: no split-K rule is needed.
+    # The split, reorder and rfactor survive the database's record format and replay.
     replayed = database.query_schedule(mod, H100, "task")
     assert replayed is not None
     tvm.ir.assert_structural_equal(replayed.mod, sch.mod)
