@@ -42,10 +42,7 @@ def tiny_cnn(
             weight("fc_b", classes),
         ],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8  # readable by every onnxruntime we support
-    onnx.checker.check_model(model)
-    return model
+    return _checked(graph)
 
 
 def small_resnet(
@@ -114,10 +111,7 @@ def small_resnet(
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, classes])],
         initializers,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
+    return _checked(graph)
 
 
 def conv_relu(*, channels: int, size: int, seed: int = 0) -> onnx.ModelProto:
