@@ -15,6 +15,11 @@
 #   test-split-k    the split-K sketches' results on the GPU (tests/tuner/test_split_k.py)
 #   split-k   split-K and 227 KB of shared memory against MetaSchedule's space on small-output
 #             tasks (bench/split_k.py, SPLIT_K_TRIALS trials a run, default 64), torch beside
+#   tune-MODEL-PREC   grow a pack (e.g. tune-mobilenet_v2-fp16): tune TUNE_SECONDS (default 300)
+#             through the farm (split-K on), starting from packs/MODEL-PREC-sm_90 where it
+#             exists; the new pack lands in $OUT/packs/MODEL-PREC-sm_90
+#   peers-MODEL-PREC  gpu_peers.py with the vendor kernels and the pack of the step above (or
+#             the committed one)
 # Files land in $OUT named by the GPU (h100, h200), not the device's hostname (`vm`).
 set -uo pipefail
 [ $# -gt 0 ] || { echo "usage: issue17.sh test-attention|test-depthwise|bert|bert-tc|cnn-fp16|rn50-fp32|test-split-k|split-k ..." >&2; exit 2; }
@@ -70,6 +75,29 @@ case "$step" in
   rn50-fp32)
     timeout "$limit" python3 bench/gpu_peers.py --models resnet50 --precisions fp32 --vendor-kernels \
       --tf32 --out "$OUT"
+    rc=$?
+    ;;
+  tune-*)
+    spec=${step#tune-}
+    pack=${spec%-*}-${spec##*-}-sm_90
+    from=()
+    [ -d "packs/$pack" ] && from=(--records-in "packs/$pack")
+    timeout "$limit" python3 bench/gpu_tune.py --models "${spec%-*}" --precisions "${spec##*-}" \
+      --seconds "${TUNE_SECONDS:-300}" --concurrency 15 "${from[@]}" --records-out "/tmp/rec-$pack" \
+      --out "$OUT" --tag "$tag" > "$OUT/gpu_tune_stdout-$tag-$pack-$stamp.txt" 2>&1
+    rc=$?
+    tail -5 "$OUT/gpu_tune_stdout-$tag-$pack-$stamp.txt"
+    python3 bench/make_pack.py "/tmp/rec-$pack" "$OUT/packs/$pack" || rc=1
+    ;;
+  peers-*)
+    spec=${step#peers-}
+    pack=${spec%-*}-${spec##*-}-sm_90
+    records=$OUT/packs/$pack
+    [ -d "$records" ] || records=packs/$pack
+    extra=()
+    [ "${spec##*-}" = fp32 ] && extra=(--tf32)
+    timeout "$limit" python3 bench/gpu_peers.py --models "${spec%-*}" --precisions "${spec##*-}" \
+      --records "$records" --vendor-kernels "${extra[@]}" --out "$OUT"
     rc=$?
     ;;
   *)
