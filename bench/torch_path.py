@@ -109,10 +109,16 @@ def measure(
     source: str,
     vendor_kernels: bool = False,
     torch_compile_modes: tuple[str, ...] = (),
+    records_in: Path | None = None,
+    pack_out: Path | None = None,
 ) -> dict[str, Any]:
     import tunefarm
+    from tunefarm.tuning_db.json_logs import export_json_logs, import_json_logs
 
     module, inputs = example(name, seed=0, source=source)
+    database = f"sqlite:///{work / (name + '.db')}"
+    if records_in is not None:
+        import_json_logs(database, records_in)
     started = time.perf_counter()
     try:
         compiled = tunefarm.compile(
@@ -121,7 +127,7 @@ def measure(
             target=target,
             trials=trials,
             fp16=fp16,
-            database=f"sqlite:///{work / (name + '.db')}",
+            database=database,
             out_dir=work / name,
             progress=False,
             baseline=False,
@@ -130,6 +136,12 @@ def measure(
     except tunefarm.TunefarmError as err:
         return {"model": name, "error": str(err)}
     compile_sec = round(time.perf_counter() - started, 1)
+    packed = None
+    if pack_out is not None:  # the records this compile tuned, cut down to a pack
+        from make_pack import make_pack
+
+        export_json_logs(database, work / f"{name}-records")
+        packed = make_pack(work / f"{name}-records", pack_out / name)
     _, fresh = example(name, seed=1, source=source)  # new inputs; the compiled module stays
     if name == "bert_base_masked":
         fresh = (fresh[0], inputs[1])  # the same padding
@@ -160,6 +172,8 @@ def measure(
     return {
         "model": name,
         "compile_sec": compile_sec,
+        "trials": trials,
+        "pack": {"path": str(pack_out / name), "workloads": packed[0]} if packed else None,
         "relative_error": error,
         "input_sensitivity": sensitivity,
         "within_goal": error <= (1e-2 if fp16 else 1e-3) if sensitivity > 1e-2 else "inconclusive",
@@ -249,6 +263,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="with --torch-compile, also time mode=max-autotune (minutes of autotuning a model)",
     )
+    parser.add_argument(
+        "--records-in", type=Path, default=None, help="records (a pack) each compile starts from"
+    )
+    parser.add_argument(
+        "--pack-out", type=Path, default=None, help="write each model's best records here (a pack)"
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--tag", default=None, help="the machine's short name in the file name")
     args = parser.parse_args(argv)
@@ -286,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
                 source=args.source,
                 vendor_kernels=args.vendor_kernels,
                 torch_compile_modes=compile_modes,
+                records_in=args.records_in,
+                pack_out=args.pack_out,
             )
             result["rows"].append(row)
             path.write_text(json.dumps(result, indent=1))

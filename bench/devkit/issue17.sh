@@ -18,6 +18,9 @@
 #   tune-MODEL-PREC   grow a pack (e.g. tune-mobilenet_v2-fp16): tune TUNE_SECONDS (default 300)
 #             through the farm (split-K on), starting from packs/MODEL-PREC-sm_90 where it
 #             exists; the new pack lands in $OUT/packs/MODEL-PREC-sm_90
+#             tune-bert_base-fp16 tunes BERT_TRIALS (default 128) through torch.export and
+#             tunefarm.compile on this GPU instead (the farm takes ONNX; the bert step's tasks
+#             come from torch.export), then times it as the bert step does
 #   peers-MODEL-PREC  gpu_peers.py with the vendor kernels and the pack of the step above (or
 #             the committed one)
 # Files land in $OUT named by the GPU (h100, h200), not the device's hostname (`vm`).
@@ -48,8 +51,11 @@ case "$step" in
     else  # the shim's own candidates, whatever step ran before
       unset TUNEFARM_ATTENTION_VARIANT TUNEFARM_LAYER_NORM_VARIANT
     fi
+    from=()  # the committed pack, where there is one
+    [ -d packs/bert_base-fp16-sm_90 ] && from=(--records-in packs/bert_base-fp16-sm_90)
     timeout "$limit" python3 bench/torch_path.py --target cuda --fp16 --source torchvision \
       --models bert_base_masked --vendor-kernels --torch-compile ${MAX_AUTOTUNE:+--max-autotune} \
+      "${from[@]}" \
       --runs 50 --tag "$tag-$step" --out "$OUT" 2> "$OUT/torch_path_stderr-$tag-$step-$stamp.txt"
     rc=$?
     grep -E "attention|layer_norm" "$OUT/torch_path_stderr-$tag-$step-$stamp.txt" | head -20
@@ -76,6 +82,17 @@ case "$step" in
     timeout "$limit" python3 bench/gpu_peers.py --models resnet50 --precisions fp32 --vendor-kernels \
       --tf32 --out "$OUT"
     rc=$?
+    ;;
+  tune-bert_base-fp16)
+    from=()
+    [ -d packs/bert_base-fp16-sm_90 ] && from=(--records-in packs/bert_base-fp16-sm_90)
+    timeout "$limit" python3 bench/torch_path.py --target cuda --fp16 --source torchvision \
+      --models bert_base_masked --vendor-kernels --trials "${BERT_TRIALS:-128}" "${from[@]}" \
+      --pack-out /tmp/bert-pack --torch-compile --runs 50 --tag "$tag-$step" --out "$OUT" \
+      2> "$OUT/torch_path_stderr-$tag-$step-$stamp.txt"
+    rc=$?
+    tail -5 "$OUT/torch_path_stderr-$tag-$step-$stamp.txt"
+    mkdir -p "$OUT/packs" && mv /tmp/bert-pack/bert_base_masked "$OUT/packs/bert_base-fp16-sm_90" || rc=1
     ;;
   tune-*)
     spec=${step#tune-}
