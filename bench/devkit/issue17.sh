@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Issue 17's device runs, after the kit is in:
 #   bash .devkit/setup.sh >/dev/null && source .devkit/env.sh && bash bench/devkit/issue17.sh STEP...
+# (setup.sh --redis for the tune-MODEL-PREC steps: the farm's broker)
 # Several steps run one after the other in one call (each call costs a transfer of the tree and
 # the kit): give them STEP_TIMEOUT seconds each so that all fit the call's 600 s.
 # Steps, in the order they are worth the device time:
@@ -104,7 +105,12 @@ case "$step" in
       --out "$OUT" --tag "$tag" > "$OUT/gpu_tune_stdout-$tag-$pack-$stamp.txt" 2>&1
     rc=$?
     tail -5 "$OUT/gpu_tune_stdout-$tag-$pack-$stamp.txt"
-    python3 bench/make_pack.py "/tmp/rec-$pack" "$OUT/packs/$pack" || rc=1
+    if [ -f "/tmp/rec-$pack/database_workload.json" ]; then
+      python3 bench/make_pack.py "/tmp/rec-$pack" "$OUT/packs/$pack" || rc=1
+    else
+      echo "issue17.sh: $step exported no records (the farm needs setup.sh --redis)" >&2
+      rc=1
+    fi
     ;;
   peers-*)
     spec=${step#peers-}
