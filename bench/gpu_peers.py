@@ -121,9 +121,14 @@ def tvm_peers(
     database_url: str | None,
     reference: np.ndarray,
     samples: int,
+    results: dict[str, Any],
+    save: Callable[[], None] = lambda: None,
     vendor: bool = False,
     tf32: bool = False,
-) -> dict[str, Any]:
+    untuned: bool = True,
+) -> None:
+    """TVM's rows, written into ``results`` one by one; ``save`` after each, so that a run cut
+    off by its time limit keeps the rows it finished."""
     import tvm
 
     from tunefarm.tuner import build
@@ -143,7 +148,7 @@ def tvm_peers(
     pipeline = run_pipeline(
         import_onnx(validated), target=target, options=PipelineOptions(fp16=half)
     )
-    results: dict[str, Any] = {"pipeline_sec": round(time.perf_counter() - started, 1)}
+    results["pipeline_sec"] = round(time.perf_counter() - started, 1)
     tasks = extract_tuning_tasks(pipeline.mod, target=target)
     args = [tvm.runtime.tensor(t.numpy(), device=device) for t in model.inputs]
 
@@ -155,22 +160,23 @@ def tvm_peers(
         row = time_calls(lambda: main(*args), samples=samples, warmup=20)
         row.update(compile_sec=round(compile_sec, 1), max_abs_diff_vs_torch=diff)
         results[label] = row
+        save()
         print(f"    {label}: p50 {row['p50_ms']} ms (diff {diff:.2e})", flush=True)
 
-    started = time.perf_counter()
-    executable = build.compile_untuned(pipeline.mod, target=target, cuda_graph=True)
-    measure("TVM untuned + CUDA graph", executable, time.perf_counter() - started)
+    if untuned:
+        started = time.perf_counter()
+        executable = build.compile_untuned(pipeline.mod, target=target, cuda_graph=True)
+        measure("TVM untuned + CUDA graph", executable, time.perf_counter() - started)
     if vendor:
         for with_tf32 in (False, True) if tf32 and not half else (False,):
-            results.update(
-                vendor_rows(
-                    model,
-                    onnx_path,
-                    half=half,
-                    database_url=database_url,
-                    measure=measure,
-                    tf32=with_tf32,
-                )
+            vendor_rows(
+                model,
+                onnx_path,
+                half=half,
+                database_url=database_url,
+                measure=measure,
+                into=results,
+                tf32=with_tf32,
             )
     if database_url is not None:
         database = SqlDatabase(database_url, target=target)
@@ -200,7 +206,7 @@ def tvm_peers(
             }
             for task in tasks
         ]
-    return results
+        save()
 
 
 def vendor_rows(
@@ -210,12 +216,14 @@ def vendor_rows(
     half: bool,
     database_url: str | None,
     measure: Callable[[str, Any, float], None],
+    into: dict[str, Any],
     tf32: bool = False,
-) -> dict[str, Any]:
+) -> None:
     """Convolutions and matmuls on cuDNN and cuBLASLt (``--vendor-kernels``) where that is
     faster than the database's tuned kernel (``tuner.vendor_choice``), the rest TVM's. The
     library is exported and loaded, as a user gets it: the vendor calls live in the .so.
-    ``tf32``: fp32 vendor calls on TF32 tensor cores (``--tf32``), the rows' labels say so."""
+    ``tf32``: fp32 vendor calls on TF32 tensor cores (``--tf32``), the rows' labels say so.
+    The calls and choices go into ``into`` before the library is built and timed."""
     import tvm
 
     from tunefarm.tuner import build, vendor_choice, vendor_kernels
@@ -239,11 +247,9 @@ def vendor_rows(
         options=PipelineOptions(fp16=half, vendor_kernels=True, vendor_select=select, tf32=tf32),
     )
     suffix = " + TF32" if tf32 else ""
-    rows: dict[str, Any] = {
-        f"vendor_calls{suffix}": dict(vendor_kernels.vendor_calls(pipeline.mod)),
-        f"vendor_choices{suffix}": [choice.as_dict() for choice in choices],
-    }
-    print(f"    vendor calls: {rows[f'vendor_calls{suffix}']}", flush=True)
+    into[f"vendor_calls{suffix}"] = dict(vendor_kernels.vendor_calls(pipeline.mod))
+    into[f"vendor_choices{suffix}"] = [choice.as_dict() for choice in choices]
+    print(f"    vendor calls: {into[f'vendor_calls{suffix}']}", flush=True)
     toolchain = vendor_kernels.find_toolchain()
     vendor_kernels.register_in_process(toolchain)
     started = time.perf_counter()
@@ -260,7 +266,6 @@ def vendor_rows(
     library = onnx_path.with_suffix(f".{precision}.vendor.so")
     build.export_library(executable, library, vendor=toolchain)
     measure(label + suffix, tvm.runtime.load_module(str(library)), time.perf_counter() - started)
-    return rows
 
 
 def trial_counts(database: Any, tasks: list[Any]) -> dict[str, Any]:
@@ -303,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tune-log", type=Path, action="append", default=[])
     parser.add_argument("--max-autotune", action="store_true")
     parser.add_argument("--skip-torch-compile", action="store_true")
+    parser.add_argument(
+        "--skip-untuned", action="store_true", help="no TVM untuned row (a minute of compiling)"
+    )
     parser.add_argument(
         "--vendor-kernels", action="store_true", help="add the cuDNN/cuBLASLt row (issue 17)"
     )
@@ -353,6 +361,12 @@ def main(argv: list[str] | None = None) -> int:
         "tuning": [json.loads(path.read_text()) for path in args.tune_log if path.is_file()],
         "models": {},
     }
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"gpu_peers-{socket.gethostname()}-{started:%Y%m%dT%H%M%SZ}.json"
+
+    def save() -> None:  # after every row: a run cut off keeps what it measured
+        path.write_text(json.dumps(result, indent=1) + "\n")
+
     for name in args.models.split(","):
         model = gpu_models.build(name)
         onnx_path = gpu_models.export_onnx(model, args.work / f"{name}.onnx")
@@ -360,23 +374,23 @@ def main(argv: list[str] | None = None) -> int:
             half = precision == "fp16"
             print(f"{name} {precision}", flush=True)
             row, reference = torch_peers(model, half=half, modes=modes, samples=args.samples)
-            row.update(
-                tvm_peers(
-                    model,
-                    onnx_path,
-                    half=half,
-                    database_url=database_url,
-                    reference=reference,
-                    samples=args.samples,
-                    vendor=args.vendor_kernels,
-                    tf32=args.tf32,
-                )
-            )
             result["models"][f"{name} {precision}"] = row
+            save()
+            tvm_peers(
+                model,
+                onnx_path,
+                half=half,
+                database_url=database_url,
+                reference=reference,
+                samples=args.samples,
+                results=row,
+                save=save,
+                vendor=args.vendor_kernels,
+                tf32=args.tf32,
+                untuned=not args.skip_untuned,
+            )
             print(json.dumps({k: v for k, v in row.items() if k != "tasks"}), flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"gpu_peers-{socket.gethostname()}-{started:%Y%m%dT%H%M%SZ}.json"
-    path.write_text(json.dumps(result, indent=1) + "\n")
+    save()
     print(f"wrote {path}")
     return 0
 
