@@ -126,6 +126,7 @@ def tvm_peers(
     vendor: bool = False,
     tf32: bool = False,
     untuned: bool = True,
+    vendor_only: bool = False,
 ) -> None:
     """TVM's rows, written into ``results`` one by one; ``save`` after each, so that a run cut
     off by its time limit keeps the rows it finished."""
@@ -168,16 +169,21 @@ def tvm_peers(
         executable = build.compile_untuned(pipeline.mod, target=target, cuda_graph=True)
         measure("TVM untuned + CUDA graph", executable, time.perf_counter() - started)
     if vendor:
+        # ``vendor_only``: beside the records' row, every chain on the vendor (no records), so
+        # the two compare in one run.
+        urls = [database_url] + ([None] if vendor_only and database_url is not None else [])
         for with_tf32 in (False, True) if tf32 and not half else (False,):
-            vendor_rows(
-                model,
-                onnx_path,
-                half=half,
-                database_url=database_url,
-                measure=measure,
-                into=results,
-                tf32=with_tf32,
-            )
+            for url in urls:
+                vendor_rows(
+                    model,
+                    onnx_path,
+                    half=half,
+                    database_url=url,
+                    measure=measure,
+                    into=results,
+                    tf32=with_tf32,
+                    key=" (no records)" if url is None and database_url is not None else "",
+                )
     if database_url is not None:
         database = SqlDatabase(database_url, target=target)
         look_up_tasks(tasks, database=database, target=target)
@@ -218,12 +224,14 @@ def vendor_rows(
     measure: Callable[[str, Any, float], None],
     into: dict[str, Any],
     tf32: bool = False,
+    key: str = "",
 ) -> None:
     """Convolutions and matmuls on cuDNN and cuBLASLt (``--vendor-kernels``) where that is
     faster than the database's tuned kernel (``tuner.vendor_choice``), the rest TVM's. The
     library is exported and loaded, as a user gets it: the vendor calls live in the .so.
     ``tf32``: fp32 vendor calls on TF32 tensor cores (``--tf32``), the rows' labels say so.
-    The calls and choices go into ``into`` before the library is built and timed."""
+    The calls and choices go into ``into`` before the library is built and timed; ``key``
+    tells this row's entries from another vendor row's."""
     import tvm
 
     from tunefarm.tuner import build, vendor_choice, vendor_kernels
@@ -246,7 +254,7 @@ def vendor_rows(
         target=target,
         options=PipelineOptions(fp16=half, vendor_kernels=True, vendor_select=select, tf32=tf32),
     )
-    suffix = " + TF32" if tf32 else ""
+    suffix = (" + TF32" if tf32 else "") + key
     into[f"vendor_calls{suffix}"] = dict(vendor_kernels.vendor_calls(pipeline.mod))
     into[f"vendor_choices{suffix}"] = [choice.as_dict() for choice in choices]
     print(f"    vendor calls: {into[f'vendor_calls{suffix}']}", flush=True)
@@ -263,7 +271,9 @@ def vendor_rows(
         executable = build.compile_untuned(pipeline.mod, target=target, cuda_graph=True)
         label = "TVM untuned + vendor kernels + CUDA graph"
     precision = "fp16" if half else "tf32" if tf32 else "fp32"
-    library = onnx_path.with_suffix(f".{precision}.vendor.so")
+    # A name of its own per row: loading a path already loaded gives the first library again.
+    variant = "-no-records" if key else ""
+    library = onnx_path.with_suffix(f".{precision}.vendor{variant}.so")
     build.export_library(executable, library, vendor=toolchain)
     measure(label + suffix, tvm.runtime.load_module(str(library)), time.perf_counter() - started)
 
@@ -310,6 +320,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-torch-compile", action="store_true")
     parser.add_argument(
         "--skip-untuned", action="store_true", help="no TVM untuned row (a minute of compiling)"
+    )
+    parser.add_argument(
+        "--vendor-only-row",
+        action="store_true",
+        help="with --vendor-kernels and records: also a row with every chain on the vendor",
     )
     parser.add_argument(
         "--vendor-kernels", action="store_true", help="add the cuDNN/cuBLASLt row (issue 17)"
@@ -388,6 +403,7 @@ def main(argv: list[str] | None = None) -> int:
                 vendor=args.vendor_kernels,
                 tf32=args.tf32,
                 untuned=not args.skip_untuned,
+                vendor_only=args.vendor_only_row,
             )
             print(json.dumps({k: v for k, v in row.items() if k != "tasks"}), flush=True)
     save()

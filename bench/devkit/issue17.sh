@@ -23,7 +23,7 @@
 #             tunefarm.compile on this GPU instead (the farm takes ONNX; the bert step's tasks
 #             come from torch.export), then times it as the bert step does
 #   peers-MODEL-PREC  gpu_peers.py with the vendor kernels and the pack of the step above (or
-#             the committed one)
+#             the committed one), and a row with every chain on the vendor (the pack unused)
 # Files land in $OUT named by the GPU (h100, h200), not the device's hostname (`vm`).
 set -uo pipefail
 [ $# -gt 0 ] || { echo "usage: issue17.sh test-attention|test-depthwise|bert|bert-tc|cnn-fp16|rn50-fp32|test-split-k|split-k ..." >&2; exit 2; }
@@ -120,7 +120,7 @@ case "$step" in
     extra=()
     [ "${spec##*-}" = fp32 ] && extra=(--tf32)
     timeout "$limit" python3 bench/gpu_peers.py --models "${spec%-*}" --precisions "${spec##*-}" \
-      --records "$records" --vendor-kernels "${extra[@]}" --out "$OUT"
+      --records "$records" --vendor-kernels --vendor-only-row "${extra[@]}" --out "$OUT"
     rc=$?
     ;;
   *)
