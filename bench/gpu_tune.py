@@ -311,6 +311,15 @@ def main(argv: list[str] | None = None) -> int:
     from tunefarm.tuning_db.json_logs import export_json_logs, import_json_logs
     from tunefarm.tuning_db.sql_database import open_engine
 
+    try:  # before a minute of model export: the farm cannot start without its broker
+        redis.Redis.from_url(args.broker_url).ping()
+    except redis.RedisError as err:
+        print(
+            f"gpu_tune needs a Redis at {args.broker_url} ({err}); on the device, "
+            "`bash .devkit/setup.sh --redis` starts one",
+            file=sys.stderr,
+        )
+        return 2
     variants = parse_variants(args.variants, args.concurrency) or [
         Variant(name="default", concurrency=args.concurrency)
     ]
