@@ -328,12 +328,12 @@ def _chain_json(call: VendorCall) -> str:
 
 
 def time_chain(
-    call: VendorCall, *, target: Target, database: Any = None, runs: int = 100
+    call: VendorCall, *, target: Target, database: Any = None, runs: int = 25
 ) -> float | None:
     """Median seconds per chain on this machine's GPU of the chain alone: built with its record
     from ``database``, or, without one, as the vendor call. One module (``chain_module``,
-    ``timed``: ``TIMED_REPEATS`` chains a call), one CUDA graph, one timer either way. None if
-    it fails to build or run (then it is not a candidate)."""
+    ``timed``: ``TIMED_REPEATS`` chains a call, ``runs`` calls a measurement), one CUDA graph,
+    one timer either way. None if it fails to build or run (then it is not a candidate)."""
     from tunefarm.tuner.build import compile_tuned, compile_untuned
     from tunefarm.tuner.vendor_kernels import register_in_process
 
