@@ -21,7 +21,9 @@
 #             exists; the new pack lands in $OUT/packs/MODEL-PREC-sm_90
 #             tune-bert_base-fp16 tunes BERT_TRIALS (default 128) through torch.export and
 #             tunefarm.compile on this GPU instead (the farm takes ONNX; the bert step's tasks
-#             come from torch.export), then times it as the bert step does
+#             come from torch.export), without vendor kernels: with them, the chains go to the
+#             vendor before tuning starts and are no tasks; the bert step then weighs the records
+#             against the vendor
 #   peers-MODEL-PREC  gpu_peers.py with the vendor kernels and the pack of the step above (or
 #             the committed one), and a row with every chain on the vendor (the pack unused)
 # Files land in $OUT named by the GPU (h100, h200), not the device's hostname (`vm`).
@@ -88,8 +90,8 @@ case "$step" in
     from=()
     [ -d packs/bert_base-fp16-sm_90 ] && from=(--records-in packs/bert_base-fp16-sm_90)
     timeout "$limit" python3 bench/torch_path.py --target cuda --fp16 --source torchvision \
-      --models bert_base_masked --vendor-kernels --trials "${BERT_TRIALS:-128}" "${from[@]}" \
-      --pack-out /tmp/bert-pack --torch-compile --runs 50 --tag "$tag-$step" --out "$OUT" \
+      --models bert_base_masked --trials "${BERT_TRIALS:-128}" "${from[@]}" \
+      --pack-out /tmp/bert-pack --runs 50 --tag "$tag-$step" --out "$OUT" \
       2> "$OUT/torch_path_stderr-$tag-$step-$stamp.txt"
     rc=$?
     tail -5 "$OUT/torch_path_stderr-$tag-$step-$stamp.txt"
