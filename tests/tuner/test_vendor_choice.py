@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import sqlalchemy
 import tvm
 from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 from tvm.s_tir.meta_schedule.database import TuningRecord
@@ -25,6 +26,7 @@ from tunefarm.tuner.sample_models import write_sample
 from tunefarm.tuner.targets import parse_target
 from tunefarm.tuner.tasks import extract_tuning_tasks
 from tunefarm.tuning_db import SqlDatabase
+from tunefarm.tuning_db.schema import VendorTimingRow
 
 CUDA = parse_target('{"kind": "cuda", "arch": "sm_90"}')
 
@@ -158,6 +160,10 @@ def test_each_side_is_timed_once_per_chain_and_then_read_from_the_database(
     distinct = len(timed) // 2
     assert distinct > 0 and timed.count("vendor") == timed.count("tuned") == distinct
     assert all(not choice.from_database for choice in first)
+    # The keys fit the column (64 characters), which PostgreSQL enforces and SQLite does not.
+    with SqlDatabase(url, target=CUDA).engine.connect() as connection:
+        keys = connection.execute(sqlalchemy.select(VendorTimingRow.source_key)).scalars().all()
+    assert len(keys) == 2 * distinct and all(len(key) == 64 for key in keys)
 
     timed.clear()
     second = build()
