@@ -26,6 +26,7 @@
 #             against the vendor
 #   peers-MODEL-PREC  gpu_peers.py with the vendor kernels and the pack of the step above (or
 #             the committed one), and a row with every chain on the vendor (the pack unused)
+#             (PEERS_ARGS: more gpu_peers.py flags, e.g. --skip-untuned)
 # Files land in $OUT named by the GPU (h100, h200), not the device's hostname (`vm`).
 set -uo pipefail
 [ $# -gt 0 ] || { echo "usage: issue17.sh test-attention|test-depthwise|bert|bert-tc|cnn-fp16|rn50-fp32|test-split-k|split-k ..." >&2; exit 2; }
@@ -122,7 +123,8 @@ case "$step" in
     extra=()
     [ "${spec##*-}" = fp32 ] && extra=(--tf32)
     timeout "$limit" python3 bench/gpu_peers.py --models "${spec%-*}" --precisions "${spec##*-}" \
-      --records "$records" --vendor-kernels --vendor-only-row "${extra[@]}" --out "$OUT"
+      --records "$records" --vendor-kernels --vendor-only-row "${extra[@]}" ${PEERS_ARGS:-} \
+      --out "$OUT"
     rc=$?
     ;;
   *)
