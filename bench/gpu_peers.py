@@ -171,9 +171,11 @@ def tvm_peers(
     if vendor:
         # ``vendor_only``: beside the records' row, every chain on the vendor (no records), so
         # the two compare in one run.
-        urls = [database_url] + ([None] if vendor_only and database_url is not None else [])
+        rows = [(database_url, "")]
+        if vendor_only and database_url is not None:
+            rows.append((None, " (no records)"))
         for with_tf32 in (False, True) if tf32 and not half else (False,):
-            for url in urls:
+            for url, key in rows:
                 vendor_rows(
                     model,
                     onnx_path,
@@ -182,7 +184,7 @@ def tvm_peers(
                     measure=measure,
                     into=results,
                     tf32=with_tf32,
-                    key=" (no records)" if url is None and database_url is not None else "",
+                    key=key,
                 )
     if database_url is not None:
         database = SqlDatabase(database_url, target=target)
