@@ -24,6 +24,9 @@ from tunefarm.tuner.parent_death import end_with_parent
 from tunefarm.tuner.trial import TrialRequest, TrialResult, run_trial, set_measure_lock, warm_up
 from tunefarm.tuner.trial_executor import TrialHandle
 
+_MANAGER_JOIN_SEC = 10.0
+"""How long Ctrl-C waits for a killed executor's manager thread; it needs milliseconds."""
+
 
 def _initialize_worker(lock: Any, parent_pid: int) -> None:
     end_with_parent(parent_pid)
@@ -146,8 +149,8 @@ class WarmPool:
         with self._lifecycle:
             self._restart(generation)
 
-    def _restart(self, generation: int | None) -> ProcessPoolExecutor | None:
-        """The executor whose workers were killed, if one was."""
+    def _restart(self, generation: int | None) -> threading.Thread | None:
+        """The manager thread of the executor whose workers were killed, if one was."""
         if generation is not None and generation != self.generation:
             return None
         executor, self._executor = self._executor, None
@@ -155,11 +158,13 @@ class WarmPool:
             return None
         self.restarts += 1
         self.generation += 1
+        # Read before shutdown: shutdown(wait=False) drops the executor's reference to it.
+        manager: threading.Thread | None = getattr(executor, "_executor_manager_thread", None)
         processes = list(getattr(executor, "_processes", {}).values())
         for process in processes:
             process.kill()
         executor.shutdown(wait=False, cancel_futures=True)
-        return executor
+        return manager
 
     def close(self) -> None:
         with self._lifecycle:
@@ -175,13 +180,14 @@ class WarmPool:
         if exc_type is KeyboardInterrupt:
             # Do not wait for the trials in flight (up to their timeout): the user asked to stop.
             with self._lifecycle:
-                killed = self._restart(None)
-            if killed is not None:
+                manager = self._restart(None)
+            if manager is not None:
                 # Its workers are dead, so its manager thread ends at once. Joined here, that
                 # thread has closed its wakeup pipe before Python's exit handler writes to it:
                 # in 3.11 the two race, and Ctrl-C sometimes ended with a traceback ("Bad file
-                # descriptor" in concurrent.futures' _python_exit).
-                killed.shutdown(wait=True, cancel_futures=True)
+                # descriptor" in concurrent.futures' _python_exit). A second shutdown() of the
+                # executor would not wait: the first one already let go of the thread.
+                manager.join(timeout=_MANAGER_JOIN_SEC)
         self.close()
 
 
