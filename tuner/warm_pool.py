@@ -21,11 +21,9 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from tunefarm.tuner.parent_death import end_with_parent
+from tunefarm.tuner.pool_shutdown import MANAGER_JOIN_SEC, kill_pool
 from tunefarm.tuner.trial import TrialRequest, TrialResult, run_trial, set_measure_lock, warm_up
 from tunefarm.tuner.trial_executor import TrialHandle
-
-_MANAGER_JOIN_SEC = 10.0
-"""How long Ctrl-C waits for a killed executor's manager thread; it needs milliseconds."""
 
 
 def _initialize_worker(lock: Any, parent_pid: int) -> None:
@@ -158,13 +156,7 @@ class WarmPool:
             return None
         self.restarts += 1
         self.generation += 1
-        # Read before shutdown: shutdown(wait=False) drops the executor's reference to it.
-        manager: threading.Thread | None = getattr(executor, "_executor_manager_thread", None)
-        processes = list(getattr(executor, "_processes", {}).values())
-        for process in processes:
-            process.kill()
-        executor.shutdown(wait=False, cancel_futures=True)
-        return manager
+        return kill_pool(executor)
 
     def close(self) -> None:
         with self._lifecycle:
@@ -182,12 +174,9 @@ class WarmPool:
             with self._lifecycle:
                 manager = self._restart(None)
             if manager is not None:
-                # Its workers are dead, so its manager thread ends at once. Joined here, that
-                # thread has closed its wakeup pipe before Python's exit handler writes to it:
-                # in 3.11 the two race, and Ctrl-C sometimes ended with a traceback ("Bad file
-                # descriptor" in concurrent.futures' _python_exit). A second shutdown() of the
-                # executor would not wait: the first one already let go of the thread.
-                manager.join(timeout=_MANAGER_JOIN_SEC)
+                # Joined here, it has closed its wakeup pipe before Python's exit handler
+                # writes to it: Ctrl-C in CI sometimes ended with a traceback (pool_shutdown).
+                manager.join(timeout=MANAGER_JOIN_SEC)
         self.close()
 
 

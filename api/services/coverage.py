@@ -24,6 +24,7 @@ from sqlalchemy import Engine
 from tunefarm.tuner.errors import ModelValidationError, UserInputError
 from tunefarm.tuner.import_guard import confine, is_out_of_memory
 from tunefarm.tuner.parent_death import end_with_parent
+from tunefarm.tuner.pool_shutdown import MANAGER_JOIN_SEC, kill_pool
 from tunefarm.tuner.settings import Settings
 from tunefarm.tuner.targets import parse_target
 from tunefarm.tuning_db.sql_database import best_verified_times
@@ -99,9 +100,11 @@ class ModelAnalyses:
 
     def close(self) -> None:
         with self._lock:
-            if self._pool is not None:
-                self._pool.shutdown(wait=False, cancel_futures=True)
-                self._pool = None
+            pool, self._pool = self._pool, None
+        if pool is not None and (manager := kill_pool(pool)) is not None:
+            # An analysis in flight is not waited for, and nothing of the pool outlives the
+            # API's shutdown (pool_shutdown).
+            manager.join(timeout=MANAGER_JOIN_SEC)
 
     def _collect(self, key: AnalysisKey) -> None:
         running = self._running.get(key)
@@ -158,11 +161,8 @@ class ModelAnalyses:
 
     def _kill_pool(self) -> None:
         pool, self._pool = self._pool, None
-        if pool is None:
-            return
-        for process in list(getattr(pool, "_processes", {}).values()):
-            process.kill()
-        pool.shutdown(wait=False, cancel_futures=True)
+        if pool is not None:
+            kill_pool(pool)
 
 
 _analyses: ModelAnalyses | None = None
